@@ -1,0 +1,149 @@
+"""The engine interface the `tensorrt_llm` Triton model talks to.
+
+An engine takes token ids with sampling parameters and streams token deltas back; it
+can abort a sequence and report its batching statistics. The CPU engine (llama.cpp)
+and the TensorRT-LLM engine both implement it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class FinishReason(enum.StrEnum):
+    """Why a sequence ended (OpenAI's names where they exist)."""
+
+    STOP = "stop"  # end-of-sequence token or a stop word
+    LENGTH = "length"  # max_tokens reached, or the context is full
+    CANCELLED = "cancelled"  # aborted by the client
+
+
+class EngineError(Exception):
+    """Base of the errors an engine raises for one request."""
+
+
+class InvalidRequestError(EngineError):
+    """The request cannot be served as given (bad parameter, prompt too long)."""
+
+
+class EngineOverloadedError(EngineError):
+    """The engine's waiting queue is full; the caller may retry later."""
+
+
+class EngineStoppedError(EngineError):
+    """The engine is shutting down or has failed."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Per-request decoding settings; `temperature` 0 means greedy."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    min_tokens: int = 0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}"),
+            (self.temperature >= 0.0, f"temperature must be >= 0, got {self.temperature}"),
+            (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
+            (0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}"),
+            (
+                self.repetition_penalty > 0.0,
+                f"repetition_penalty must be > 0, got {self.repetition_penalty}",
+            ),
+            (self.min_tokens >= 0, f"min_tokens must be >= 0, got {self.min_tokens}"),
+            (
+                self.seed is None or 0 <= self.seed < 2**64,
+                f"seed must be an unsigned 64-bit integer, got {self.seed}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidRequestError(message)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sequence to generate: prompt ids, sampling and stop conditions."""
+
+    request_id: str
+    prompt_ids: tuple[int, ...]
+    sampling: SamplingParams
+    stop_sequences: tuple[tuple[int, ...], ...] = ()
+    bad_sequences: tuple[tuple[int, ...], ...] = ()
+    end_id: int | None = None  # None: the model's own end-of-generation tokens
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise InvalidRequestError("the prompt is empty: it has 0 tokens")
+        if any(not seq for seq in (*self.stop_sequences, *self.bad_sequences)):
+            raise InvalidRequestError("stop and bad word sequences must not be empty")
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """New tokens of one sequence; the last delta carries `finish_reason`."""
+
+    token_ids: tuple[int, ...]
+    num_input_tokens: int
+    num_output_tokens: int  # all output tokens so far, this delta included
+    finish_reason: FinishReason | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's scheduler, exported as Triton metrics."""
+
+    active: int = 0  # sequences holding a slot (prefilling or decoding)
+    waiting: int = 0  # admitted to the queue, no slot yet
+    max_active: int = 0  # slot count (the in-flight batch limit)
+    context: int = 0  # sequences in prefill during the last step
+    scheduled: int = 0  # sequences in the last step's batch
+    steps: int = 0  # engine steps since start
+    step_sequences: int = 0  # sum over steps of sequences in the step
+    peak_step_batch: int = 0  # most sequences ever decoded in one step
+    generated_tokens: int = 0
+    finished: dict[str, int] = field(default_factory=dict)  # by finish reason
+
+
+class Engine(Protocol):
+    """What the `tensorrt_llm` model needs from an engine."""
+
+    async def start(self) -> None:
+        """Load weights and start the scheduler; fail fast if that is impossible."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        """Stream deltas; the last one has `finish_reason` set.
+
+        Raises `InvalidRequestError` or `EngineOverloadedError` before the first delta.
+        Closing the iterator early aborts the sequence and frees its slot.
+        """
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a running or waiting sequence; a no-op if it already ended."""
+
+    def stats(self) -> EngineStats:
+        """The scheduler's current figures."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Abort everything and release the model."""

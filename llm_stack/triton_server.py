@@ -1,0 +1,244 @@
+"""Find, start, watch and stop a Triton Inference Server process.
+
+The default Triton comes from the `nvidia-pytriton` wheel, which ships the
+`tritonserver` binary, the Python backend and one backend stub per Python version.
+A user with a Triton of their own (NGC container, /opt/tritonserver) points
+`triton_home` at it instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+class TritonLaunchError(RuntimeError):
+    """Triton could not be found, started, or did not become ready in time."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where a Triton server's binary, backends and libraries live."""
+
+    binary: Path
+    backend_directory: Path
+    library_paths: tuple[Path, ...] = ()
+
+
+def _pytriton_root() -> Path:
+    try:
+        import pytriton  # noqa: PLC0415 - optional dependency, only needed for the wheel's Triton
+    except ImportError as exc:
+        raise TritonLaunchError(
+            "nvidia-pytriton is not installed: install the 'triton' extra or pass --triton-home"
+        ) from exc
+    return Path(pytriton.__file__).resolve().parent
+
+
+def wheel_install(work_dir: Path) -> TritonInstall:
+    """Locate Triton inside the nvidia-pytriton wheel and build a backend directory.
+
+    The wheel keeps one Python backend stub per Python version apart from the backend;
+    Triton expects the stub beside `libtriton_python.so`, so a backend directory with
+    the stub matching this interpreter is assembled under `work_dir`.
+    """
+    root = _pytriton_root()
+    server_root = root / "tritonserver"
+    binary = server_root / "bin" / "tritonserver"
+    backend_src = server_root / "backends" / "python"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server_root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    libs = root.parent / "nvidia_pytriton.libs"
+    for path in (binary, backend_src / "libtriton_python.so", stub, libs):
+        if not path.exists():
+            raise TritonLaunchError(f"nvidia-pytriton is incomplete: {path} is missing")
+
+    backend_dir = work_dir / "backends"
+    python_dir = backend_dir / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for src in (*backend_src.iterdir(), stub):
+        if src.is_file():
+            dst = python_dir / src.name
+            if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+                shutil.copy2(src, dst)
+    return TritonInstall(binary=binary, backend_directory=backend_dir, library_paths=(libs,))
+
+
+def home_install(triton_home: Path) -> TritonInstall:
+    """Use a Triton installed elsewhere (e.g. /opt/tritonserver in NVIDIA's container)."""
+    binary = triton_home / "bin" / "tritonserver"
+    if not binary.exists():
+        raise TritonLaunchError(f"no tritonserver binary at {binary}")
+    return TritonInstall(
+        binary=binary, backend_directory=triton_home / "backends", library_paths=(triton_home / "lib",)
+    )
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    """Triton's three listening ports (its usual defaults)."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process on a model repository, ready-checked over HTTP."""
+
+    install: TritonInstall
+    model_repository: Path = DEFAULT_MODEL_REPOSITORY
+    ports: TritonPorts = field(default_factory=TritonPorts)
+    host: str = "127.0.0.1"
+    log_verbose: int = 0
+    extra_args: Sequence[str] = ()
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    log_file: Path | None = None
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self) -> list[str]:
+        """The tritonserver command line."""
+        return [
+            str(self.install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={self.install.backend_directory}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            "--allow-gpu-metrics=false",
+            "--exit-timeout-secs=10",
+            f"--log-verbose={self.log_verbose}",
+            *self.extra_args,
+        ]
+
+    def environment(self) -> dict[str, str]:
+        """Environment for Triton and its Python backend stubs.
+
+        The stub is linked against libpython and imports this interpreter's packages,
+        so this interpreter's library directory and site-packages go first.
+        """
+        env = dict(os.environ)
+        libdir = sysconfig.get_config_var("LIBDIR")
+        lib_paths = [str(p) for p in self.install.library_paths]
+        if libdir:
+            lib_paths.append(str(libdir))
+        if env.get("LD_LIBRARY_PATH"):
+            lib_paths.append(env["LD_LIBRARY_PATH"])
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_paths)
+        py_paths = [p for p in sys.path if p and Path(p).is_dir()]
+        if env.get("PYTHONPATH"):
+            py_paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(py_paths))
+        # The stub's embedded interpreter ignores PYTHONPATH; it finds its prefix by
+        # looking up `python3` on PATH, and a virtual environment's pyvenv.cfg there
+        # brings that environment's site-packages.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        """Start tritonserver in the background (not waiting for readiness)."""
+        if self._process is not None and self._process.poll() is None:
+            raise TritonLaunchError("Triton is already running")
+        stdout = self.log_file.open("ab") if self.log_file else None
+        log.info("starting Triton: %s", " ".join(self.command()))
+        self._process = subprocess.Popen(
+            self.command(),
+            env=self.environment(),
+            stdout=stdout,
+            stderr=subprocess.STDOUT if stdout else None,
+            start_new_session=True,
+        )
+        if stdout:
+            stdout.close()
+
+    def is_ready(self, model: str | None = None) -> bool:
+        """True when the server (and `model`, if given) answers ready over HTTP."""
+        path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
+        try:
+            with urllib.request.urlopen(self.http_url + path, timeout=2) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, model: str | None = "ensemble", timeout: float = 180.0) -> None:
+        """Block until ready; fail early if the process exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise TritonLaunchError(
+                    f"Triton exited with code {self._process.returncode} before it was ready"
+                    + (f"; see {self.log_file}" if self.log_file else "")
+                )
+            if self.is_ready(model):
+                return
+            time.sleep(0.25)
+        raise TritonLaunchError(f"Triton was not ready within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; also ends the backend stubs."""
+        proc = self._process
+        if proc is None or proc.poll() is not None:
+            self._process = None
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("Triton did not stop in %.0f s, killing it", timeout)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        self._process = None
+
+    def wait(self) -> int:
+        """Wait for the process to exit and return its code."""
+        if self._process is None:
+            return 0
+        return self._process.wait()
+
+    def __enter__(self) -> TritonServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,52 @@
+"""Session fixtures: one real Triton on the project's model repository, on free ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llm_stack.triton_server import TritonPorts, TritonServer, wheel_install
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port that is free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_triton_ports() -> TritonPorts:
+    return TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+
+
+@pytest.fixture(scope="session")
+def triton_work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("triton")
+
+
+@pytest.fixture(scope="session")
+def triton(triton_work_dir: Path) -> Iterator[TritonServer]:
+    """The real Triton serving model_repository/ (CPU engine, default model)."""
+    server = TritonServer(
+        install=wheel_install(triton_work_dir),
+        model_repository=REPO_ROOT / "model_repository",
+        ports=free_triton_ports(),
+        log_file=triton_work_dir / "triton.log",
+        extra_env={"LLM_STACK_TEST": "1", **_passthrough_env()},
+    )
+    server.start()
+    try:
+        server.wait_ready("ensemble", timeout=300)
+        yield server
+    finally:
+        server.stop()
+
+
+def _passthrough_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("LLM_STACK_")}
