@@ -1,0 +1,321 @@
+"""CPU engine: llama.cpp driven step by step through its batch API, with in-flight batching.
+
+Each step is one `llama_batch` mixing one decode token per running sequence with
+prompt chunks of newly admitted ones, each under its own `seq_id`; the scheduler
+decides what goes in. The step loop runs in one thread (llama.cpp releases the GIL
+while it computes) and hands deltas to the asyncio side through per-request queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import math
+import os
+import secrets
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_stack import llama_logging
+from llm_stack.engine.base import (
+    EngineStats,
+    EngineStoppedError,
+    FinishReason,
+    GenerationRequest,
+    SamplingParams,
+    TokenDelta,
+)
+from llm_stack.engine.scheduler import Scheduler, SchedulerLimits, StepItem
+
+log = logging.getLogger(__name__)
+
+_PENALTY_WINDOW = 64
+
+
+@dataclass(frozen=True)
+class LlamaCppConfig:
+    """Model file and the sizes of the in-flight batch."""
+
+    model_path: Path
+    max_batch_size: int = 16  # sequences in flight (llama.cpp n_seq_max)
+    max_queue: int = 64  # requests waiting for a slot
+    kv_cache_tokens: int = 16384  # KV cells shared by all sequences
+    max_seq_len: int = 4096  # prompt + output of one sequence
+    max_step_tokens: int = 256  # tokens per llama_decode call (prefill chunk budget)
+    n_threads: int = 0  # 0: the cores this process may run on
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class _Llama:
+    """The llama.cpp model, context and batch, owned by the step thread."""
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        import llama_cpp as lc  # noqa: PLC0415 - heavy native import, only for this engine
+
+        self.lc: Any = lc
+        llama_logging.install(lc)
+        lc.llama_backend_init()
+        mparams = lc.llama_model_default_params()
+        mparams.progress_callback = llama_logging.silent_progress(lc)
+        self.model = lc.llama_model_load_from_file(str(config.model_path).encode(), mparams)
+        if not self.model:
+            raise EngineStoppedError(f"llama.cpp could not load {config.model_path}")
+        self.vocab = lc.llama_model_get_vocab(self.model)
+        threads = config.n_threads or available_cores()
+        cparams = lc.llama_context_default_params()
+        cparams.n_ctx = config.kv_cache_tokens
+        cparams.n_batch = config.max_step_tokens
+        cparams.n_ubatch = config.max_step_tokens
+        cparams.n_seq_max = config.max_batch_size
+        cparams.kv_unified = True  # one KV pool shared by all sequences, not n_ctx / n_seq_max each
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = True
+        self.ctx = lc.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise EngineStoppedError("llama.cpp could not create a context")
+        self.memory = lc.llama_get_memory(self.ctx)
+        self.batch = lc.llama_batch_init(config.max_step_tokens, 0, 1)
+        self.n_vocab = lc.llama_vocab_n_tokens(self.vocab)
+        self.end_tokens = frozenset(
+            t for t in range(self.n_vocab) if lc.llama_vocab_is_eog(self.vocab, t)
+        )
+        self.samplers: dict[str, Any] = {}
+
+    def new_sampler(self, request_id: str, sampling: SamplingParams, prompt: tuple[int, ...]) -> None:
+        lc = self.lc
+        chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
+        if (
+            sampling.repetition_penalty != 1.0
+            or sampling.presence_penalty != 0.0
+            or sampling.frequency_penalty != 0.0
+        ):
+            lc.llama_sampler_chain_add(
+                chain,
+                lc.llama_sampler_init_penalties(
+                    _PENALTY_WINDOW,
+                    sampling.repetition_penalty,
+                    sampling.frequency_penalty,
+                    sampling.presence_penalty,
+                ),
+            )
+        if sampling.greedy:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
+        else:
+            if sampling.top_k > 0:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(sampling.top_k))
+            if sampling.top_p < 1.0:
+                lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(sampling.top_p, 1))
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(sampling.temperature))
+            seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        # Penalties see the prompt too, as TensorRT-LLM's do.
+        for token in prompt[-_PENALTY_WINDOW:]:
+            lc.llama_sampler_accept(chain, token)
+        self.samplers[request_id] = chain
+
+    def free_sequence(self, request_id: str, slot: int | None) -> None:
+        chain = self.samplers.pop(request_id, None)
+        if chain is not None:
+            self.lc.llama_sampler_free(chain)
+        if slot is not None:
+            self.lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
+
+    def decode(self, items: list[StepItem]) -> dict[str, int]:
+        """Run one batch; returns each sampling item's index in the batch."""
+        batch = self.batch
+        n = 0
+        logits_at: dict[str, int] = {}
+        for item in items:
+            for offset, token in enumerate(item.tokens):
+                batch.token[n] = token
+                batch.pos[n] = item.start_pos + offset
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = item.slot
+                last = offset == len(item.tokens) - 1
+                batch.logits[n] = 1 if (last and item.sample) else 0
+                n += 1
+            if item.sample:
+                logits_at[item.request_id] = n - 1
+        batch.n_tokens = n
+        rc = self.lc.llama_decode(self.ctx, batch)
+        if rc != 0:
+            raise EngineStoppedError(f"llama_decode failed with code {rc}")
+        return logits_at
+
+    def sample(self, request_id: str, index: int, banned: set[int]) -> int:
+        if banned:
+            logits = self.lc.llama_get_logits_ith(self.ctx, index)
+            for token in banned:
+                if 0 <= token < self.n_vocab:
+                    logits[token] = -math.inf
+        return int(self.lc.llama_sampler_sample(self.samplers[request_id], self.ctx, index))
+
+    def close(self) -> None:
+        for rid in list(self.samplers):
+            self.free_sequence(rid, None)
+        self.lc.llama_batch_free(self.batch)
+        self.lc.llama_free(self.ctx)
+        self.lc.llama_model_free(self.model)
+
+
+class LlamaCppEngine:
+    """The CPU engine: llama.cpp with in-flight batching (implements `Engine`)."""
+
+    def __init__(self, config: LlamaCppConfig) -> None:
+        self.config = config
+        self._scheduler = Scheduler(
+            SchedulerLimits(
+                max_active=config.max_batch_size,
+                max_waiting=config.max_queue,
+                kv_capacity=config.kv_cache_tokens,
+                max_seq_len=config.max_seq_len,
+                max_step_tokens=config.max_step_tokens,
+            )
+        )
+        self._lock = threading.Condition()
+        self._aborts: list[str] = []
+        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[TokenDelta]]] = {}
+        self._llama: _Llama | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._failure: str | None = None
+
+    async def start(self) -> None:
+        """Load the model (in a worker thread) and start the step loop."""
+        self._llama = await asyncio.to_thread(_Llama, self.config)
+        self._thread = threading.Thread(target=self._run, name="llama-cpp-engine", daemon=True)
+        self._thread.start()
+        log.info(
+            "llama.cpp engine ready: %s, %d slots, %d KV cells",
+            self.config.model_path.name,
+            self.config.max_batch_size,
+            self.config.kv_cache_tokens,
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
+        """Stream the deltas of one sequence; closing early aborts it."""
+        queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
+        with self._lock:
+            if self._stopping or self._failure or self._llama is None:
+                raise EngineStoppedError(self._failure or "the engine is not running")
+            self._scheduler.add(request)  # raises InvalidRequest/Overloaded before any delta
+            self._queues[request.request_id] = (asyncio.get_running_loop(), queue)
+            self._lock.notify()
+        finished = False
+        try:
+            while True:
+                delta = await queue.get()
+                yield delta
+                if delta.finished:
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                self._request_abort(request.request_id)
+
+    def _request_abort(self, request_id: str) -> None:
+        with self._lock:
+            if request_id in self._queues:
+                self._aborts.append(request_id)
+                self._lock.notify()
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a waiting or running sequence."""
+        self._request_abort(request_id)
+
+    def stats(self) -> EngineStats:
+        """The scheduler's current figures."""
+        with self._lock:
+            return self._scheduler.stats()
+
+    async def shutdown(self) -> None:
+        """Cancel every sequence, stop the loop and free the model."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+
+    # -- the step thread ---------------------------------------------------------
+
+    def _deliver(self, request_id: str, delta: TokenDelta) -> None:
+        entry = self._queues.get(request_id)
+        if entry is None:
+            return
+        if delta.finished:
+            del self._queues[request_id]
+        loop, queue = entry
+        with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
+            loop.call_soon_threadsafe(queue.put_nowait, delta)
+
+    def _run(self) -> None:
+        llama = self._llama
+        assert llama is not None
+        try:
+            while self._step(llama):
+                pass
+        except Exception as exc:
+            log.exception("llama.cpp engine failed")
+            self._failure = f"engine failure: {type(exc).__name__}"
+        finally:
+            with self._lock:
+                for rid, delta in self._scheduler.abort_all():
+                    llama.free_sequence(rid, None)
+                    self._deliver(rid, delta)
+            llama.close()
+
+    def _step(self, llama: _Llama) -> bool:
+        with self._lock:
+            while not self._stopping and not self._aborts and self._scheduler.idle:
+                self._lock.wait(timeout=1.0)
+            if self._stopping:
+                return False
+            for rid in self._aborts:
+                result = self._scheduler.abort(rid)
+                if result is not None:
+                    delta, slot = result
+                    llama.free_sequence(rid, slot)
+                    self._deliver(rid, delta)
+            self._aborts.clear()
+            items = self._scheduler.plan()
+            for item in items:
+                if item.start_pos == 0:
+                    request = self._scheduler.request(item.request_id)
+                    assert request is not None
+                    llama.new_sampler(item.request_id, request.sampling, request.prompt_ids)
+            banned = {
+                item.request_id: self._scheduler.banned_tokens(item.request_id, llama.end_tokens)
+                for item in items
+                if item.sample
+            }
+        if not items:
+            return True
+        logits_at = llama.decode(items)  # the long part, outside the lock
+        sampled = {rid: llama.sample(rid, idx, banned[rid]) for rid, idx in logits_at.items()}
+        with self._lock:
+            deltas, _ = self._scheduler.complete(sampled, llama.end_tokens.__contains__)
+            for rid, delta in deltas:
+                if delta.finished:
+                    llama.free_sequence(rid, self._slot_of(items, rid))
+                self._deliver(rid, delta)
+        return True
+
+    @staticmethod
+    def _slot_of(items: list[StepItem], request_id: str) -> int | None:
+        return next((i.slot for i in items if i.request_id == request_id), None)
+
+
+__all__ = ["FinishReason", "LlamaCppConfig", "LlamaCppEngine", "available_cores"]

@@ -1,0 +1,286 @@
+"""In-flight batching scheduler: the part of TensorRT-LLM's batch manager the CPU engine plays.
+
+Pure bookkeeping, no model: it admits requests into a fixed number of slots while the
+KV cache has room, plans each step as one decode token per running sequence plus
+prompt chunks of newly admitted ones (chunked prefill) within a token budget, and
+turns sampled tokens into deltas, applying stop words, end ids and length limits.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from llm_stack.engine.base import (
+    EngineOverloadedError,
+    EngineStats,
+    FinishReason,
+    GenerationRequest,
+    InvalidRequestError,
+    TokenDelta,
+)
+from llm_stack.engine.stops import StopMatcher, banned_next_tokens
+
+
+@dataclass
+class Sequence:
+    """One request's state inside the scheduler."""
+
+    request: GenerationRequest
+    stops: StopMatcher
+    reserved: int
+    slot: int = -1
+    prefilled: int = 0
+    output: list[int] = field(default_factory=list)
+    emitted: int = 0
+    next_token: int | None = None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.prompt_ids)
+
+    def banned_tokens(self, end_tokens: frozenset[int]) -> set[int]:
+        """Tokens that must not be sampled next (bad words; end tokens before min_tokens)."""
+        banned = banned_next_tokens(self.output, self.request.bad_sequences)
+        if len(self.output) < self.request.sampling.min_tokens:
+            banned |= end_tokens
+        return banned
+
+
+@dataclass(frozen=True)
+class StepItem:
+    """Tokens of one sequence to feed in this step, starting at `start_pos`."""
+
+    request_id: str
+    slot: int
+    tokens: tuple[int, ...]
+    start_pos: int
+    sample: bool  # the last token's logits are needed to sample the next token
+
+
+@dataclass(frozen=True)
+class SchedulerLimits:
+    """Sizes the scheduler works within."""
+
+    max_active: int  # slots: sequences in flight at once
+    max_waiting: int  # bound of the admission queue
+    kv_capacity: int  # KV cache cells shared by all sequences
+    max_seq_len: int  # prompt + output tokens of one sequence
+    max_step_tokens: int  # tokens fed to the model in one step
+
+    def __post_init__(self) -> None:
+        for name in ("max_active", "kv_capacity", "max_seq_len", "max_step_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_waiting < 0:
+            raise ValueError(f"max_waiting must be >= 0, got {self.max_waiting}")
+
+
+class Scheduler:
+    """Admission, step planning and token bookkeeping for in-flight batching."""
+
+    def __init__(self, limits: SchedulerLimits) -> None:
+        self.limits = limits
+        self._waiting: deque[Sequence] = deque()
+        self._active: dict[str, Sequence] = {}
+        self._free_slots = list(range(limits.max_active - 1, -1, -1))
+        self._reserved = 0
+        self._steps = 0
+        self._step_sequences = 0
+        self._peak = 0
+        self._last_scheduled = 0
+        self._last_context = 0
+        self._generated = 0
+        self._finished: dict[str, int] = {}
+
+    # -- admission ---------------------------------------------------------------
+
+    def add(self, request: GenerationRequest) -> None:
+        """Queue a request; raise if it can never fit or the queue is full."""
+        if request.request_id in self._active or any(
+            s.request_id == request.request_id for s in self._waiting
+        ):
+            raise InvalidRequestError(f"request id {request.request_id!r} is already in flight")
+        need = len(request.prompt_ids) + request.sampling.max_tokens
+        limit = min(self.limits.max_seq_len, self.limits.kv_capacity)
+        if need > limit:
+            raise InvalidRequestError(
+                f"prompt tokens + max_tokens = {len(request.prompt_ids)} + "
+                f"{request.sampling.max_tokens} = {need} exceeds the sequence limit of {limit}"
+            )
+        if len(self._waiting) >= self.limits.max_waiting and not self._can_admit_now(need):
+            raise EngineOverloadedError(
+                f"engine queue is full: {len(self._waiting)} requests waiting"
+            )
+        self._waiting.append(
+            Sequence(request=request, stops=StopMatcher(request.stop_sequences), reserved=need)
+        )
+
+    def _can_admit_now(self, need: int) -> bool:
+        return (
+            not self._waiting
+            and bool(self._free_slots)
+            and self._reserved + need <= self.limits.kv_capacity
+        )
+
+    def _admit(self) -> None:
+        # FIFO: a large request at the head waits for room rather than being overtaken.
+        while self._waiting and self._free_slots:
+            head = self._waiting[0]
+            if self._reserved + head.reserved > self.limits.kv_capacity:
+                break
+            self._waiting.popleft()
+            head.slot = self._free_slots.pop()
+            self._reserved += head.reserved
+            self._active[head.request_id] = head
+
+    # -- abort -------------------------------------------------------------------
+
+    def abort(self, request_id: str) -> tuple[TokenDelta, int | None] | None:
+        """Drop a sequence; returns its final delta and the slot to clear, or None."""
+        for seq in self._waiting:
+            if seq.request_id == request_id:
+                self._waiting.remove(seq)
+                return self._final_delta(seq, FinishReason.CANCELLED), None
+        seq = self._active.get(request_id)
+        if seq is None:
+            return None
+        slot = seq.slot
+        self._release(seq)
+        return self._final_delta(seq, FinishReason.CANCELLED), slot
+
+    def abort_all(self) -> list[tuple[str, TokenDelta]]:
+        """Cancel everything (engine shutdown)."""
+        ids = [s.request_id for s in self._waiting] + list(self._active)
+        out = []
+        for rid in ids:
+            result = self.abort(rid)
+            if result is not None:
+                out.append((rid, result[0]))
+        return out
+
+    # -- steps -------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting and not self._active
+
+    def plan(self) -> list[StepItem]:
+        """Admit what fits, then plan one step: decode tokens first, prefill chunks after."""
+        self._admit()
+        budget = self.limits.max_step_tokens
+        items: list[StepItem] = []
+        for seq in self._active.values():
+            if seq.next_token is not None and budget > 0:
+                pos = seq.prompt_len + len(seq.output) - 1
+                items.append(StepItem(seq.request_id, seq.slot, (seq.next_token,), pos, True))
+                budget -= 1
+        context = 0
+        for seq in self._active.values():
+            if budget <= 0:
+                break
+            if seq.prefilled < seq.prompt_len:
+                chunk = seq.request.prompt_ids[seq.prefilled : seq.prefilled + budget]
+                start = seq.prefilled
+                seq.prefilled += len(chunk)
+                done = seq.prefilled == seq.prompt_len
+                items.append(StepItem(seq.request_id, seq.slot, tuple(chunk), start, done))
+                budget -= len(chunk)
+                context += 1
+        if items:
+            self._steps += 1
+            self._step_sequences += len(items)
+            self._peak = max(self._peak, len(items))
+        self._last_scheduled = len(items)
+        self._last_context = context
+        return items
+
+    def request(self, request_id: str) -> GenerationRequest | None:
+        """The request of an active sequence."""
+        seq = self._active.get(request_id)
+        return seq.request if seq else None
+
+    def banned_tokens(self, request_id: str, end_tokens: frozenset[int]) -> set[int]:
+        """Tokens to mask before sampling for this sequence."""
+        seq = self._active.get(request_id)
+        return seq.banned_tokens(end_tokens) if seq else set()
+
+    def complete(
+        self, sampled: Mapping[str, int], is_end: Callable[[int], bool]
+    ) -> tuple[list[tuple[str, TokenDelta]], list[int]]:
+        """Apply sampled tokens; returns the deltas to send and the slots freed."""
+        deltas: list[tuple[str, TokenDelta]] = []
+        freed: list[int] = []
+        for request_id, token in sampled.items():
+            seq = self._active.get(request_id)
+            if seq is None:  # aborted while the step ran
+                continue
+            finish = self._apply(seq, token, is_end)
+            if finish is not None:
+                freed.append(seq.slot)
+                self._release(seq)
+                deltas.append((request_id, self._final_delta(seq, finish)))
+                continue
+            visible = len(seq.output) - seq.stops.holdback(seq.output)
+            if visible > seq.emitted:
+                new = tuple(seq.output[seq.emitted : visible])
+                seq.emitted = visible
+                deltas.append((request_id, self._delta(seq, new, None)))
+        return deltas, freed
+
+    def _apply(self, seq: Sequence, token: int, is_end: Callable[[int], bool]) -> FinishReason | None:
+        end_id = seq.request.end_id
+        if (token == end_id) if end_id is not None else is_end(token):
+            return FinishReason.STOP
+        seq.output.append(token)
+        self._generated += 1
+        stop_len = seq.stops.matched_stop(seq.output)
+        if stop_len:
+            del seq.output[-stop_len:]
+            return FinishReason.STOP
+        if len(seq.output) >= seq.request.sampling.max_tokens:
+            return FinishReason.LENGTH
+        if seq.prompt_len + len(seq.output) >= seq.reserved:
+            return FinishReason.LENGTH
+        seq.next_token = token
+        return None
+
+    def _release(self, seq: Sequence) -> None:
+        del self._active[seq.request_id]
+        self._free_slots.append(seq.slot)
+        self._reserved -= seq.reserved
+
+    def _final_delta(self, seq: Sequence, finish: FinishReason) -> TokenDelta:
+        new = tuple(seq.output[seq.emitted :])
+        seq.emitted = len(seq.output)
+        self._finished[finish.value] = self._finished.get(finish.value, 0) + 1
+        return self._delta(seq, new, finish)
+
+    @staticmethod
+    def _delta(seq: Sequence, new: tuple[int, ...], finish: FinishReason | None) -> TokenDelta:
+        return TokenDelta(
+            token_ids=new,
+            num_input_tokens=seq.prompt_len,
+            num_output_tokens=seq.emitted,
+            finish_reason=finish,
+        )
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the scheduler's figures."""
+        return EngineStats(
+            active=len(self._active),
+            waiting=len(self._waiting),
+            max_active=self.limits.max_active,
+            context=self._last_context,
+            scheduled=self._last_scheduled,
+            steps=self._steps,
+            step_sequences=self._step_sequences,
+            peak_step_batch=self._peak,
+            generated_tokens=self._generated,
+            finished=dict(self._finished),
+        )

@@ -1,0 +1,147 @@
+"""Tokenizers for pre/post-processing, and stateless incremental detokenization.
+
+The CPU engine's tokenizer is the GGUF file's own vocabulary (llama.cpp with
+`vocab_only`), so ids always match the engine. A Hugging Face tokenizer serves
+TensorRT-LLM checkpoints.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from llm_stack import llama_logging
+
+REPLACEMENT = "\ufffd"
+
+
+class Tokenizer(Protocol):
+    """Text to ids and back."""
+
+    @property
+    def end_id(self) -> int: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        """Token ids of `text`; `add_special` adds the model's BOS where it uses one."""
+        ...
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids`; bytes that do not form whole characters become U+FFFD."""
+        ...
+
+
+class GgufTokenizer:
+    """The vocabulary of a GGUF file, through llama.cpp (no weights loaded)."""
+
+    def __init__(self, path: Path) -> None:
+        import llama_cpp as lc  # noqa: PLC0415 - native library, loaded on demand
+
+        self._lc: Any = lc
+        llama_logging.install(lc)
+        lc.llama_backend_init()
+        params = lc.llama_model_default_params()
+        params.vocab_only = True
+        self._model = lc.llama_model_load_from_file(str(path).encode(), params)
+        if not self._model:
+            raise ValueError(f"cannot read a GGUF vocabulary from {path}")
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self._add_bos = bool(lc.llama_vocab_get_add_bos(self._vocab))
+
+    @property
+    def end_id(self) -> int:
+        return int(self._lc.llama_vocab_eos(self._vocab))
+
+    @property
+    def pad_id(self) -> int:
+        pad = int(self._lc.llama_vocab_pad(self._vocab))
+        return pad if pad >= 0 else self.end_id
+
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        out = (ctypes.c_int32 * capacity)()
+        # parse_special: chat templates' control tokens (e.g. <start_of_turn>) are tokens.
+        n = self._lc.llama_tokenize(
+            self._vocab, data, len(data), out, capacity, add_special and self._add_bos, True
+        )
+        if n < 0:  # pragma: no cover - capacity is always enough for byte-level vocabularies
+            raise ValueError(f"tokenization needs {-n} slots")
+        return list(out[:n])
+
+    def decode(self, ids: Sequence[int]) -> str:
+        if not ids:
+            return ""
+        arr = (ctypes.c_int32 * len(ids))(*ids)
+        size = len(ids) * 32 + 16
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = self._lc.llama_detokenize(self._vocab, arr, len(ids), buf, size, False, False)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = -n + 16
+
+
+class HfTokenizer:
+    """A Hugging Face tokenizer from a local checkpoint directory."""
+
+    def __init__(self, path: Path) -> None:
+        from transformers import AutoTokenizer  # noqa: PLC0415 - optional, GPU deployments
+
+        self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+    @property
+    def end_id(self) -> int:
+        return int(self._tok.eos_token_id)
+
+    @property
+    def pad_id(self) -> int:
+        pad = self._tok.pad_token_id
+        return int(pad) if pad is not None else self.end_id
+
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=add_special))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(
+            self._tok.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        )
+
+
+def load_tokenizer(kind: str, path: Path) -> Tokenizer:
+    """`gguf` or `hf`."""
+    if kind == "gguf":
+        return GgufTokenizer(path)
+    if kind == "hf":
+        return HfTokenizer(path)
+    raise ValueError(f"unknown tokenizer kind {kind!r}: expected gguf or hf")
+
+
+def text_delta(tokenizer: Tokenizer, ids: Sequence[int], offset: int, final: bool) -> str:
+    """Text that `ids[offset:]` adds after `ids[:offset]` was streamed.
+
+    Stateless, so any postprocessing instance can serve any response: it decodes the
+    prefix and the whole, and holds back a trailing incomplete character (U+FFFD)
+    until the tokens that finish it arrive, or the sequence ends.
+    """
+    before = _complete(tokenizer.decode(ids[:offset])) if offset > 0 else ""
+    text = tokenizer.decode(ids)
+    if not final:
+        text = _complete(text)
+    if text.startswith(before):
+        return text[len(before) :]
+    # Decoding is not always prefix-stable (e.g. merged spaces): emit past the common part.
+    common = 0
+    for a, b in zip(before, text, strict=False):
+        if a != b:
+            break
+        common += 1
+    return text[common:]
+
+
+def _complete(text: str) -> str:
+    return text.rstrip(REPLACEMENT)

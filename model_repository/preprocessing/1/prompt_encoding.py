@@ -1,0 +1,63 @@
+"""Pure helpers of the preprocessing model: prompt and word-list encoding with limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from llm_stack.tokenizer import Tokenizer
+from llm_stack.word_lists import encode_word_list
+
+
+class RequestError(ValueError):
+    """A request that cannot be preprocessed; the message names the field."""
+
+
+def decode_strings(values: Iterable[object], field: str) -> list[str]:
+    """BYTES tensor elements → str, rejecting invalid UTF-8 with the field's name."""
+    out: list[str] = []
+    for value in values:
+        if isinstance(value, bytes):
+            try:
+                out.append(value.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise RequestError(f"{field} is not valid UTF-8") from None
+        else:
+            out.append(str(value))
+    return out
+
+
+def encode_prompt(tokenizer: Tokenizer, text: str, max_input_len: int) -> list[int]:
+    """Prompt → ids; rejects empty prompts and prompts over `max_input_len` tokens."""
+    if not text:
+        raise RequestError("text_input is empty")
+    ids = tokenizer.encode(text, add_special=True)
+    if len(ids) > max_input_len:
+        raise RequestError(
+            f"text_input: prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}"
+        )
+    return ids
+
+
+def encode_words(
+    tokenizer: Tokenizer, words: list[str], max_words: int, field: str
+) -> npt.NDArray[np.int32]:
+    """Stop or bad words → NVIDIA's [2, L] word-list array; empty words are ignored.
+
+    Mid-text, a word usually follows a space that the tokenizer folds into the word's
+    first token ("▁France"), so a word not starting with whitespace is also listed with
+    a leading space; otherwise "France" would never match the generated " France".
+    """
+    words = [w for w in words if w]
+    if len(words) > max_words:
+        raise RequestError(f"{field}: {len(words)} words exceed the limit of {max_words}")
+    sequences: list[list[int]] = []
+    for word in words:
+        variants = [word] if word[0].isspace() else [word, " " + word]
+        for variant in variants:
+            ids = tokenizer.encode(variant, add_special=False)
+            if ids not in sequences:
+                sequences.append(ids)
+    return encode_word_list(sequences)

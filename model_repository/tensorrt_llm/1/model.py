@@ -1,0 +1,178 @@
+"""Triton model `tensorrt_llm`: decoupled, streams tokens from an in-flight batching engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+from engine_request import build_request, response_arrays
+
+from llm_stack.engine.base import (
+    EngineError,
+    EngineOverloadedError,
+    EngineStats,
+    FinishReason,
+    InvalidRequestError,
+)
+from llm_stack.engine.factory import create_engine
+from llm_stack.model_config import ModelParameters
+
+log = logging.getLogger(__name__)
+
+INPUTS = (
+    "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "runtime_top_k",
+    "runtime_top_p", "temperature", "repetition_penalty", "presence_penalty",
+    "frequency_penalty", "min_tokens", "seed", "streaming", "stop_words_list", "bad_words_list",
+)  # fmt: skip
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_POLL_S = 0.1
+METRICS_PERIOD_S = 0.25
+
+
+class TritonPythonModel:
+    """One asyncio task per request; the engine batches them in flight."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException("tensorrt_llm must be decoupled")
+        params = ModelParameters(config)
+        self.max_input_len = params.get_int("max_input_len", minimum=1)
+        self.timeout_s = params.get_float("request_timeout_s", minimum=1.0)
+        self.engine = create_engine(params)
+        asyncio.run(self.engine.start())
+        self.metrics = _EngineMetrics()
+        self.metrics.update(self.engine.stats(), force=True)
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def execute(self, requests: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        for request in requests:
+            task = loop.create_task(self._serve(request))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _serve(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        request_id = f"{request.request_id() or 'req'}-{uuid.uuid4().hex[:12]}"
+        try:
+            tensors = {name: _optional(request, name) for name in INPUTS}
+            gen_request, streaming = build_request(request_id, tensors, self.max_input_len)
+        except InvalidRequestError as exc:
+            _send_error(sender, str(exc), pb_utils.TritonError.INVALID_ARG)
+            return
+        watcher = asyncio.get_running_loop().create_task(self._watch_cancel(request, request_id))
+        output: list[int] = []
+        offset = 0
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async for delta in self.engine.generate(gen_request):
+                    output.extend(delta.token_ids)
+                    self.metrics.update(self.engine.stats(), force=delta.finished)
+                    if delta.finish_reason is FinishReason.CANCELLED:
+                        _send_error(sender, "request cancelled", pb_utils.TritonError.CANCELLED)
+                        return
+                    if not (delta.finished or (streaming and delta.token_ids)):
+                        continue
+                    arrays = response_arrays(output, offset, delta)
+                    response = pb_utils.InferenceResponse(
+                        output_tensors=[pb_utils.Tensor(k, v) for k, v in arrays.items()]
+                    )
+                    sender.send(response, flags=FINAL if delta.finished else 0)
+                    offset = len(output)
+        except InvalidRequestError as exc:
+            _send_error(sender, str(exc), pb_utils.TritonError.INVALID_ARG)
+        except EngineOverloadedError as exc:
+            _send_error(sender, str(exc), pb_utils.TritonError.UNAVAILABLE)
+        except TimeoutError:
+            _send_error(
+                sender,
+                f"generation exceeded the time limit of {self.timeout_s:.0f} s",
+                pb_utils.TritonError.UNAVAILABLE,
+            )
+        except EngineError as exc:
+            log.error("engine error for %s: %s", request_id, exc)
+            _send_error(sender, "engine error", pb_utils.TritonError.INTERNAL)
+        finally:
+            watcher.cancel()
+            self.metrics.update(self.engine.stats(), force=True)
+
+    async def _watch_cancel(self, request: Any, request_id: str) -> None:
+        # Triton flags cancellation (client gone, stream cancelled) on the request only.
+        while not request.is_cancelled():
+            await asyncio.sleep(CANCEL_POLL_S)
+        await self.engine.abort(request_id)
+
+    def finalize(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        asyncio.run(self.engine.shutdown())
+
+
+def _optional(request: Any, name: str) -> Any:
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
+
+
+def _send_error(sender: Any, message: str, code: Any) -> None:
+    try:
+        sender.send(
+            pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL
+        )
+    except Exception:  # the client is gone; nothing left to tell it
+        log.debug("could not send an error response", exc_info=True)
+
+
+class _EngineMetrics:
+    """Engine figures on Triton's metrics endpoint, named as TensorRT-LLM's backend names them."""
+
+    def __init__(self) -> None:
+        gauge, counter = pb_utils.MetricFamily.GAUGE, pb_utils.MetricFamily.COUNTER
+        requests = pb_utils.MetricFamily(
+            name="nv_trt_llm_request_metrics",
+            description="TRT LLM request metrics",
+            kind=gauge,
+        )
+        # Families must outlive their metrics: keep every one on self.
+        self.families = [requests]
+        self.gauges = {
+            kind: requests.Metric(labels={"request_type": kind, "model": "tensorrt_llm"})
+            for kind in ("active", "waiting", "max", "scheduled", "context")
+        }
+        self.peak = self._single(
+            "llm_engine_peak_step_batch", "Most sequences decoded in one engine step", gauge
+        )
+        self.steps = self._single("llm_engine_steps_total", "Engine steps run", counter)
+        self.tokens = self._single(
+            "llm_engine_generated_tokens_total", "Tokens the engine generated", counter
+        )
+        self._last = EngineStats()
+        self._at = 0.0
+
+    def _single(self, name: str, description: str, kind: Any) -> Any:
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+        self.families.append(family)
+        return family.Metric(labels={"model": "tensorrt_llm"})
+
+    def update(self, stats: EngineStats, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._at < METRICS_PERIOD_S:
+            return
+        self._at = now
+        for kind, value in (
+            ("active", stats.active),
+            ("waiting", stats.waiting),
+            ("max", stats.max_active),
+            ("scheduled", stats.scheduled),
+            ("context", stats.context),
+        ):
+            self.gauges[kind].set(value)
+        self.peak.set(stats.peak_step_batch)
+        self.steps.increment(max(0, stats.steps - self._last.steps))
+        self.tokens.increment(max(0, stats.generated_tokens - self._last.generated_tokens))
+        self._last = stats
