@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -88,6 +89,12 @@ def home_install(triton_home: Path) -> TritonInstall:
     return TritonInstall(
         binary=binary, backend_directory=triton_home / "backends", library_paths=(triton_home / "lib",)
     )
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) == 0
 
 
 @dataclass(frozen=True)
@@ -176,6 +183,10 @@ class TritonServer:
         """Start tritonserver in the background (not waiting for readiness)."""
         if self._process is not None and self._process.poll() is None:
             raise TritonLaunchError("Triton is already running")
+        # A server left on these ports would answer the readiness probe in our place.
+        for port in (self.ports.http, self.ports.grpc, self.ports.metrics):
+            if _port_in_use(self.host, port):
+                raise TritonLaunchError(f"port {port} on {self.host} is already in use")
         stdout = self.log_file.open("ab") if self.log_file else None
         log.info("starting Triton: %s", " ".join(self.command()))
         self._process = subprocess.Popen(

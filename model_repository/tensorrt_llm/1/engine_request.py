@@ -67,6 +67,8 @@ def build_request(
         raise InvalidRequestError(
             f"prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}"
         )
+    if tensors.get("request_output_len") is None:
+        raise InvalidRequestError("max_tokens is required")
     max_tokens = _scalar(tensors, "request_output_len", int, 0)
     if max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be >= 1, got {max_tokens}")

@@ -49,6 +49,7 @@ class TritonPythonModel:
         self.metrics = _EngineMetrics()
         self.metrics.update(self.engine.stats(), force=True)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.by_triton_id: dict[str, str] = {}  # Triton request id → engine request id
 
     async def execute(self, requests: list[Any]) -> None:
         loop = asyncio.get_running_loop()
@@ -59,7 +60,36 @@ class TritonPythonModel:
 
     async def _serve(self, request: Any) -> None:
         sender = request.get_response_sender()
-        request_id = f"{request.request_id() or 'req'}-{uuid.uuid4().hex[:12]}"
+        triton_id = request.request_id()
+        if _flag(request, "stop"):
+            await self._stop(triton_id, sender)
+            return
+        request_id = f"{triton_id or 'req'}-{uuid.uuid4().hex[:12]}"
+        if triton_id:
+            if triton_id in self.by_triton_id:
+                _send_error(
+                    sender,
+                    f"request id {triton_id!r} is already in flight",
+                    pb_utils.TritonError.INVALID_ARG,
+                )
+                return
+            self.by_triton_id[triton_id] = request_id
+        try:
+            await self._generate(request, request_id, sender)
+        finally:
+            if triton_id:
+                self.by_triton_id.pop(triton_id, None)
+
+    async def _stop(self, triton_id: str, sender: Any) -> None:
+        # NVIDIA's `stop` input: abort the in-flight request with this request id. A
+        # cancelled ensemble stream does not reach this model in Triton 2.51, so a
+        # client that goes away sends this too.
+        request_id = self.by_triton_id.get(triton_id) if triton_id else None
+        if request_id is not None:
+            await self.engine.abort(request_id)
+        sender.send(flags=FINAL)
+
+    async def _generate(self, request: Any, request_id: str, sender: Any) -> None:
         try:
             tensors = {name: _optional(request, name) for name in INPUTS}
             gen_request, streaming = build_request(request_id, tensors, self.max_input_len)
@@ -117,6 +147,11 @@ class TritonPythonModel:
 def _optional(request: Any, name: str) -> Any:
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else tensor.as_numpy()
+
+
+def _flag(request: Any, name: str) -> bool:
+    value = _optional(request, name)
+    return bool(value is not None and value.size and value.reshape(-1)[0])
 
 
 def _send_error(sender: Any, message: str, code: Any) -> None:

@@ -1,0 +1,186 @@
+"""`llm-stack`: run Triton, the frontend, or both; run load tests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from llm_stack.triton_server import (
+    DEFAULT_MODEL_REPOSITORY,
+    TritonLaunchError,
+    TritonPorts,
+    TritonServer,
+    home_install,
+    wheel_install,
+)
+
+log = logging.getLogger("llm_stack")
+
+
+def _add_triton_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Triton")
+    group.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
+    group.add_argument("--host", default="127.0.0.1", help="address Triton listens on")
+    group.add_argument("--http-port", type=int, default=8000)
+    group.add_argument("--grpc-port", type=int, default=8001)
+    group.add_argument("--metrics-port", type=int, default=8002)
+    group.add_argument(
+        "--triton-home",
+        type=Path,
+        default=None,
+        help="a Triton install to use (e.g. /opt/tritonserver) instead of the nvidia-pytriton wheel",
+    )
+    group.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path.home() / ".cache" / "llm-stack" / "triton",
+        help="where the backend directory for the wheel's Triton is assembled",
+    )
+    group.add_argument("--ready-timeout", type=float, default=300.0)
+    group.add_argument("--log-verbose", type=int, default=0)
+
+
+def _triton_from_args(args: argparse.Namespace) -> TritonServer:
+    install = home_install(args.triton_home) if args.triton_home else wheel_install(args.work_dir)
+    return TritonServer(
+        install=install,
+        model_repository=args.model_repository.resolve(),
+        ports=TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port),
+        host=args.host,
+        log_verbose=args.log_verbose,
+    )
+
+
+class _Stop(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def _start_triton(args: argparse.Namespace) -> TritonServer:
+    server = _triton_from_args(args)
+    server.start()
+    server.wait_ready("ensemble", timeout=args.ready_timeout)
+    log.info(
+        "Triton ready: HTTP %s, gRPC %s, metrics %s",
+        server.http_url,
+        server.grpc_url,
+        server.metrics_url,
+    )
+    return server
+
+
+def cmd_triton(args: argparse.Namespace) -> int:
+    """Run Triton in the foreground until it exits or is told to stop."""
+    server = _start_triton(args)
+    try:
+        code = server.wait()
+        log.error("Triton exited with code %d", code)
+        return code or 1
+    except _Stop as stop:
+        log.info("%s: stopping Triton", stop)
+        server.stop()
+        return 0
+
+
+def cmd_frontend(args: argparse.Namespace) -> int:
+    """Run the frontend against a running Triton."""
+    from frontend.server import run  # noqa: PLC0415 - the frontend is not needed for `triton`
+    from frontend.settings import Settings  # noqa: PLC0415
+
+    overrides: dict[str, object] = {"host": args.frontend_host, "port": args.frontend_port}
+    if args.triton_url:
+        overrides["triton_urls"] = args.triton_url
+    run(Settings(**overrides))  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Triton, then the frontend against it; stopping one stops both."""
+    server = _start_triton(args)
+    args.triton_url = [server.grpc_url]
+    watcher = threading.Thread(target=_exit_with, args=(server,), daemon=True)
+    watcher.start()
+    try:
+        return cmd_frontend(args)
+    except _Stop as stop:
+        log.info("%s: stopping", stop)
+        return 0
+    finally:
+        server.stop()
+
+
+def _exit_with(server: TritonServer) -> None:
+    code = server.wait()
+    if code:
+        log.error("Triton exited with code %d; stopping", code)
+        signal.raise_signal(signal.SIGTERM)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    """Run the load test runner (see `llm-stack loadtest --help`)."""
+    from loadtest.runner import main as loadtest_main  # noqa: PLC0415 - needs the loadtest extra
+
+    return loadtest_main(args.loadtest_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `llm-stack`."""
+    parser = argparse.ArgumentParser(prog="llm-stack", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    triton = sub.add_parser("triton", help="run Triton on the model repository")
+    _add_triton_args(triton)
+    triton.set_defaults(func=cmd_triton)
+
+    for name, func, helptext in (
+        ("frontend", cmd_frontend, "run the frontend against a running Triton"),
+        ("up", cmd_up, "run Triton and the frontend"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name == "up":
+            _add_triton_args(p)
+        p.add_argument("--frontend-host", default="127.0.0.1")
+        p.add_argument("--frontend-port", type=int, default=8080)
+        p.add_argument(
+            "--triton-url",
+            action="append",
+            default=None,
+            help="Triton gRPC endpoint host:port (repeat for several); default from settings",
+        )
+        p.set_defaults(func=func)
+
+    loadtest = sub.add_parser("loadtest", help="run Locust against a running stack", add_help=False)
+    loadtest.add_argument("loadtest_args", nargs=argparse.REMAINDER)
+    loadtest.set_defaults(func=cmd_loadtest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `llm-stack` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    try:
+        return int(args.func(args))
+    except TritonLaunchError as exc:
+        log.error("%s", exc)
+        return 1
+    except _Stop:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

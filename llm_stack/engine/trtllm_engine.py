@@ -1,0 +1,507 @@
+"""GPU engine: the TensorRT-LLM LLM API (`tensorrt_llm.LLM`) behind the `Engine` interface.
+
+TensorRT-LLM does the in-flight batching, KV cache paging and sampling itself; this
+adapter maps our requests onto `SamplingParams`, turns the LLM API's cumulative streamed
+outputs into token deltas, bounds the sequences in flight and keeps the figures the
+Triton metrics need. `tensorrt_llm` is imported in `start()` only, so the CPU path never
+loads it.
+
+The mapping follows the LLM API of TensorRT-LLM 1.0 (`tensorrt_llm/sampling_params.py`,
+`tensorrt_llm/executor/result.py`, `tensorrt_llm/llmapi/llm.py` at version 1.0.0rc4; the
+field names are unchanged in the 1.4 reference docs):
+- `SamplingParams(end_id, pad_id, max_tokens, stop_token_ids, bad_token_ids, top_k, top_p,
+  temperature, seed, min_tokens, repetition_penalty, presence_penalty, frequency_penalty,
+  detokenize)`. A field left as None takes the C++ runtime's default.
+- Stop and bad words of several tokens exist only as strings (`stop`, `bad`) that the LLM
+  API tokenizes itself; token-id lists are public for single tokens only.
+- `LLM.generate_async(token_ids, sampling_params=..., streaming=True)` returns a
+  `RequestOutput` at once; iterating it asynchronously yields the same object, updated:
+  `outputs[0].token_ids` is cumulative, `outputs[0].finish_reason` is one of 'stop',
+  'length', 'timeout', 'cancelled' on the final output. On a stop token the token is cut
+  from `token_ids` in that final output; an end id is never in the output.
+- `RequestOutput.abort()` cancels the request; its final output then says 'cancelled'.
+- `LLM.get_stats_async(timeout)` yields one dict per engine iteration (C++ IterationStats
+  as JSON: `numActiveRequests`, `inflightBatchingStats.numScheduledRequests`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from llm_stack.engine.base import (
+    EngineError,
+    EngineOverloadedError,
+    EngineStats,
+    EngineStoppedError,
+    FinishReason,
+    GenerationRequest,
+    InvalidRequestError,
+    TokenDelta,
+)
+from llm_stack.engine.stops import StopMatcher
+
+log = logging.getLogger(__name__)
+
+# The LLM API's finish reasons (CompletionOutput.finish_reason) → ours. 'timeout' only
+# happens with a per-request time budget, which we never set; the engine cut it short.
+FINISH_REASONS: Mapping[str, FinishReason] = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "cancelled": FinishReason.CANCELLED,
+    "timeout": FinishReason.CANCELLED,
+}
+
+STATS_TIMEOUT_S = 1.0  # how long one pass over the iteration-stats queue waits for more
+STATS_IDLE_S = 0.5  # pause between passes, so an idle engine is not polled in a busy loop
+
+
+class CompletionLike(Protocol):
+    """What we read of `tensorrt_llm.executor.result.CompletionOutput`."""
+
+    @property
+    def token_ids(self) -> Sequence[int] | None: ...
+
+    @property
+    def finish_reason(self) -> str | None: ...
+
+
+class RequestOutputLike(Protocol):
+    """What we read of `tensorrt_llm.llmapi.RequestOutput`."""
+
+    @property
+    def outputs(self) -> Sequence[CompletionLike]: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+
+def to_sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
+    """Keyword arguments for `tensorrt_llm.SamplingParams`; raises InvalidRequestError.
+
+    Multi-token stop sequences are left out: the engine matches them on the stream
+    (`StopSequenceFilter`), since the LLM API takes them only as strings.
+    """
+    sampling = request.sampling
+    kwargs: dict[str, Any] = {"max_tokens": sampling.max_tokens, "detokenize": False}
+    if sampling.greedy:
+        # top_k=1 is greedy in every LLM API version; temperature=0 is accepted as
+        # greedy only by newer ones (older C++ runtimes require temperature > 0).
+        kwargs["top_k"] = 1
+    else:
+        # top_p is always set: with top_k, top_p and temperature all unset, the runtime
+        # decodes greedily.
+        kwargs["temperature"] = sampling.temperature
+        kwargs["top_p"] = sampling.top_p
+        if sampling.top_k > 0:
+            kwargs["top_k"] = sampling.top_k
+        if sampling.seed is not None:
+            kwargs["seed"] = sampling.seed
+    # Neutral values stay unset, so the runtime skips the penalty kernels.
+    if sampling.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = sampling.repetition_penalty
+    if sampling.presence_penalty != 0.0:
+        kwargs["presence_penalty"] = sampling.presence_penalty
+    if sampling.frequency_penalty != 0.0:
+        kwargs["frequency_penalty"] = sampling.frequency_penalty
+    if sampling.min_tokens > 0:
+        kwargs["min_tokens"] = sampling.min_tokens
+    if request.end_id is not None:
+        # Unset, the LLM API takes both from the model's tokenizer.
+        kwargs["end_id"] = request.end_id
+        kwargs["pad_id"] = request.end_id
+    stop_ids = _single_tokens(request.stop_sequences)
+    if stop_ids:
+        kwargs["stop_token_ids"] = stop_ids
+    long_bad = [seq for seq in request.bad_sequences if len(seq) > 1]
+    if long_bad:
+        raise InvalidRequestError(
+            f"bad_words: the TensorRT-LLM engine bans single tokens only; "
+            f"{len(long_bad)} bad word(s) encode to several tokens (the longest to "
+            f"{max(len(seq) for seq in long_bad)})"
+        )
+    bad_ids = _single_tokens(request.bad_sequences)
+    if bad_ids:
+        kwargs["bad_token_ids"] = bad_ids
+    return kwargs
+
+
+def _single_tokens(sequences: Iterable[Sequence[int]]) -> list[int]:
+    return sorted({seq[0] for seq in sequences if len(seq) == 1})
+
+
+def delta_from_output(
+    previous_len: int, output: RequestOutputLike, num_input_tokens: int
+) -> TokenDelta:
+    """The tokens after the first `previous_len` of a cumulative output, and its finish."""
+    completion = output.outputs[0]
+    token_ids = completion.token_ids or ()
+    # A final output may be shorter than the last one (a stop token cut from it).
+    new = tuple(token_ids[previous_len:])
+    reason = completion.finish_reason
+    finish: FinishReason | None = None
+    if reason:
+        finish = FINISH_REASONS.get(reason, FinishReason.CANCELLED)
+    elif output.finished:
+        finish = FinishReason.CANCELLED  # ended without saying why: not a natural end
+    return TokenDelta(
+        token_ids=new,
+        num_input_tokens=num_input_tokens,
+        num_output_tokens=previous_len + len(new),
+        finish_reason=finish,
+    )
+
+
+class StopSequenceFilter:
+    """Applies multi-token stop sequences to one stream of engine deltas.
+
+    Tokens that might start a stop sequence are held back until the next ones decide;
+    a matched stop sequence is cut and ends the stream with STOP.
+    """
+
+    def __init__(self, stop_sequences: Iterable[Sequence[int]]) -> None:
+        self._matcher = StopMatcher(seq for seq in stop_sequences if len(seq) > 1)
+        self._output: list[int] = []
+        self._emitted = 0
+
+    def push(self, delta: TokenDelta) -> TokenDelta | None:
+        """The delta to pass on (None: nothing yet); finished if a stop sequence matched."""
+        finish = delta.finish_reason
+        for token in delta.token_ids:
+            self._output.append(token)
+            matched = self._matcher.matched_stop(self._output)
+            if matched:
+                del self._output[-matched:]
+                finish = FinishReason.STOP
+                break
+        visible = len(self._output)
+        if finish is None:
+            visible -= self._matcher.holdback(self._output)
+        visible = max(visible, self._emitted)
+        if visible == self._emitted and finish is None:
+            return None
+        new = tuple(self._output[self._emitted : visible])
+        self._emitted = visible
+        return TokenDelta(
+            token_ids=new,
+            num_input_tokens=delta.num_input_tokens,
+            num_output_tokens=self._emitted,
+            finish_reason=finish,
+        )
+
+
+@dataclass
+class IterationFigures:
+    """Per-iteration statistics of the TensorRT-LLM executor, folded into running figures."""
+
+    seen: bool = False
+    active: int = 0  # numActiveRequests of the latest iteration
+    context: int = 0
+    scheduled: int = 0
+    steps: int = 0
+    step_sequences: int = 0
+    peak_step_batch: int = 0
+
+    def add(self, item: Mapping[str, Any] | str) -> None:
+        """Fold one iteration (a dict, or its JSON as some versions give it)."""
+        stats: Mapping[str, Any] = json.loads(item) if isinstance(item, str) else item
+        batching = stats.get("inflightBatchingStats") or {}
+        scheduled = int(batching.get("numScheduledRequests", 0))
+        self.seen = True
+        self.active = int(stats.get("numActiveRequests", 0))
+        self.context = int(batching.get("numContextRequests", 0))
+        self.scheduled = scheduled
+        if scheduled > 0:
+            self.steps += 1
+            self.step_sequences += scheduled
+            self.peak_step_batch = max(self.peak_step_batch, scheduled)
+
+
+class TrtLlmEngine:
+    """TensorRT-LLM through its LLM API (implements `Engine`)."""
+
+    def __init__(
+        self,
+        model_path: str,
+        max_batch_size: int,
+        max_queue: int,
+        max_input_len: int,
+        max_seq_len: int,
+        llm_kwargs: Mapping[str, Any] | None = None,
+        *,
+        llm_factory: Callable[[], Any] | None = None,
+        sampling_params_factory: Callable[..., Any] | None = None,
+        collect_iteration_stats: bool = True,
+    ) -> None:
+        """`llm_kwargs` go to `tensorrt_llm.LLM`; the factories replace it (tests, custom LLMs)."""
+        for name, value, minimum in (
+            ("max_batch_size", max_batch_size, 1),
+            ("max_queue", max_queue, 0),
+            ("max_input_len", max_input_len, 1),
+            ("max_seq_len", max_seq_len, 2),
+        ):
+            if value < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        if max_input_len >= max_seq_len:
+            raise ValueError(
+                f"max_input_len ({max_input_len}) must be below max_seq_len ({max_seq_len})"
+            )
+        self.model_path = model_path
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.max_input_len = max_input_len
+        self.max_seq_len = max_seq_len
+        self.llm_kwargs = dict(llm_kwargs or {})
+        self._llm_factory = llm_factory
+        self._sampling_params_factory = sampling_params_factory
+        self._collect_iteration_stats = collect_iteration_stats
+        self._llm: Any = None
+        self._make_sampling_params: Callable[..., Any] | None = None
+        self._stopping = False
+        self._inflight: dict[str, Any] = {}  # request id → RequestOutput handle
+        self._peak_inflight = 0
+        self._generated = 0
+        self._finished: dict[str, int] = {}
+        self._iterations = IterationFigures()
+        self._stats_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Load the model (blocks until TensorRT-LLM has built or loaded the engine)."""
+        if self._llm is not None:
+            return
+        llm_factory, params_factory = self._llm_factory, self._sampling_params_factory
+        if llm_factory is None or params_factory is None:
+            try:
+                import tensorrt_llm  # here only: the CPU path must never load it
+            except ImportError as exc:
+                raise EngineStoppedError("tensorrt_llm is not installed") from exc
+            params_factory = params_factory or tensorrt_llm.SamplingParams
+            if llm_factory is None:
+                llm_cls = tensorrt_llm.LLM
+
+                def llm_factory() -> Any:
+                    return llm_cls(
+                        model=self.model_path,
+                        max_batch_size=self.max_batch_size,
+                        max_input_len=self.max_input_len,
+                        max_seq_len=self.max_seq_len,
+                        **self.llm_kwargs,
+                    )
+
+        try:
+            # Built on the caller's thread: TensorRT-LLM sets up CUDA and MPI there, and
+            # its request results bind to whichever loop later calls generate_async.
+            self._llm = llm_factory()
+        except Exception as exc:
+            log.exception("TensorRT-LLM could not load %s", self.model_path)
+            raise EngineStoppedError(f"TensorRT-LLM could not load {self.model_path}") from exc
+        self._make_sampling_params = params_factory
+        self._stopping = False
+        log.info(
+            "TensorRT-LLM engine ready: %s, batch %d, queue %d, input %d, sequence %d",
+            self.model_path,
+            self.max_batch_size,
+            self.max_queue,
+            self.max_input_len,
+            self.max_seq_len,
+        )
+
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
+        """Stream the deltas of one sequence; closing the iterator early aborts it."""
+        handle = self._submit(request)
+        request_id = request.request_id
+        num_input = len(request.prompt_ids)
+        stops = StopSequenceFilter(request.stop_sequences)
+        received = 0
+        engine_done = False
+        finished = False
+        failed = False
+        try:
+            outputs = aiter(handle)
+            while True:
+                try:
+                    output = await anext(outputs)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    failed = True
+                    log.error("TensorRT-LLM request %s failed: %r", request_id, exc)
+                    raise EngineError("the TensorRT-LLM request failed") from exc
+                raw = delta_from_output(received, output, num_input)
+                received = raw.num_output_tokens
+                self._generated += len(raw.token_ids)
+                engine_done = raw.finished
+                delta = stops.push(raw)
+                if delta is None:
+                    continue
+                if delta.finished:
+                    finished = True
+                    self._finish(request_id, delta.finish_reason)
+                    if not engine_done:  # a stop sequence matched here, not in the engine
+                        _abort(handle, request_id)
+                    yield delta
+                    return
+                yield delta
+            # The output iterator ended without a final output: treat it as cancelled.
+            finished = True
+            self._finish(request_id, FinishReason.CANCELLED)
+            last = stops.push(
+                TokenDelta((), num_input, received, finish_reason=FinishReason.CANCELLED)
+            )
+            if last is not None:
+                yield last
+        finally:
+            if not finished:
+                if not engine_done:
+                    _abort(handle, request_id)
+                # An engine failure is no finish reason; a consumer leaving is a cancel.
+                self._finish(request_id, None if failed else FinishReason.CANCELLED)
+
+    def _submit(self, request: GenerationRequest) -> Any:
+        """Validate and admit a request; the TensorRT-LLM handle for its outputs."""
+        llm, make_params = self._llm, self._make_sampling_params
+        if llm is None or make_params is None or self._stopping:
+            raise EngineStoppedError("the engine is not running")
+        prompt_len = len(request.prompt_ids)
+        if prompt_len > self.max_input_len:
+            raise InvalidRequestError(
+                f"prompt has {prompt_len} tokens, exceeds the limit of {self.max_input_len}"
+            )
+        need = prompt_len + request.sampling.max_tokens
+        if need > self.max_seq_len:
+            raise InvalidRequestError(
+                f"prompt tokens + max_tokens = {prompt_len} + {request.sampling.max_tokens} = "
+                f"{need} exceeds the sequence limit of {self.max_seq_len}"
+            )
+        if request.request_id in self._inflight:
+            raise InvalidRequestError(f"request id {request.request_id!r} is already in flight")
+        waiting = len(self._inflight) - self.max_batch_size
+        if waiting >= self.max_queue:
+            raise EngineOverloadedError(f"engine queue is full: {max(waiting, 0)} requests waiting")
+        kwargs = to_sampling_kwargs(request)
+        if not request.sampling.greedy and "seed" not in kwargs:
+            # Unset, the runtime seeds every request with 0: equal prompts, equal samples.
+            kwargs["seed"] = secrets.randbits(64)
+        try:
+            handle = llm.generate_async(
+                list(request.prompt_ids),
+                sampling_params=make_params(**kwargs),
+                streaming=True,
+            )
+        except ValueError as exc:  # the LLM API's own argument checks
+            log.warning("TensorRT-LLM rejected request %s: %s", request.request_id, exc)
+            raise InvalidRequestError("the engine rejected the request's parameters") from exc
+        except Exception as exc:
+            log.error("TensorRT-LLM could not take request %s: %r", request.request_id, exc)
+            raise EngineError("the TensorRT-LLM engine could not take the request") from exc
+        self._inflight[request.request_id] = handle
+        self._peak_inflight = max(self._peak_inflight, len(self._inflight))
+        self._ensure_stats_task()
+        return handle
+
+    def _finish(self, request_id: str, reason: FinishReason | None) -> None:
+        if self._inflight.pop(request_id, None) is not None and reason is not None:
+            self._finished[reason.value] = self._finished.get(reason.value, 0) + 1
+
+    async def abort(self, request_id: str) -> None:
+        """Cancel a sequence in TensorRT-LLM; its stream then ends with CANCELLED."""
+        handle = self._inflight.get(request_id)
+        if handle is not None:
+            _abort(handle, request_id)
+
+    def stats(self) -> EngineStats:
+        """Our own admission figures, refined by the executor's iteration stats if any."""
+        inflight = len(self._inflight)
+        figures = self._iterations
+        if figures.seen:
+            active = min(inflight, figures.active)
+            peak = figures.peak_step_batch
+        else:
+            active = min(inflight, self.max_batch_size)
+            peak = min(self._peak_inflight, self.max_batch_size)
+        busy = inflight > 0
+        return EngineStats(
+            active=active,
+            waiting=inflight - active,
+            max_active=self.max_batch_size,
+            context=figures.context if busy else 0,
+            scheduled=figures.scheduled if busy else 0,
+            steps=figures.steps,
+            step_sequences=figures.step_sequences,
+            peak_step_batch=peak,
+            generated_tokens=self._generated,
+            finished=dict(self._finished),
+        )
+
+    async def shutdown(self) -> None:
+        """Abort every sequence, stop collecting stats and shut the LLM down."""
+        self._stopping = True
+        for request_id, handle in list(self._inflight.items()):
+            _abort(handle, request_id)
+        self._stop_stats_task()
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.to_thread(llm.shutdown)
+
+    # -- iteration stats ---------------------------------------------------------
+
+    def _ensure_stats_task(self) -> None:
+        # Started on the first request's loop: the executor's stats queue binds to the
+        # loop that submits the first request, which is not the one start() ran on.
+        if not self._collect_iteration_stats or not hasattr(self._llm, "get_stats_async"):
+            return
+        if self._stats_task is not None and not self._stats_task.done():
+            return
+        self._stats_task = asyncio.get_running_loop().create_task(
+            self._collect_stats(), name="trtllm-iteration-stats"
+        )
+
+    async def _collect_stats(self) -> None:
+        llm = self._llm
+        while not self._stopping and llm is self._llm:
+            try:
+                async for item in llm.get_stats_async(timeout=STATS_TIMEOUT_S):
+                    self._iterations.add(item)
+            except Exception:
+                log.warning("TensorRT-LLM iteration stats unavailable", exc_info=True)
+                return
+            await asyncio.sleep(STATS_IDLE_S)
+
+    def _stop_stats_task(self) -> None:
+        task, self._stats_task = self._stats_task, None
+        if task is None or task.done():
+            return
+        loop = task.get_loop()
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            task.cancel()
+        elif not loop.is_closed():
+            # shutdown() may run on another loop than the requests did (Triton finalize).
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(task.cancel)
+
+
+def _abort(handle: Any, request_id: str) -> None:
+    try:
+        handle.abort()
+    except Exception:  # finished or gone meanwhile: nothing left to abort
+        log.debug("abort of %s had no effect", request_id, exc_info=True)
+
+
+__all__ = [
+    "FINISH_REASONS",
+    "IterationFigures",
+    "StopSequenceFilter",
+    "TrtLlmEngine",
+    "delta_from_output",
+    "to_sampling_kwargs",
+]

@@ -1,0 +1,207 @@
+"""The real Triton serving the ensemble on the CPU engine, called over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from llm_stack.ensemble_client import collect, ensemble_inputs, generate, metric_value
+from llm_stack.ensemble_client import Result as EnsembleResult
+from llm_stack.ensemble_client import request_stream as one_request
+from llm_stack.triton_server import TritonServer
+
+pytestmark = pytest.mark.integration
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture
+async def client(triton: TritonServer) -> AsyncIterator[grpcclient.InferenceServerClient]:
+    c = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def active(triton: TritonServer) -> float:
+    return metric_value(triton.metrics_url, "nv_trt_llm_request_metrics", request_type="active")
+
+
+async def wait_until_idle(triton: TritonServer, timeout: float = 20.0) -> float:
+    deadline = time.monotonic() + timeout
+    value = active(triton)
+    while value and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        value = active(triton)
+    return value
+
+
+async def test_returns_text(client: grpcclient.InferenceServerClient) -> None:
+    result = await generate(client, PROMPT, 8, temperature=0.0)
+    assert result.error is None
+    assert result.text.strip()
+    assert result.num_input_tokens > 1
+    assert result.finish_reason in ("stop", "length")
+
+
+async def test_greedy_is_deterministic(client: grpcclient.InferenceServerClient) -> None:
+    first = await generate(client, PROMPT, 12, temperature=0.0)
+    second = await generate(client, PROMPT, 12, temperature=0.0)
+    assert first.text == second.text
+    assert first.text
+
+
+async def test_seeded_sampling_is_reproducible(client: grpcclient.InferenceServerClient) -> None:
+    runs = [
+        await generate(client, "Once upon a time", 12, temperature=1.0, top_k=40, seed=7)
+        for _ in range(2)
+    ]
+    assert runs[0].text == runs[1].text
+
+
+async def test_max_tokens_is_exact(client: grpcclient.InferenceServerClient) -> None:
+    # min_tokens keeps an early end-of-sequence from cutting the count short.
+    result = await generate(client, "Count: one, two, three,", 7, temperature=0.0, min_tokens=7)
+    assert result.num_output_tokens == 7
+    assert result.finish_reason == "length"
+
+
+async def test_stream_concatenates_to_the_plain_text(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    plain = await generate(client, PROMPT, 16, temperature=0.0)
+    streamed = await generate(client, PROMPT, 16, temperature=0.0, stream=True)
+    assert streamed.error is None
+    assert len([c for c in streamed.chunks if c]) >= 3
+    assert streamed.text == plain.text
+    assert streamed.num_output_tokens == plain.num_output_tokens
+
+
+async def test_stop_word_ends_generation(client: grpcclient.InferenceServerClient) -> None:
+    free = await generate(client, PROMPT, 24, temperature=0.0)
+    words = free.text.split()
+    assert len(words) >= 4, free.text
+    stop = words[2]
+    stopped = await generate(client, PROMPT, 24, temperature=0.0, stop_words=[stop])
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text
+    assert free.text.startswith(stopped.text)
+    assert stopped.num_output_tokens < free.num_output_tokens
+
+
+async def test_too_long_prompt_is_invalid_arg(client: grpcclient.InferenceServerClient) -> None:
+    result = await generate(client, "word " * 3000, 4)
+    assert isinstance(result.error, InferenceServerException)
+    assert result.error.status() == "StatusCode.INVALID_ARGUMENT"
+    message = result.error.message()
+    assert "exceeds the limit of 2048" in message
+    assert "prompt has 30" in message  # ~3000 tokens, named with the limit
+
+
+async def test_bad_sampling_value_names_the_field(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    result = await generate(client, PROMPT, 4, top_p=1.5)
+    assert result.error is not None
+    assert "top_p must be in (0, 1], got 1.5" in result.error.message()
+
+
+async def test_sixteen_streams_complete_and_are_batched(
+    client: grpcclient.InferenceServerClient, triton: TritonServer
+) -> None:
+    results = await asyncio.gather(
+        *[
+            generate(client, f"Story {i}: Once upon a time", 24, temperature=0.0, stream=True)
+            for i in range(16)
+        ]
+    )
+    assert all(r.error is None and r.finish_reason for r in results)
+    assert all(r.text for r in results)
+    # The engine decoded many sequences in one step: in-flight batching, not a queue.
+    peak = metric_value(triton.metrics_url, "llm_engine_peak_step_batch")
+    assert peak >= 8, peak
+
+
+async def test_cancelled_stream_frees_the_sequence(
+    client: grpcclient.InferenceServerClient, triton: TritonServer
+) -> None:
+    tokens_before = metric_value(triton.metrics_url, "llm_engine_generated_tokens_total")
+    inputs = ensemble_inputs("Once upon a time", 2000, stream=True, min_tokens=2000)
+    responses = client.stream_infer(one_request(inputs, request_id="cancel-me"))
+    seen = EnsembleResult()
+    async for response, error in responses:
+        assert error is None
+        collect(seen, response)
+        if len(seen.chunks) >= 3:
+            break
+    assert active(triton) >= 1 or seen.chunks  # it was running
+    responses.cancel()
+    # Triton 2.51 does not pass an ensemble's cancellation to its steps: a client that
+    # goes away also sends NVIDIA's `stop` request for its request id.
+    stop = grpcclient.InferInput("stop", [1, 1], "BOOL")
+    stop.set_data_from_numpy(np.array([[True]]))
+    async for _response, error in client.stream_infer(
+        one_request([stop], model="tensorrt_llm", request_id="cancel-me")
+    ):
+        assert error is None
+        break
+    assert await wait_until_idle(triton) == 0
+    generated = metric_value(triton.metrics_url, "llm_engine_generated_tokens_total")
+    assert generated - tokens_before < 1000  # far from the 2000 it was asked for
+
+
+async def test_cancelling_a_direct_stream_aborts_the_engine_sequence(
+    client: grpcclient.InferenceServerClient, triton: TritonServer
+) -> None:
+    ids = grpcclient.InferInput("input_ids", [1, 4], "INT32")
+    ids.set_data_from_numpy(np.array([[2, 9259, 1902, 236764]], dtype=np.int32))
+    length = grpcclient.InferInput("input_lengths", [1, 1], "INT32")
+    length.set_data_from_numpy(np.array([[4]], dtype=np.int32))
+    out_len = grpcclient.InferInput("request_output_len", [1, 1], "INT32")
+    out_len.set_data_from_numpy(np.array([[2000]], dtype=np.int32))
+    streaming = grpcclient.InferInput("streaming", [1, 1], "BOOL")
+    streaming.set_data_from_numpy(np.array([[True]]))
+    responses = client.stream_infer(
+        one_request([ids, length, out_len, streaming], model="tensorrt_llm")
+    )
+    count = 0
+    async for _response, error in responses:
+        assert error is None
+        count += 1
+        if count >= 3:
+            break
+    responses.cancel()  # seen by the model through request.is_cancelled()
+    assert await wait_until_idle(triton) == 0
+
+
+async def test_metrics_count_ensemble_and_steps(
+    client: grpcclient.InferenceServerClient, triton: TritonServer
+) -> None:
+    before = {
+        m: metric_value(triton.metrics_url, "nv_inference_request_success", model=m)
+        for m in ("ensemble", "preprocessing", "tensorrt_llm", "postprocessing")
+    }
+    result = await generate(client, PROMPT, 4, temperature=0.0)
+    assert result.error is None
+    # Triton counts a request once its last response is released, just after the client
+    # has it: poll briefly.
+    deadline = time.monotonic() + 10
+    while True:
+        after = {
+            m: metric_value(triton.metrics_url, "nv_inference_request_success", model=m)
+            for m in before
+        }
+        if after["ensemble"] > before["ensemble"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert after["ensemble"] == before["ensemble"] + 1
+    assert after["preprocessing"] == before["preprocessing"] + 1
+    assert after["tensorrt_llm"] == before["tensorrt_llm"] + 1
+    assert after["postprocessing"] >= before["postprocessing"] + 1
