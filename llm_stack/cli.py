@@ -34,7 +34,7 @@ def _add_triton_args(parser: argparse.ArgumentParser) -> None:
         "--triton-home",
         type=Path,
         default=None,
-        help="a Triton install to use (e.g. /opt/tritonserver) instead of the nvidia-pytriton wheel",
+        help="a Triton install to use (e.g. /opt/tritonserver) instead of the wheel's",
     )
     group.add_argument(
         "--work-dir",
@@ -57,12 +57,12 @@ def _triton_from_args(args: argparse.Namespace) -> TritonServer:
     )
 
 
-class _Stop(Exception):
+class _StopSignal(Exception):  # noqa: N818 - a signal, not an error
     """Raised in the main thread by SIGTERM/SIGINT."""
 
 
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
+    raise _StopSignal(signal.Signals(signum).name)
 
 
 def _start_triton(args: argparse.Namespace) -> TritonServer:
@@ -85,7 +85,7 @@ def cmd_triton(args: argparse.Namespace) -> int:
         code = server.wait()
         log.error("Triton exited with code %d", code)
         return code or 1
-    except _Stop as stop:
+    except _StopSignal as stop:
         log.info("%s: stopping Triton", stop)
         server.stop()
         return 0
@@ -93,8 +93,8 @@ def cmd_triton(args: argparse.Namespace) -> int:
 
 def cmd_frontend(args: argparse.Namespace) -> int:
     """Run the frontend against a running Triton."""
-    from frontend.server import run  # noqa: PLC0415 - the frontend is not needed for `triton`
-    from frontend.settings import Settings  # noqa: PLC0415
+    from frontend.server import run
+    from frontend.settings import Settings
 
     overrides: dict[str, object] = {"host": args.frontend_host, "port": args.frontend_port}
     if args.triton_url:
@@ -111,7 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     watcher.start()
     try:
         return cmd_frontend(args)
-    except _Stop as stop:
+    except _StopSignal as stop:
         log.info("%s: stopping", stop)
         return 0
     finally:
@@ -127,9 +127,9 @@ def _exit_with(server: TritonServer) -> None:
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
     """Run the load test runner (see `llm-stack loadtest --help`)."""
-    from loadtest.runner import main as loadtest_main  # noqa: PLC0415 - needs the loadtest extra
+    from loadtest.runner import main as loadtest_main
 
-    return loadtest_main(args.loadtest_args)
+    return int(loadtest_main(args.loadtest_args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TritonLaunchError as exc:
         log.error("%s", exc)
         return 1
-    except _Stop:
+    except _StopSignal:
         return 0
 
 

@@ -37,7 +37,7 @@ class Result:
 
 def ensemble_inputs(prompt: str, max_tokens: int, **options: Any) -> list[grpcclient.InferInput]:
     """Inputs for `ensemble`; options are tensor names (stream, temperature, stop_words, ...)."""
-    tensors: dict[str, np.ndarray] = {
+    tensors: dict[str, np.ndarray[Any, Any]] = {
         "text_input": np.array([[prompt.encode()]], dtype=object),
         "max_tokens": np.array([[max_tokens]], dtype=np.int32),
     }
@@ -76,14 +76,14 @@ async def generate(
     prompt: str,
     max_tokens: int,
     request_id: str = "",
-    timeout: float = 120.0,
+    stream_timeout: float = 120.0,
     **options: Any,
 ) -> Result:
     """Call the ensemble (streaming or not) and collect every response."""
     result = Result()
     responses = client.stream_infer(
         request_stream(ensemble_inputs(prompt, max_tokens, **options), request_id=request_id),
-        stream_timeout=timeout,
+        stream_timeout=stream_timeout,
         headers=GRPC_ERROR_HEADERS,
     )
     try:

@@ -16,7 +16,7 @@ _progress: Any = None
 
 def install(lc: Any) -> None:
     """Forward errors to the `llama_cpp` logger; drop the rest (load chatter, warnings)."""
-    global _callback  # noqa: PLW0603 - the C side keeps only a pointer
+    global _callback
     if _callback is not None:
         return
 
@@ -31,7 +31,7 @@ def install(lc: Any) -> None:
 
 def silent_progress(lc: Any) -> Any:
     """A model-load progress callback that prints nothing (the default prints dots)."""
-    global _progress  # noqa: PLW0603 - the C side keeps only a pointer
+    global _progress
     if _progress is None:
         _progress = lc.llama_progress_callback(lambda _p, _d: True)
     return _progress

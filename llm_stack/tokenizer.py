@@ -39,7 +39,7 @@ class GgufTokenizer:
     """The vocabulary of a GGUF file, through llama.cpp (no weights loaded)."""
 
     def __init__(self, path: Path) -> None:
-        import llama_cpp as lc  # noqa: PLC0415 - native library, loaded on demand
+        import llama_cpp as lc
 
         self._lc: Any = lc
         llama_logging.install(lc)
@@ -90,7 +90,7 @@ class HfTokenizer:
     """A Hugging Face tokenizer from a local checkpoint directory."""
 
     def __init__(self, path: Path) -> None:
-        from transformers import AutoTokenizer  # noqa: PLC0415 - optional, GPU deployments
+        from transformers import AutoTokenizer
 
         self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
@@ -108,7 +108,9 @@ class HfTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(
-            self._tok.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            self._tok.decode(
+                list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
         )
 
 

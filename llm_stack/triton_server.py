@@ -44,7 +44,7 @@ class TritonInstall:
 
 def _pytriton_root() -> Path:
     try:
-        import pytriton  # noqa: PLC0415 - optional dependency, only needed for the wheel's Triton
+        import pytriton
     except ImportError as exc:
         raise TritonLaunchError(
             "nvidia-pytriton is not installed: install the 'triton' extra or pass --triton-home"
@@ -87,7 +87,9 @@ def home_install(triton_home: Path) -> TritonInstall:
     if not binary.exists():
         raise TritonLaunchError(f"no tritonserver binary at {binary}")
     return TritonInstall(
-        binary=binary, backend_directory=triton_home / "backends", library_paths=(triton_home / "lib",)
+        binary=binary,
+        backend_directory=triton_home / "backends",
+        library_paths=(triton_home / "lib",),
     )
 
 
@@ -104,6 +106,18 @@ class TritonPorts:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+
+    @classmethod
+    def free(cls, host: str = "127.0.0.1") -> TritonPorts:
+        """Three ports free on `host` right now (for tests and benchmarks)."""
+        return cls(http=free_port(host), grpc=free_port(host), metrics=free_port(host))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -7,6 +7,7 @@ the cumulative end offset of each word, padded with -1. An empty list is [[0], [
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,7 +31,7 @@ def encode_word_list(words: Sequence[Sequence[int]]) -> npt.NDArray[np.int32]:
     return out
 
 
-def decode_word_list(array: npt.NDArray[np.integer]) -> tuple[tuple[int, ...], ...]:
+def decode_word_list(array: npt.NDArray[np.integer[Any]]) -> tuple[tuple[int, ...], ...]:
     """The [2, L] word-list array (a leading batch dim of 1 allowed) → token-id sequences."""
     arr = np.asarray(array)
     while arr.ndim > 2 and arr.shape[0] == 1:

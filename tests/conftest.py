@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from llm_stack.triton_server import TritonPorts, TritonServer, wheel_install
+from llm_stack.triton_server import TritonPorts, TritonServer, free_port, wheel_install
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    """A TCP port that is free on loopback right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "free_triton_ports"]
 
 
 def free_triton_ports() -> TritonPorts:
-    return TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    """Free ports for one more Triton."""
+    return TritonPorts.free()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ def create_engine(params: ModelParameters) -> Engine:
     max_queue = params.get_int("max_queue_size", minimum=0)
     max_seq_len = params.get_int("max_seq_len", minimum=2)
     if kind == "cpu":
-        from llm_stack.engine.llama_cpp_engine import (  # noqa: PLC0415 - per-engine import
+        from llm_stack.engine.llama_cpp_engine import (
             LlamaCppConfig,
             LlamaCppEngine,
         )
@@ -33,7 +33,7 @@ def create_engine(params: ModelParameters) -> Engine:
                 n_threads=params.get_int("n_threads", minimum=0),
             )
         )
-    from llm_stack.engine.trtllm_engine import TrtLlmEngine  # noqa: PLC0415 - GPU only
+    from llm_stack.engine.trtllm_engine import TrtLlmEngine
 
     return TrtLlmEngine(
         model_path=str(model_path),

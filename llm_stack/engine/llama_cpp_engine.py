@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import math
 import os
@@ -62,7 +61,7 @@ class _Llama:
     """The llama.cpp model, context and batch, owned by the step thread."""
 
     def __init__(self, config: LlamaCppConfig) -> None:
-        import llama_cpp as lc  # noqa: PLC0415 - heavy native import, only for this engine
+        import llama_cpp as lc
 
         self.lc: Any = lc
         llama_logging.install(lc)
@@ -94,7 +93,9 @@ class _Llama:
         )
         self.samplers: dict[str, Any] = {}
 
-    def new_sampler(self, request_id: str, sampling: SamplingParams, prompt: tuple[int, ...]) -> None:
+    def new_sampler(
+        self, request_id: str, sampling: SamplingParams, prompt: tuple[int, ...]
+    ) -> None:
         lc = self.lc
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         if (

@@ -143,10 +143,10 @@ class Scheduler:
 
     def abort(self, request_id: str) -> tuple[TokenDelta, int | None] | None:
         """Drop a sequence; returns its final delta and the slot to clear, or None."""
-        for seq in self._waiting:
-            if seq.request_id == request_id:
-                self._waiting.remove(seq)
-                return self._final_delta(seq, FinishReason.CANCELLED), None
+        for waiting in self._waiting:
+            if waiting.request_id == request_id:
+                self._waiting.remove(waiting)
+                return self._final_delta(waiting, FinishReason.CANCELLED), None
         seq = self._active.get(request_id)
         if seq is None:
             return None
@@ -233,7 +233,9 @@ class Scheduler:
                 deltas.append((request_id, self._delta(seq, new, None)))
         return deltas, freed
 
-    def _apply(self, seq: Sequence, token: int, is_end: Callable[[int], bool]) -> FinishReason | None:
+    def _apply(
+        self, seq: Sequence, token: int, is_end: Callable[[int], bool]
+    ) -> FinishReason | None:
         end_id = seq.request.end_id
         if (token == end_id) if end_id is not None else is_end(token):
             return FinishReason.STOP

@@ -11,8 +11,8 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from llm_stack.ensemble_client import collect, ensemble_inputs, generate, metric_value
 from llm_stack.ensemble_client import Result as EnsembleResult
+from llm_stack.ensemble_client import collect, ensemble_inputs, generate, metric_value
 from llm_stack.ensemble_client import request_stream as one_request
 from llm_stack.triton_server import TritonServer
 
@@ -34,8 +34,8 @@ def active(triton: TritonServer) -> float:
     return metric_value(triton.metrics_url, "nv_trt_llm_request_metrics", request_type="active")
 
 
-async def wait_until_idle(triton: TritonServer, timeout: float = 20.0) -> float:
-    deadline = time.monotonic() + timeout
+async def wait_until_idle(triton: TritonServer, within_s: float = 20.0) -> float:
+    deadline = time.monotonic() + within_s
     value = active(triton)
     while value and time.monotonic() < deadline:
         await asyncio.sleep(0.1)

@@ -30,7 +30,7 @@ INPUTS = (
     "frequency_penalty", "min_tokens", "seed", "streaming", "stop_words_list", "bad_words_list",
 )  # fmt: skip
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-CANCEL_POLL_S = 0.1
+CANCEL_POLL_S = 0.5  # each check is a round trip to the Triton process
 METRICS_PERIOD_S = 0.25
 
 
@@ -134,7 +134,7 @@ class TritonPythonModel:
 
     async def _watch_cancel(self, request: Any, request_id: str) -> None:
         # Triton flags cancellation (client gone, stream cancelled) on the request only.
-        while not request.is_cancelled():
+        while not request.is_cancelled():  # noqa: ASYNC110 - Triton offers only polling
             await asyncio.sleep(CANCEL_POLL_S)
         await self.engine.abort(request_id)
 
