@@ -1,0 +1,668 @@
+"""Unit tests of the TensorRT-LLM adapter: request mapping, delta assembly, admission, abort.
+
+TensorRT-LLM needs an NVIDIA GPU and its CUDA wheels, so it cannot run on the machines
+these tests run on. The engine tests therefore inject a fake of the LLM API object
+(`generate_async` returning a streamed `RequestOutput`, `abort()`, `get_stats_async`,
+`shutdown`) shaped after tensorrt_llm 1.0's `llmapi/llm.py` and `executor/result.py`:
+one output object, updated in place, whose `outputs[0].token_ids` is cumulative.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import types
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_stack.engine.base import (
+    EngineError,
+    EngineOverloadedError,
+    EngineStoppedError,
+    FinishReason,
+    GenerationRequest,
+    InvalidRequestError,
+    SamplingParams,
+    TokenDelta,
+)
+from llm_stack.engine.trtllm_engine import (
+    IterationFigures,
+    StopSequenceFilter,
+    TrtLlmEngine,
+    delta_from_output,
+    to_sampling_kwargs,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def make_request(
+    request_id: str = "r1",
+    prompt: tuple[int, ...] = (1, 2, 3),
+    stops: tuple[tuple[int, ...], ...] = (),
+    bad: tuple[tuple[int, ...], ...] = (),
+    end_id: int | None = None,
+    **sampling: Any,
+) -> GenerationRequest:
+    sampling.setdefault("max_tokens", 8)
+    return GenerationRequest(
+        request_id=request_id,
+        prompt_ids=prompt,
+        sampling=SamplingParams(**sampling),
+        stop_sequences=stops,
+        bad_sequences=bad,
+        end_id=end_id,
+    )
+
+
+# -- fakes of the LLM API ---------------------------------------------------------------
+
+
+@dataclass
+class FakeCompletion:
+    token_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+class FakeRequestOutput:
+    """A streamed RequestOutput: the test pushes cumulative states, abort() cancels."""
+
+    def __init__(self) -> None:
+        self.outputs = [FakeCompletion()]
+        self.finished = False
+        self.aborted = False
+        self._states: asyncio.Queue[tuple[list[int], str | None] | BaseException] = asyncio.Queue()
+
+    def emit(self, token_ids: list[int], finish_reason: str | None = None) -> None:
+        self._states.put_nowait((token_ids, finish_reason))
+
+    def fail(self, error: BaseException) -> None:
+        self._states.put_nowait(error)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.emit(list(self.outputs[0].token_ids), "cancelled")
+
+    def __aiter__(self) -> FakeRequestOutput:
+        return self
+
+    async def __anext__(self) -> FakeRequestOutput:
+        if self.finished:
+            raise StopAsyncIteration
+        state = await self._states.get()
+        if isinstance(state, BaseException):
+            raise state
+        token_ids, reason = state
+        self.outputs[0].token_ids = token_ids
+        self.outputs[0].finish_reason = reason
+        self.finished = reason is not None
+        return self
+
+
+class FakeLLM:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.handles: list[FakeRequestOutput] = []
+        self.stats_items: list[Any] = []
+        self.stats_drained = asyncio.Event()
+        self.reject: Exception | None = None
+        self.shut_down = False
+
+    def generate_async(
+        self, inputs: list[int], sampling_params: Any = None, streaming: bool = False
+    ) -> FakeRequestOutput:
+        if self.reject is not None:
+            raise self.reject
+        self.calls.append({"inputs": inputs, "params": sampling_params, "streaming": streaming})
+        handle = FakeRequestOutput()
+        self.handles.append(handle)
+        return handle
+
+    def get_stats_async(self, timeout: float) -> AsyncIterator[Any]:
+        async def items() -> AsyncIterator[Any]:
+            while self.stats_items:
+                yield self.stats_items.pop(0)
+            self.stats_drained.set()  # after the consumer took the last item
+
+        return items()
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+def sampling_params_dict(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+async def started(
+    llm: FakeLLM, max_batch_size: int = 4, max_queue: int = 4, **kwargs: Any
+) -> TrtLlmEngine:
+    engine = TrtLlmEngine(
+        model_path="/models/tiny",
+        max_batch_size=max_batch_size,
+        max_queue=max_queue,
+        max_input_len=16,
+        max_seq_len=32,
+        llm_factory=lambda: llm,
+        sampling_params_factory=sampling_params_dict,
+        **kwargs,
+    )
+    await engine.start()
+    return engine
+
+
+class Stream:
+    """One generation as the model consumes it; `submit` gets the request into the engine."""
+
+    def __init__(self, engine: TrtLlmEngine, request: GenerationRequest) -> None:
+        self.deltas = engine.generate(request)
+        self._first: asyncio.Future[TokenDelta] | None = None
+
+    async def next(self) -> TokenDelta:
+        first, self._first = self._first, None
+        return await (first if first is not None else anext(self.deltas))
+
+    async def aclose(self) -> None:
+        await self.deltas.aclose()
+
+
+open_streams: list[Stream] = []
+
+
+async def submit(engine: TrtLlmEngine, request: GenerationRequest) -> Stream:
+    """Start a generation and return once the request is in the engine."""
+    stream = Stream(engine, request)
+    # generate() submits on its first step, then waits for the engine's first output.
+    stream._first = asyncio.ensure_future(anext(stream.deltas))
+    await asyncio.sleep(0)
+    open_streams.append(stream)
+    return stream
+
+
+@pytest.fixture(autouse=True)
+def _cancel_open_streams() -> Iterator[None]:
+    yield
+    for stream in open_streams:
+        if stream._first is not None:
+            stream._first.cancel()
+    open_streams.clear()
+
+
+# -- to_sampling_kwargs -----------------------------------------------------------------
+
+
+def test_sampling_maps_every_field() -> None:
+    request = make_request(
+        max_tokens=20,
+        temperature=0.7,
+        top_k=40,
+        top_p=0.9,
+        repetition_penalty=1.1,
+        presence_penalty=0.5,
+        frequency_penalty=-0.25,
+        min_tokens=3,
+        seed=2**64 - 1,
+        end_id=2,
+        stops=((7,), (9,), (7,), (4, 5)),
+        bad=((11,), (10,)),
+    )
+    assert to_sampling_kwargs(request) == {
+        "max_tokens": 20,
+        "detokenize": False,
+        "temperature": 0.7,
+        "top_k": 40,
+        "top_p": 0.9,
+        "seed": 2**64 - 1,
+        "repetition_penalty": 1.1,
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.25,
+        "min_tokens": 3,
+        "end_id": 2,
+        "pad_id": 2,
+        "stop_token_ids": [7, 9],
+        "bad_token_ids": [10, 11],
+    }
+
+
+def test_sampling_defaults_leave_runtime_defaults_unset() -> None:
+    # top_k 0 (no cut) and neutral penalties stay unset; top_p is always set, because
+    # all of top_k, top_p and temperature unset would mean greedy to the runtime.
+    assert to_sampling_kwargs(make_request(max_tokens=5)) == {
+        "max_tokens": 5,
+        "detokenize": False,
+        "temperature": 1.0,
+        "top_p": 1.0,
+    }
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {"temperature": 0.0},
+        {"temperature": 0.0, "top_p": 0.5, "top_k": 50, "seed": 3},
+        {"top_k": 1},
+    ],
+)
+def test_greedy_is_top_k_one_without_temperature(sampling: dict[str, Any]) -> None:
+    kwargs = to_sampling_kwargs(make_request(**sampling))
+    assert kwargs["top_k"] == 1
+    assert "temperature" not in kwargs
+    assert "top_p" not in kwargs
+    assert "seed" not in kwargs
+
+
+def test_penalties_apply_to_greedy_too() -> None:
+    kwargs = to_sampling_kwargs(make_request(temperature=0.0, repetition_penalty=1.3))
+    assert kwargs["repetition_penalty"] == 1.3
+
+
+def test_multi_token_stops_are_left_to_the_stream_filter() -> None:
+    kwargs = to_sampling_kwargs(make_request(stops=((4, 5), (6, 7, 8))))
+    assert "stop_token_ids" not in kwargs
+    assert "stop" not in kwargs
+
+
+def test_multi_token_bad_words_are_rejected_naming_the_field() -> None:
+    with pytest.raises(InvalidRequestError, match=r"^bad_words: .*longest to 3"):
+        to_sampling_kwargs(make_request(bad=((5,), (1, 2, 3))))
+
+
+# -- delta_from_output ------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    outputs: list[FakeCompletion]
+    finished: bool = False
+
+
+def out(token_ids: list[int], reason: str | None = None, finished: bool | None = None) -> Output:
+    done = reason is not None if finished is None else finished
+    return Output([FakeCompletion(token_ids, reason)], done)
+
+
+def test_deltas_over_cumulative_outputs() -> None:
+    states = [out([]), out([5]), out([5, 6, 7]), out([5, 6, 7]), out([5, 6, 7, 8], "length")]
+    received = 0
+    deltas = []
+    for state in states:
+        delta = delta_from_output(received, state, num_input_tokens=3)
+        received = delta.num_output_tokens
+        deltas.append(delta)
+    assert [d.token_ids for d in deltas] == [(), (5,), (6, 7), (), (8,)]
+    assert [d.num_output_tokens for d in deltas] == [0, 1, 3, 3, 4]
+    assert [d.finish_reason for d in deltas] == [None, None, None, None, FinishReason.LENGTH]
+    assert all(d.num_input_tokens == 3 for d in deltas)
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("stop", FinishReason.STOP),
+        ("length", FinishReason.LENGTH),
+        ("cancelled", FinishReason.CANCELLED),
+        ("timeout", FinishReason.CANCELLED),
+    ],
+)
+def test_finish_reasons(reason: str, expected: FinishReason) -> None:
+    delta = delta_from_output(2, out([1, 2, 3], reason), num_input_tokens=4)
+    assert delta.finish_reason is expected
+    assert delta.token_ids == (3,)
+
+
+def test_stop_token_cut_from_the_final_output_gives_no_tokens() -> None:
+    # The LLM API removes the stop token from token_ids in the final output.
+    delta = delta_from_output(3, out([1, 2, 3], "stop"), num_input_tokens=1)
+    assert delta.token_ids == ()
+    assert delta.num_output_tokens == 3
+    assert delta.finish_reason is FinishReason.STOP
+
+
+def test_finished_without_reason_is_cancelled() -> None:
+    delta = delta_from_output(0, out([1], None, finished=True), num_input_tokens=1)
+    assert delta.finish_reason is FinishReason.CANCELLED
+
+
+def test_missing_token_ids_read_as_none_yet() -> None:
+    delta = delta_from_output(0, Output([FakeCompletion(None, None)]), num_input_tokens=1)  # type: ignore[arg-type]
+    assert delta.token_ids == ()
+    assert not delta.finished
+
+
+# -- StopSequenceFilter -----------------------------------------------------------------
+
+
+def raw(tokens: tuple[int, ...], finish: FinishReason | None = None) -> TokenDelta:
+    return TokenDelta(tokens, num_input_tokens=2, num_output_tokens=0, finish_reason=finish)
+
+
+def test_filter_holds_back_a_possible_stop_and_cuts_it() -> None:
+    stops = StopSequenceFilter([(7, 8, 9), (4,)])
+    assert stops.push(raw((1, 7))) == TokenDelta((1,), 2, 1)
+    assert stops.push(raw((8,))) is None
+    final = stops.push(raw((9, 10)))
+    assert final == TokenDelta((), 2, 1, FinishReason.STOP)
+
+
+def test_filter_releases_a_prefix_that_did_not_become_a_stop() -> None:
+    stops = StopSequenceFilter([(7, 8)])
+    assert stops.push(raw((7,))) is None
+    assert stops.push(raw((7,))) == TokenDelta((7,), 2, 1)
+    assert stops.push(raw((5,))) == TokenDelta((7, 5), 2, 3)
+
+
+def test_filter_flushes_held_tokens_when_the_engine_finishes() -> None:
+    stops = StopSequenceFilter([(7, 8)])
+    assert stops.push(raw((3, 7))) == TokenDelta((3,), 2, 1)
+    assert stops.push(raw((), FinishReason.LENGTH)) == TokenDelta((7,), 2, 2, FinishReason.LENGTH)
+
+
+def test_filter_without_multi_token_stops_passes_deltas_through() -> None:
+    stops = StopSequenceFilter([(4,)])
+    assert stops.push(raw((4, 4))) == TokenDelta((4, 4), 2, 2)
+    assert stops.push(raw(())) is None
+
+
+# -- IterationFigures -------------------------------------------------------------------
+
+
+def test_iteration_figures_fold_dicts_and_json() -> None:
+    figures = IterationFigures()
+    figures.add(
+        {
+            "iter": 0,
+            "numActiveRequests": 3,
+            "inflightBatchingStats": {"numScheduledRequests": 3, "numContextRequests": 2},
+        }
+    )
+    figures.add(
+        '{"iter": 1, "numActiveRequests": 5, "inflightBatchingStats": '
+        '{"numScheduledRequests": 4, "numContextRequests": 0}}'
+    )
+    figures.add({"iter": 2, "numActiveRequests": 0, "inflightBatchingStats": {}})
+    assert figures == IterationFigures(
+        seen=True, active=0, context=0, scheduled=0, steps=2, step_sequences=7, peak_step_batch=4
+    )
+
+
+# -- the engine -------------------------------------------------------------------------
+
+
+async def test_streams_deltas_and_counts() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(prompt=(1, 2), temperature=0.0))
+    handle = llm.handles[0]
+    assert llm.calls[0]["inputs"] == [1, 2]
+    assert llm.calls[0]["streaming"] is True
+    assert llm.calls[0]["params"]["top_k"] == 1
+    assert engine.stats().active == 1
+    handle.emit([5])
+    assert await stream.next() == TokenDelta((5,), 2, 1)
+    handle.emit([5, 6, 7], "stop")
+    assert await stream.next() == TokenDelta((6, 7), 2, 3, FinishReason.STOP)
+    with pytest.raises(StopAsyncIteration):
+        await stream.next()
+    stats = engine.stats()
+    assert (stats.active, stats.waiting, stats.generated_tokens) == (0, 0, 3)
+    assert stats.finished == {"stop": 1}
+    assert not handle.aborted
+
+
+async def test_closing_the_stream_early_aborts_the_request() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request())
+    llm.handles[0].emit([5])
+    assert (await stream.next()).token_ids == (5,)
+    await stream.aclose()
+    assert llm.handles[0].aborted
+    assert engine.stats().active == 0
+    assert engine.stats().finished == {"cancelled": 1}
+
+
+async def test_abort_ends_the_stream_with_cancelled() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(request_id="x"))
+    await engine.abort("x")
+    await engine.abort("unknown")  # a no-op
+    assert await stream.next() == TokenDelta((), 3, 0, FinishReason.CANCELLED)
+    assert llm.handles[0].aborted
+    assert engine.stats().finished == {"cancelled": 1}
+
+
+async def test_multi_token_stop_ends_the_stream_and_aborts_the_engine_request() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(stops=((8, 9),)))
+    handle = llm.handles[0]
+    handle.emit([5, 8])
+    assert await stream.next() == TokenDelta((5,), 3, 1)
+    handle.emit([5, 8, 9, 4])
+    assert await stream.next() == TokenDelta((), 3, 1, FinishReason.STOP)
+    assert handle.aborted
+    assert engine.stats().finished == {"stop": 1}
+    assert engine.stats().generated_tokens == 4
+
+
+async def test_overload_beyond_batch_plus_queue() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, max_batch_size=1, max_queue=1, collect_iteration_stats=False)
+    first = await submit(engine, make_request(request_id="a"))
+    await submit(engine, make_request(request_id="b"))
+    stats = engine.stats()
+    assert (stats.active, stats.waiting, stats.max_active) == (1, 1, 1)
+    with pytest.raises(EngineOverloadedError, match="engine queue is full: 1 requests waiting"):
+        await anext(engine.generate(make_request(request_id="c")))
+    assert len(llm.handles) == 2
+    llm.handles[0].emit([1], "length")
+    assert (await first.next()).finish_reason is FinishReason.LENGTH
+    await submit(engine, make_request(request_id="c"))
+    assert len(llm.handles) == 3
+
+
+async def test_zero_queue_admits_only_the_batch() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, max_batch_size=2, max_queue=0, collect_iteration_stats=False)
+    await submit(engine, make_request(request_id="a"))
+    await submit(engine, make_request(request_id="b"))
+    with pytest.raises(EngineOverloadedError):
+        await anext(engine.generate(make_request(request_id="c")))
+
+
+@pytest.mark.parametrize(
+    ("request_args", "message"),
+    [
+        ({"prompt": tuple(range(17))}, "prompt has 17 tokens, exceeds the limit of 16"),
+        (
+            {"prompt": tuple(range(16)), "max_tokens": 17},
+            "prompt tokens \\+ max_tokens = 16 \\+ 17 = 33 exceeds the sequence limit of 32",
+        ),
+    ],
+)
+async def test_length_limits(request_args: dict[str, Any], message: str) -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    with pytest.raises(InvalidRequestError, match=message):
+        await anext(engine.generate(make_request(**request_args)))
+    assert llm.calls == []
+
+
+async def test_duplicate_request_id_is_rejected() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    await submit(engine, make_request(request_id="same"))
+    with pytest.raises(InvalidRequestError, match="already in flight"):
+        await anext(engine.generate(make_request(request_id="same")))
+
+
+async def test_multi_token_bad_words_are_rejected_before_submission() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    with pytest.raises(InvalidRequestError, match=r"^bad_words"):
+        await anext(engine.generate(make_request(bad=((1, 2),))))
+    assert llm.calls == []
+    assert engine.stats().active == 0
+
+
+async def test_llm_api_value_error_is_an_invalid_request() -> None:
+    llm = FakeLLM()
+    llm.reject = ValueError("max_tokens too large for the engine")
+    engine = await started(llm, collect_iteration_stats=False)
+    with pytest.raises(InvalidRequestError, match="rejected the request's parameters"):
+        await anext(engine.generate(make_request()))
+    assert engine.stats().active == 0
+
+
+async def test_engine_failure_mid_stream_is_an_engine_error() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request())
+    llm.handles[0].fail(RuntimeError("executor died"))
+    with pytest.raises(EngineError, match="the TensorRT-LLM request failed"):
+        await stream.next()
+    stats = engine.stats()
+    assert stats.active == 0
+    assert stats.finished == {}
+
+
+async def test_unseeded_sampling_gets_a_random_seed() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    await submit(engine, make_request(request_id="a", temperature=0.8))
+    await submit(engine, make_request(request_id="b", temperature=0.8))
+    await submit(engine, make_request(request_id="c", temperature=0.8, seed=5))
+    await submit(engine, make_request(request_id="d", temperature=0.0))
+    seeds = [call["params"].get("seed") for call in llm.calls]
+    assert seeds[0] is not None
+    assert seeds[1] is not None
+    assert seeds[0] != seeds[1]
+    assert 0 <= seeds[0] < 2**64
+    assert seeds[2:] == [5, None]
+
+
+async def test_iteration_stats_refine_the_figures() -> None:
+    llm = FakeLLM()
+    llm.stats_items = [
+        {
+            "numActiveRequests": 1,
+            "inflightBatchingStats": {"numScheduledRequests": 1, "numContextRequests": 1},
+        },
+        '{"numActiveRequests": 1, "inflightBatchingStats": {"numScheduledRequests": 1}}',
+    ]
+    engine = await started(llm, max_batch_size=4)
+    await submit(engine, make_request(request_id="a"))
+    await submit(engine, make_request(request_id="b"))
+    async with asyncio.timeout(10):
+        await llm.stats_drained.wait()
+    stats = engine.stats()
+    # The executor runs one of our two sequences; the other waits in its queue.
+    assert (stats.active, stats.waiting) == (1, 1)
+    assert (stats.steps, stats.step_sequences, stats.peak_step_batch) == (2, 2, 1)
+    assert (stats.scheduled, stats.context) == (1, 0)
+    await engine.shutdown()
+
+
+async def test_shutdown_aborts_everything_and_stops() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request())
+    await engine.shutdown()
+    assert llm.handles[0].aborted
+    assert llm.shut_down
+    assert (await stream.next()).finish_reason is FinishReason.CANCELLED
+    with pytest.raises(EngineStoppedError):
+        await anext(engine.generate(make_request(request_id="later")))
+
+
+async def test_generate_before_start_is_refused() -> None:
+    engine = TrtLlmEngine("/m", 1, 1, 8, 16, llm_factory=FakeLLM, sampling_params_factory=dict)
+    with pytest.raises(EngineStoppedError, match="not running"):
+        await anext(engine.generate(make_request()))
+
+
+async def test_start_builds_the_llm_from_tensorrt_llm(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[dict[str, Any]] = []
+    fake = types.ModuleType("tensorrt_llm")
+
+    def fake_llm(**kwargs: Any) -> FakeLLM:
+        built.append(kwargs)
+        return FakeLLM()
+
+    fake.LLM = fake_llm  # type: ignore[attr-defined]
+    fake.SamplingParams = sampling_params_dict  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", fake)
+    engine = TrtLlmEngine(
+        "/models/llama",
+        max_batch_size=8,
+        max_queue=2,
+        max_input_len=1024,
+        max_seq_len=2048,
+        llm_kwargs={"tensor_parallel_size": 2, "kv_cache_config": "cfg"},
+    )
+    await engine.start()
+    assert built == [
+        {
+            "model": "/models/llama",
+            "max_batch_size": 8,
+            "max_input_len": 1024,
+            "max_seq_len": 2048,
+            "tensor_parallel_size": 2,
+            "kv_cache_config": "cfg",
+        }
+    ]
+
+
+async def test_start_without_tensorrt_llm_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # makes the import fail
+    engine = TrtLlmEngine("/m", 1, 1, 8, 16)
+    with pytest.raises(EngineStoppedError, match="tensorrt_llm is not installed"):
+        await engine.start()
+
+
+async def test_a_failing_load_is_an_engine_stopped_error() -> None:
+    def broken() -> Any:
+        raise RuntimeError("CUDA error: no device")
+
+    engine = TrtLlmEngine("/m", 1, 1, 8, 16, llm_factory=broken, sampling_params_factory=dict)
+    with pytest.raises(EngineStoppedError, match="could not load /m"):
+        await engine.start()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((0, 1, 8, 16), "max_batch_size must be >= 1"),
+        ((1, -1, 8, 16), "max_queue must be >= 0"),
+        ((1, 1, 16, 16), "max_input_len \\(16\\) must be below max_seq_len \\(16\\)"),
+    ],
+)
+def test_bad_limits_are_refused(args: tuple[int, int, int, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrtLlmEngine("/m", *args)
+
+
+def test_importing_the_module_does_not_import_tensorrt_llm(tmp_path: Path) -> None:
+    poisoned = tmp_path / "tensorrt_llm"
+    poisoned.mkdir()
+    (poisoned / "__init__.py").write_text("raise RuntimeError('tensorrt_llm was imported')\n")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import llm_stack.engine.trtllm_engine, sys; assert 'tensorrt_llm' not in sys.modules",
+        ],
+        cwd=REPO_ROOT,
+        env={"PYTHONPATH": f"{tmp_path}:{REPO_ROOT}", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
