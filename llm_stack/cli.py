@@ -94,12 +94,16 @@ def cmd_triton(args: argparse.Namespace) -> int:
 def cmd_frontend(args: argparse.Namespace) -> int:
     """Run the frontend against a running Triton."""
     from frontend.server import run
-    from frontend.settings import Settings
+    from frontend.settings import FrontendSettings
 
-    overrides: dict[str, object] = {"host": args.frontend_host, "port": args.frontend_port}
-    if args.triton_url:
-        overrides["triton_urls"] = args.triton_url
-    run(Settings(**overrides))  # type: ignore[arg-type]
+    # Flags given on the command line win over LLM_FRONTEND_* variables.
+    flags = {
+        "host": args.frontend_host,
+        "port": args.frontend_port,
+        "triton_urls": list(args.triton_url) if args.triton_url else None,
+    }
+    settings = FrontendSettings()
+    run(settings.model_copy(update={k: v for k, v in flags.items() if v is not None}))
     return 0
 
 
@@ -149,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         if name == "up":
             _add_triton_args(p)
-        p.add_argument("--frontend-host", default="127.0.0.1")
-        p.add_argument("--frontend-port", type=int, default=8080)
+        p.add_argument("--frontend-host", default=None, help="default 127.0.0.1")
+        p.add_argument("--frontend-port", type=int, default=None, help="default 8080")
         p.add_argument(
             "--triton-url",
             action="append",

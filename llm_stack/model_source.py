@@ -35,8 +35,11 @@ def resolve_model_path(value: str) -> Path:
             ) from exc
         target = cache_dir() / str(gemma.MODEL_NAME)
         if target.exists():
-            gemma.assemble(output_path=target)  # verifies the sha256
-            return target
+            try:
+                gemma.assemble(output_path=target)  # verifies the sha256
+                return target
+            except FileExistsError:  # damaged or truncated: assemble it again below
+                pass
         # Several models load at once: each assembles its own file, then renames it in.
         partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         gemma.assemble(output_path=partial, overwrite=True)

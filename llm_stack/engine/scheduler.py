@@ -48,7 +48,8 @@ class Sequence:
         """Tokens that must not be sampled next (bad words; end tokens before min_tokens)."""
         banned = banned_next_tokens(self.output, self.request.bad_sequences)
         if len(self.output) < self.request.sampling.min_tokens:
-            banned |= end_tokens
+            end_id = self.request.end_id
+            banned |= {end_id} if end_id is not None else end_tokens
         return banned
 
 
@@ -113,6 +114,9 @@ class Scheduler:
                 f"prompt tokens + max_tokens = {len(request.prompt_ids)} + "
                 f"{request.sampling.max_tokens} = {need} exceeds the sequence limit of {limit}"
             )
+        # Slots freed or never used since the last step take arrivals first, so the
+        # queue bound counts only requests that really wait.
+        self._admit()
         if len(self._waiting) >= self.limits.max_waiting and not self._can_admit_now(need):
             raise EngineOverloadedError(
                 f"engine queue is full: {len(self._waiting)} requests waiting"
@@ -120,6 +124,7 @@ class Scheduler:
         self._waiting.append(
             Sequence(request=request, stops=StopMatcher(request.stop_sequences), reserved=need)
         )
+        self._admit()
 
     def _can_admit_now(self, need: int) -> bool:
         return (

@@ -1,0 +1,157 @@
+"""Incremental detokenization (`text_delta`) and the GGUF tokenizer of the default model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from llm_stack.model_source import resolve_model_path
+from llm_stack.tokenizer import REPLACEMENT, GgufTokenizer, load_tokenizer, text_delta
+
+MIXED_TEXT = "Café naïve — 北京 🙂, 龘𝔘🦩 and ß!"
+
+
+class BytesTokenizer:
+    """A fake whose tokens are byte strings, so one character can span two tokens."""
+
+    def __init__(self, vocab: Sequence[bytes]) -> None:
+        self.vocab = list(vocab)
+
+    @property
+    def end_id(self) -> int:
+        return 0
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    def encode(self, text: str, add_special: bool = True) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
+
+
+def stream(tokenizer: BytesTokenizer | GgufTokenizer, ids: Sequence[int]) -> list[str]:
+    """The deltas a client gets when the tokens arrive one at a time."""
+    return [
+        text_delta(tokenizer, ids[:i], i - 1, final=i == len(ids)) for i in range(1, len(ids) + 1)
+    ]
+
+
+# "中" is e4 b8 ad, "😀" is f0 9f 98 80.
+SPLIT_VOCAB = [
+    *(b"", b"a", b"\xe4\xb8", b"\xad", b"\xf0"),
+    *(b"\x9f\x98", b"\x80b", b"\x80\xe4", b" ", b"\xb8"),
+]
+
+
+def test_split_character_is_held_back_until_complete() -> None:
+    tok = BytesTokenizer(SPLIT_VOCAB)
+    ids = [1, 2, 3, 8, 4, 5, 6]  # a 中 " " 😀 b
+    deltas = stream(tok, ids)
+    assert deltas == ["a", "", "中", " ", "", "", "😀b"]
+    assert "".join(deltas) == tok.decode(ids) == "a中 😀b"
+
+
+def test_character_completed_together_with_the_start_of_the_next() -> None:
+    tok = BytesTokenizer(SPLIT_VOCAB)
+    ids = [4, 5, 7, 9, 3]  # f0 | 9f 98 | 80 e4 | b8 | ad: 😀 then 中, both split
+    deltas = stream(tok, ids)
+    assert deltas == ["", "", "😀", "", "中"]
+    # A sequence that ends on a broken character flushes it as U+FFFD when final.
+    assert text_delta(tok, ids[:3], 2, final=True) == "😀\ufffd"
+
+
+def test_no_replacement_character_mid_stream() -> None:
+    tok = BytesTokenizer(SPLIT_VOCAB)
+    ids = [1, 4, 5, 6, 2, 3, 8, 2, 3, 1]
+    deltas = stream(tok, ids)
+    assert all(REPLACEMENT not in d for d in deltas)
+    assert "".join(deltas) == tok.decode(ids)
+
+
+def test_final_flushes_an_incomplete_tail() -> None:
+    tok = BytesTokenizer(SPLIT_VOCAB)
+    assert text_delta(tok, [1, 2], 1, final=False) == ""
+    assert text_delta(tok, [1, 2], 1, final=True) == REPLACEMENT
+
+
+def test_offset_zero_and_several_tokens_at_once() -> None:
+    tok = BytesTokenizer(SPLIT_VOCAB)
+    assert text_delta(tok, [1, 2, 3, 4], 0, final=False) == "a中"
+    assert text_delta(tok, [1, 2, 3, 4, 5, 6], 4, final=False) == "😀b"
+
+
+def test_not_prefix_stable_decoding_emits_past_the_common_part() -> None:
+    class Merging(BytesTokenizer):
+        def decode(self, ids: Sequence[int]) -> str:
+            # "a" followed by " " renders as "A ": the prefix changes when more arrives.
+            return super().decode(ids).replace("a ", "A ")
+
+    tok = Merging(SPLIT_VOCAB)
+    assert text_delta(tok, [1, 1], 1, final=False) == "a"
+    assert text_delta(tok, [1, 1, 8], 2, final=False) == "A "
+
+
+def test_load_tokenizer_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown tokenizer kind 'sp': expected gguf or hf"):
+        load_tokenizer("sp", resolve_model_path("gemma3-270m"))
+
+
+# -- the real vocabulary of the default model ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gguf() -> GgufTokenizer:
+    tokenizer = load_tokenizer("gguf", resolve_model_path("gemma3-270m"))
+    assert isinstance(tokenizer, GgufTokenizer)
+    return tokenizer
+
+
+@pytest.mark.parametrize("text", [MIXED_TEXT, "hello world", " leading space", "a\nb\tc"])
+def test_gguf_roundtrip(gguf: GgufTokenizer, text: str) -> None:
+    ids = gguf.encode(text, add_special=False)
+    assert ids
+    assert gguf.decode(ids) == text
+
+
+def test_gguf_bos_only_with_add_special(gguf: GgufTokenizer) -> None:
+    plain = gguf.encode(MIXED_TEXT, add_special=False)
+    special = gguf.encode(MIXED_TEXT, add_special=True)
+    assert special[1:] == plain
+    bos = special[0]
+    assert bos not in plain
+    assert gguf.encode("x", add_special=True)[0] == bos
+    assert gguf.decode(special) == MIXED_TEXT  # BOS renders as nothing
+
+
+def test_gguf_control_tokens_are_parsed(gguf: GgufTokenizer) -> None:
+    # Chat templates' turn markers are single tokens, not spelled out.
+    assert len(gguf.encode("<start_of_turn>", add_special=False)) == 1
+
+
+def test_gguf_end_and_pad_ids(gguf: GgufTokenizer) -> None:
+    # Gemma 3: <eos> is 1, <pad> is 0; neither renders as text.
+    assert (gguf.end_id, gguf.pad_id) == (1, 0)
+    assert gguf.decode([gguf.end_id, gguf.pad_id]) == ""
+
+
+def test_gguf_decode_empty(gguf: GgufTokenizer) -> None:
+    assert gguf.decode([]) == ""
+
+
+def test_gguf_decode_of_long_sequence(gguf: GgufTokenizer) -> None:
+    text = "🦩龘" * 300
+    ids = gguf.encode(text, add_special=False)
+    assert gguf.decode(ids) == text
+
+
+def test_gguf_streaming_reassembles_exactly(gguf: GgufTokenizer) -> None:
+    ids = gguf.encode(MIXED_TEXT, add_special=False)
+    # Precondition: some characters are split over byte tokens here.
+    assert any(REPLACEMENT in gguf.decode([i]) for i in ids)
+    deltas = stream(gguf, ids)
+    assert "".join(deltas) == MIXED_TEXT
+    assert all(REPLACEMENT not in d for d in deltas)

@@ -1,0 +1,213 @@
+"""The tensorrt_llm model's mapping: input tensors → engine request, deltas → output tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from engine_request import build_request, response_arrays
+
+from llm_stack.engine.base import FinishReason, InvalidRequestError, TokenDelta
+from llm_stack.word_lists import encode_word_list
+
+MAX_INPUT_LEN = 16
+
+
+def scalar(value: Any, dtype: type[np.generic]) -> npt.NDArray[Any]:
+    """A [1, 1] tensor, as Triton hands the model a batch of one."""
+    return np.array([[value]], dtype=dtype)
+
+
+def base_tensors(**overrides: npt.NDArray[Any] | None) -> dict[str, npt.NDArray[Any] | None]:
+    tensors: dict[str, npt.NDArray[Any] | None] = {
+        "input_ids": np.array([[2, 10, 11, 12]], dtype=np.int32),
+        "input_lengths": scalar(4, np.int32),
+        "request_output_len": scalar(8, np.int32),
+    }
+    tensors.update(overrides)
+    return tensors
+
+
+def build(**overrides: npt.NDArray[Any] | None) -> Any:
+    return build_request("rid-1", base_tensors(**overrides), MAX_INPUT_LEN)
+
+
+def test_minimal_request_defaults() -> None:
+    request, streaming = build()
+    assert request.request_id == "rid-1"
+    assert request.prompt_ids == (2, 10, 11, 12)
+    assert all(type(t) is int for t in request.prompt_ids)
+    s = request.sampling
+    assert (s.max_tokens, s.temperature, s.top_k, s.top_p) == (8, 1.0, 0, 1.0)
+    assert (s.repetition_penalty, s.presence_penalty, s.frequency_penalty) == (1.0, 0.0, 0.0)
+    assert (s.min_tokens, s.seed) == (0, None)
+    assert request.stop_sequences == ()
+    assert request.bad_sequences == ()
+    assert request.end_id is None
+    assert streaming is False
+
+
+def test_every_tensor_is_mapped() -> None:
+    request, streaming = build(
+        request_output_len=scalar(5, np.int32),
+        temperature=scalar(0.5, np.float32),
+        runtime_top_k=scalar(40, np.int32),
+        runtime_top_p=scalar(0.75, np.float32),
+        repetition_penalty=scalar(1.25, np.float32),
+        presence_penalty=scalar(0.5, np.float32),
+        frequency_penalty=scalar(-0.25, np.float32),
+        min_tokens=scalar(2, np.int32),
+        seed=scalar(2**64 - 1, np.uint64),
+        streaming=scalar(True, np.bool_),
+        end_id=scalar(106, np.int32),
+        pad_id=scalar(0, np.int32),
+        stop_words_list=encode_word_list([[7, 8], [9]])[np.newaxis],
+        bad_words_list=encode_word_list([[13]])[np.newaxis],
+    )
+    s = request.sampling
+    assert s.max_tokens == 5
+    assert s.temperature == 0.5
+    assert s.top_k == 40
+    assert s.top_p == 0.75
+    assert s.repetition_penalty == 1.25
+    assert s.presence_penalty == 0.5
+    assert s.frequency_penalty == -0.25
+    assert s.min_tokens == 2
+    assert s.seed == 2**64 - 1
+    assert request.end_id == 106
+    assert request.stop_sequences == ((7, 8), (9,))
+    assert request.bad_sequences == ((13,),)
+    assert streaming is True
+
+
+def test_input_lengths_truncates_padded_ids() -> None:
+    request, _ = build(
+        input_ids=np.array([[2, 10, 11, 0, 0]], dtype=np.int32), input_lengths=scalar(3, np.int32)
+    )
+    assert request.prompt_ids == (2, 10, 11)
+
+
+def test_input_lengths_default_to_all_ids() -> None:
+    request, _ = build(input_lengths=None)
+    assert request.prompt_ids == (2, 10, 11, 12)
+
+
+@pytest.mark.parametrize("length", [0, 5, -1])
+def test_input_lengths_mismatch(length: int) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        build(input_lengths=scalar(length, np.int32))
+    assert str(err.value) == f"input_lengths is {length}, but input_ids has 4 ids"
+
+
+def test_input_ids_required() -> None:
+    with pytest.raises(InvalidRequestError, match="input_ids is required"):
+        build(input_ids=None)
+
+
+def test_prompt_over_the_limit() -> None:
+    ids = np.arange(1, 18, dtype=np.int32)[np.newaxis]
+    with pytest.raises(InvalidRequestError) as err:
+        build(input_ids=ids, input_lengths=scalar(17, np.int32))
+    assert str(err.value) == "prompt has 17 tokens, exceeds the limit of 16"
+
+
+def test_prompt_at_the_limit_passes() -> None:
+    ids = np.arange(1, 17, dtype=np.int32)[np.newaxis]
+    request, _ = build(input_ids=ids, input_lengths=scalar(16, np.int32))
+    assert len(request.prompt_ids) == 16
+
+
+def test_max_tokens_required() -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        build(request_output_len=None)
+    assert str(err.value) == "max_tokens is required"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"request_output_len": scalar(0, np.int32)}, "max_tokens must be >= 1, got 0"),
+        ({"runtime_top_p": scalar(1.5, np.float32)}, "top_p must be in (0, 1], got 1.5"),
+        ({"runtime_top_p": scalar(0.0, np.float32)}, "top_p must be in (0, 1], got 0.0"),
+        ({"runtime_top_k": scalar(-1, np.int32)}, "top_k must be >= 0, got -1"),
+        ({"temperature": scalar(-0.5, np.float32)}, "temperature must be >= 0, got -0.5"),
+        (
+            {"repetition_penalty": scalar(0.0, np.float32)},
+            "repetition_penalty must be > 0, got 0.0",
+        ),
+        ({"min_tokens": scalar(-2, np.int32)}, "min_tokens must be >= 0, got -2"),
+        (
+            {"request_output_len": np.array([[4, 5]], dtype=np.int32)},
+            "max_tokens must hold one value, got shape [1, 2]",
+        ),
+        (
+            {"runtime_top_k": np.array([[1], [2]], dtype=np.int32)},
+            "top_k must hold one value, got shape [2, 1]",
+        ),
+        (
+            {"stop_words_list": np.array([[[7, 8], [2, 1]]], dtype=np.int32)},
+            "stop_words: word list offsets are not increasing within bounds: [2, 1]",
+        ),
+        (
+            {"bad_words_list": np.zeros((1, 3, 2), dtype=np.int32)},
+            "bad_words: a word list must have shape [2, L], got [1, 3, 2]",
+        ),
+    ],
+)
+def test_errors_name_the_client_field(overrides: dict[str, npt.NDArray[Any]], message: str) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        build(**overrides)
+    assert str(err.value) == message
+
+
+def test_end_id_minus_one_means_the_model_end_tokens() -> None:
+    request, _ = build(end_id=scalar(-1, np.int32))
+    assert request.end_id is None
+    request, _ = build(end_id=scalar(0, np.int32))
+    assert request.end_id == 0
+
+
+def test_seed_zero_is_kept() -> None:
+    request, _ = build(seed=scalar(0, np.uint64))
+    assert request.sampling.seed == 0
+
+
+def test_empty_word_lists_mean_none() -> None:
+    empty = encode_word_list([])[np.newaxis]
+    request, _ = build(stop_words_list=empty, bad_words_list=empty)
+    assert (request.stop_sequences, request.bad_sequences) == ((), ())
+
+
+def test_response_arrays_shapes_and_types() -> None:
+    delta = TokenDelta((12, 13), num_input_tokens=4, num_output_tokens=3)
+    arrays = response_arrays([11, 12, 13], 1, delta)
+    assert arrays["output_ids"].shape == (1, 1, 3)
+    assert arrays["output_ids"].dtype == np.int32
+    assert arrays["output_ids"].tolist() == [[[11, 12, 13]]]
+    for name, value in (
+        ("sequence_length", 3),
+        ("output_offset", 1),
+        ("num_input_tokens", 4),
+        ("num_output_tokens", 3),
+    ):
+        assert arrays[name].shape == (1, 1), name
+        assert arrays[name].dtype == np.int32, name
+        assert arrays[name].tolist() == [[value]], name
+    assert arrays["finish_reason"].shape == (1, 1)
+    assert arrays["finish_reason"].dtype == np.object_
+    assert arrays["finish_reason"][0, 0] == b""
+
+
+@pytest.mark.parametrize("reason", list(FinishReason))
+def test_response_arrays_finish_reason_bytes(reason: FinishReason) -> None:
+    arrays = response_arrays([5], 0, TokenDelta((5,), 4, 1, reason))
+    assert arrays["finish_reason"][0, 0] == reason.value.encode()
+
+
+def test_response_arrays_with_no_output() -> None:
+    arrays = response_arrays([], 0, TokenDelta((), 4, 0, FinishReason.STOP))
+    assert arrays["output_ids"].shape == (1, 1, 0)
+    assert arrays["output_ids"].dtype == np.int32
+    assert arrays["sequence_length"].tolist() == [[0]]
