@@ -1,0 +1,132 @@
+"""create_app: the FastAPI application, its lifespan, middleware, handlers and routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Scope
+
+from frontend.admission import ConcurrencyGate
+from frontend.auth import ApiKeyStore
+from frontend.deps import FrontendState
+from frontend.handlers import install_error_handlers
+from frontend.metrics import FrontendMetrics
+from frontend.middleware import FrontendMiddleware
+from frontend.rate_limit import Clock, RateLimiter, make_storage
+from frontend.routes import generate, health
+from frontend.service import GenerationService
+from frontend.settings import FrontendSettings
+from frontend.triton_client import PoolConfig, TritonPool
+from frontend.validation import RequestValidator, ValidationLimits
+
+# Usage accounting still pending at shutdown gets this long to finish.
+_DRAIN_S = 5.0
+
+
+def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastAPI:
+    """The frontend app for `settings`; `clock` (wall time) feeds rate-limit headers."""
+    metrics = FrontendMetrics()
+    # Key files are read now so a bad one fails at start-up, not on the first request.
+    keys = (
+        ApiKeyStore.from_settings(settings.api_keys, settings.api_keys_file)
+        if settings.auth_enabled
+        else None
+    )
+    validator = RequestValidator(
+        ValidationLimits(
+            max_prompt_chars=settings.max_prompt_chars,
+            max_tokens=settings.max_tokens_limit,
+            max_stop_sequences=settings.max_stop_sequences,
+            max_stop_chars=settings.max_stop_chars,
+            max_top_k=settings.max_top_k,
+        )
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = TritonPool(
+            settings.triton_urls,
+            PoolConfig(
+                model_name=settings.model_name,
+                timeout_s=settings.request_timeout_s,
+                probe_interval_s=settings.health_probe_interval_s,
+                probe_timeout_s=settings.health_probe_timeout_s,
+                reconnect_backoff_max_s=settings.reconnect_backoff_max_s,
+                keepalive_s=settings.grpc_keepalive_s,
+                abort_model=settings.abort_model or None,
+            ),
+            metrics,
+        )
+        await pool.start()
+        limiter = RateLimiter(
+            make_storage(settings.rate_limit_storage_url),
+            rpm=settings.rate_limit_rpm,
+            tpm=settings.rate_limit_tpm,
+            clock=clock,
+        )
+        gate = ConcurrencyGate(
+            settings.max_concurrent_requests,
+            queue_limit=settings.max_queued_requests,
+            queue_timeout_s=settings.queue_timeout_s,
+            retry_after_s=settings.overload_retry_after_s,
+        )
+        metrics.generations_in_flight.set_function(lambda: gate.in_flight)
+        metrics.generations_queued.set_function(lambda: gate.queued)
+        service = GenerationService(pool, gate, limiter, metrics)
+        app.state.frontend = FrontendState(
+            settings, metrics, validator, keys, service, pool, limiter
+        )
+        try:
+            yield
+        finally:
+            await service.drain(_DRAIN_S)
+            await limiter.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="LLM frontend",
+        summary="Validated, rate-limited, monitored text generation in front of Triton",
+        version="1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app, metrics)
+    app.include_router(generate.router)
+    app.include_router(health.router)
+
+    # The routes have no path parameters, so a path names its route exactly.
+    known_paths = {
+        path
+        for router in (generate.router, health.router)
+        for route in router.routes
+        if isinstance(path := getattr(route, "path", None), str)
+    }
+
+    def route_name(scope: Scope) -> str:
+        """The route template for metrics; a bounded set, whatever paths clients send."""
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str):
+            return path
+        # Rejected before routing (413): the route the path would have reached.
+        return scope["path"] if scope["path"] in known_paths else "unmatched"
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit",
+                            "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        )
+    # Added last, so outermost: the request id and the access log cover everything.
+    app.add_middleware(
+        FrontendMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        route_name=route_name,
+    )
+    return app

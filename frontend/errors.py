@@ -1,0 +1,290 @@
+"""The frontend's errors: one hierarchy, and one table giving each its HTTP status and type.
+
+Every message here is written for the client; internal details (Triton's own error text
+when it is not a user error, exception reprs, tracebacks) never go into one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+
+class FrontendError(Exception):
+    """Base of every error the frontend answers with; `message` is safe to show."""
+
+    def __init__(self, message: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+# --- the request itself -----------------------------------------------------------------
+
+
+class InvalidRequestError(FrontendError):
+    """The request cannot be served as given."""
+
+    field: str | None = None
+
+
+class MalformedBodyError(InvalidRequestError):
+    """The body is not JSON."""
+
+
+class SchemaViolationError(InvalidRequestError):
+    """The JSON does not match the request schema (missing field, wrong type, extra field)."""
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class FieldRuleViolationError(InvalidRequestError):
+    """A value breaks one validation rule; names the field, the limit and the value."""
+
+    def __init__(self, field: str, value: object, limit: object, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.limit = limit
+
+
+class EmptyPromptError(FieldRuleViolationError):
+    def __init__(self) -> None:
+        super().__init__("prompt", "", "non-empty", "prompt must not be empty")
+
+
+class PromptTooLongError(FieldRuleViolationError):
+    def __init__(self, chars: int, limit: int) -> None:
+        super().__init__(
+            "prompt", chars, limit, f"prompt of {chars:,} characters exceeds the {limit:,} limit"
+        )
+
+
+class PromptTooManyTokensError(FieldRuleViolationError):
+    """The model's tokenizer counted more prompt tokens than the model accepts."""
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(
+            "prompt", tokens, limit, f"prompt of {tokens:,} tokens exceeds the {limit:,} limit"
+        )
+
+
+class OutOfRangeError(FieldRuleViolationError):
+    """A number outside its allowed interval (`limit` is written like `0..2`)."""
+
+    def __init__(self, field: str, value: object, limit: str) -> None:
+        super().__init__(field, value, limit, f"{field} {value} is outside {limit}")
+
+
+class MaxTokensOutOfRangeError(OutOfRangeError):
+    pass
+
+
+class TemperatureOutOfRangeError(OutOfRangeError):
+    pass
+
+
+class TopPOutOfRangeError(OutOfRangeError):
+    pass
+
+
+class TopKOutOfRangeError(OutOfRangeError):
+    pass
+
+
+class SeedOutOfRangeError(OutOfRangeError):
+    pass
+
+
+class TooManyStopSequencesError(FieldRuleViolationError):
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(
+            "stop", count, limit, f"stop has {count} sequences, exceeds the {limit} limit"
+        )
+
+
+class EmptyStopSequenceError(FieldRuleViolationError):
+    def __init__(self, index: int) -> None:
+        super().__init__(f"stop[{index}]", "", "non-empty", f"stop[{index}] must not be empty")
+
+
+class StopSequenceTooLongError(FieldRuleViolationError):
+    def __init__(self, index: int, chars: int, limit: int) -> None:
+        super().__init__(
+            f"stop[{index}]",
+            chars,
+            limit,
+            f"stop[{index}] of {chars} characters exceeds the {limit} limit",
+        )
+
+
+class TokenBudgetTooSmallError(FieldRuleViolationError):
+    """The request could never fit the caller's tokens-per-minute budget."""
+
+    def __init__(self, tokens: int, limit: int) -> None:
+        super().__init__(
+            "max_tokens",
+            tokens,
+            limit,
+            f"request reserves {tokens:,} tokens (prompt estimate + max_tokens), "
+            f"exceeds the {limit:,} tokens-per-minute limit",
+        )
+
+
+class ModelRejectedRequestError(InvalidRequestError):
+    """Triton answered INVALID_ARG for a reason the frontend does not check itself."""
+
+
+class BodyTooLargeError(FrontendError):
+    def __init__(self, size: int | None, limit: int) -> None:
+        shown = f"of {size:,} bytes " if size is not None else ""
+        super().__init__(f"request body {shown}exceeds the {limit:,} byte limit")
+
+
+class NotFoundError(FrontendError):
+    pass
+
+
+class MethodNotAllowedError(FrontendError):
+    pass
+
+
+# --- the caller ---------------------------------------------------------------------------
+
+
+class AuthenticationError(FrontendError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class MissingApiKeyError(AuthenticationError):
+    def __init__(self) -> None:
+        super().__init__("an API key is required: send Authorization: Bearer <key>")
+
+
+class UnknownApiKeyError(AuthenticationError):
+    def __init__(self) -> None:
+        super().__init__("the API key is not valid")
+
+
+class RateLimitedError(FrontendError):
+    """A per-caller budget (requests or tokens per minute) is spent; headers say when it refills."""
+
+    def __init__(self, limit_name: str, message: str, headers: Mapping[str, str]) -> None:
+        super().__init__(message, headers=headers)
+        self.limit_name = limit_name
+
+
+# --- capacity and Triton ------------------------------------------------------------------
+
+
+class OverloadedError(FrontendError):
+    """The frontend's bound on concurrent requests (and its short queue) is full."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(
+            "the server is at capacity, retry later",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class TritonError(FrontendError):
+    """Base of the failures of the call to Triton; `code` labels the metrics."""
+
+    code: str = "unknown"
+
+
+class TritonUnavailableError(TritonError):
+    code = "unavailable"
+
+    def __init__(self, message: str = "the model server is unavailable, retry later") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+class TritonQueueFullError(TritonUnavailableError):
+    code = "queue_full"
+
+    def __init__(self) -> None:
+        super().__init__("the model server's queue is full, retry later")
+
+
+class TritonTimeoutError(TritonError):
+    code = "deadline_exceeded"
+
+    def __init__(self, timeout_s: float | None = None) -> None:
+        if timeout_s is None:  # the model's own time limit
+            super().__init__("the model server gave up on the request: it ran past its time limit")
+        else:
+            super().__init__(f"the model server did not answer within {timeout_s:g} s")
+
+
+class TritonInternalError(TritonError):
+    code = "internal"
+
+    def __init__(self) -> None:
+        super().__init__("the model server failed to process the request")
+
+
+class ClientClosedRequestError(FrontendError):
+    """The client went away before the answer; nobody reads this response."""
+
+    def __init__(self) -> None:
+        super().__init__("client closed the request")
+
+
+class InternalError(FrontendError):
+    def __init__(self) -> None:
+        super().__init__("internal server error")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    status: int
+    type: str
+
+
+# The one table: the nearest class in an error's MRO decides its status and type.
+ERROR_TABLE: Final[Mapping[type[FrontendError], ErrorKind]] = {
+    MalformedBodyError: ErrorKind(400, "malformed_body"),
+    InvalidRequestError: ErrorKind(422, "invalid_request"),
+    PromptTooManyTokensError: ErrorKind(422, "prompt_too_long"),
+    BodyTooLargeError: ErrorKind(413, "request_too_large"),
+    NotFoundError: ErrorKind(404, "not_found"),
+    MethodNotAllowedError: ErrorKind(405, "method_not_allowed"),
+    AuthenticationError: ErrorKind(401, "authentication_failed"),
+    RateLimitedError: ErrorKind(429, "rate_limited"),
+    OverloadedError: ErrorKind(503, "overloaded"),
+    TritonUnavailableError: ErrorKind(503, "model_unavailable"),
+    TritonQueueFullError: ErrorKind(503, "model_overloaded"),
+    TritonTimeoutError: ErrorKind(504, "model_timeout"),
+    TritonInternalError: ErrorKind(502, "model_error"),
+    TritonError: ErrorKind(502, "model_error"),
+    ClientClosedRequestError: ErrorKind(499, "client_closed_request"),
+    InternalError: ErrorKind(500, "internal_error"),
+    FrontendError: ErrorKind(500, "internal_error"),
+}
+
+
+def error_kind(error: FrontendError) -> ErrorKind:
+    """Status and type for `error`, from the table."""
+    for cls in type(error).__mro__:
+        kind = ERROR_TABLE.get(cls)
+        if kind is not None:
+            return kind
+    raise AssertionError("FrontendError is in the table")  # pragma: no cover
+
+
+def error_body(error: FrontendError, request_id: str) -> dict[str, object]:
+    """The JSON body every error response has."""
+    body: dict[str, object] = {
+        "type": error_kind(error).type,
+        "message": error.message,
+        "request_id": request_id,
+    }
+    field = getattr(error, "field", None)
+    if field is not None:
+        body["field"] = field
+    return {"error": body}

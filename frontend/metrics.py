@@ -1,0 +1,102 @@
+"""Prometheus metrics of one app, in the app's own registry (several apps can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+)  # fmt: skip
+_TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class FrontendMetrics:
+    """Every metric the frontend exports; label values are bounded sets."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "frontend_http_requests",
+            "HTTP requests answered",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "frontend_http_request_duration_seconds",
+            "HTTP request duration, to the last byte",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.http_in_flight = Gauge(
+            "frontend_http_requests_in_flight", "HTTP requests being served", registry=r
+        )
+        self.generations_in_flight = Gauge(
+            "frontend_generations_in_flight", "Admitted generations not finished yet", registry=r
+        )
+        self.generations_queued = Gauge(
+            "frontend_generations_queued", "Generations waiting for a concurrency slot", registry=r
+        )
+        self.generations = Counter(
+            "frontend_generations", "Finished generations by outcome", ["outcome"], registry=r
+        )
+        self.time_to_first_token = Histogram(
+            "frontend_time_to_first_token_seconds",
+            "Admission to the first text of a streamed generation",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inter_token_latency = Histogram(
+            "frontend_inter_token_latency_seconds",
+            "Time per token between successive deltas of a streamed generation",
+            buckets=_TOKEN_GAP_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "frontend_prompt_tokens", "Prompt tokens, per API key id", ["key_id"], registry=r
+        )
+        self.completion_tokens = Counter(
+            "frontend_completion_tokens",
+            "Completion tokens, per API key id",
+            ["key_id"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "frontend_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r
+        )
+        self.rejected = Counter(
+            "frontend_rejected_requests",
+            "Requests answered with an error, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.triton_errors = Counter(
+            "frontend_triton_errors", "Failed Triton calls, by code", ["code"], registry=r
+        )
+        self.endpoint_up = Gauge(
+            "frontend_triton_endpoint_up",
+            "1 while a Triton endpoint's model is ready",
+            ["endpoint"],
+            registry=r,
+        )
+        self.endpoint_in_flight = Gauge(
+            "frontend_triton_endpoint_in_flight",
+            "Calls in flight per Triton endpoint",
+            ["endpoint"],
+            registry=r,
+        )
+        self.endpoint_calls = Counter(
+            "frontend_triton_calls", "Calls started per Triton endpoint", ["endpoint"], registry=r
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

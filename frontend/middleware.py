@@ -1,0 +1,153 @@
+"""Pure-ASGI middleware around every HTTP request.
+
+It assigns the request id (the client's X-Request-ID when usable) and echoes it on the
+response, refuses bodies over the size limit with 413 before anything parses them,
+counts and times requests per route, and writes one JSON access-log line per request
+once the response has been sent completely (after the last byte of a stream).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from frontend.errors import BodyTooLargeError, FrontendError, InternalError
+from frontend.handlers import render_error
+from frontend.logs import ACCESS_LOGGER
+from frontend.metrics import FrontendMetrics
+from frontend.request_context import RequestContext, sanitize_request_id
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+RouteNamer = Callable[[Scope], str]
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class FrontendMiddleware:
+    """Request id, body limit, HTTP metrics and the access log."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: FrontendMetrics,
+        max_body_bytes: int,
+        route_name: RouteNamer,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.route_name = route_name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        context = RequestContext(sanitize_request_id(_header(scope, b"x-request-id")))
+        scope.setdefault("state", {})["frontend_context"] = context
+        request_id_header = (b"x-request-id", context.request_id.encode("latin-1"))
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, request_id_header]}
+            await send(message)
+
+        self.metrics.http_in_flight.inc()
+        try:
+            receive_for_app = await self._limit_body(scope, receive)
+            await self.app(scope, receive_for_app, send_with_id)
+        except FrontendError as error:
+            if response_started:
+                raise
+            response = render_error(error, context.request_id, self.metrics)
+            await response(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error in request %s", context.request_id)
+            if response_started:
+                raise
+            response = render_error(InternalError(), context.request_id, self.metrics)
+            await response(scope, receive, send_with_id)
+        finally:
+            self.metrics.http_in_flight.dec()
+            self._finish(scope, context, status, time.perf_counter() - started)
+
+    async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
+        """Raise BodyTooLargeError before the app reads an oversized body."""
+        if scope["method"] not in _BODY_METHODS:
+            return receive
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                size = None
+            if size is not None and size > self.max_body_bytes:
+                raise BodyTooLargeError(size, self.max_body_bytes)
+            return receive
+        # No length given (chunked): read up to the limit here, then replay it.
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive
+            body += message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                raise BodyTooLargeError(None, self.max_body_bytes)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        return replay
+
+    def _finish(self, scope: Scope, context: RequestContext, status: int, duration: float) -> None:
+        route = self.route_name(scope)
+        metrics = self.metrics
+        metrics.http_requests.labels(route, scope["method"], str(status)).inc()
+        metrics.http_duration.labels(route).observe(duration)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        fields: dict[str, object] = {
+            "request_id": context.request_id,
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(duration * 1000, 2),
+            "client": (scope.get("client") or ("", 0))[0],
+        }
+        if context.key_id is not None:
+            fields["key_id"] = context.key_id
+        record = context.generation
+        if record is not None:
+            fields.update(
+                prompt_tokens=record.prompt_tokens,
+                completion_tokens=record.completion_tokens,
+                outcome=record.outcome,
+            )
+        if context.prompt is not None:
+            fields["prompt"] = context.prompt
+        access_log.info("request", extra={"fields": fields})

@@ -1,0 +1,100 @@
+"""The /generate wire format: pydantic models for bodies, responses, stream events and errors.
+
+These check shape and types only; the value rules (ranges, lengths, limits from the
+settings) live in frontend.validation so every rule has its own error.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerateRequest(BaseModel):
+    """POST /generate body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str = Field(description="Text to continue; must not be empty.")
+    max_tokens: int = Field(
+        default=100, description="Completion tokens at most (1..configured max)."
+    )
+    temperature: float = Field(default=0.7, description="Sampling temperature, 0..2; 0 is greedy.")
+    top_p: float | None = Field(default=None, description="Nucleus sampling mass, (0, 1].")
+    top_k: int | None = Field(
+        default=None, description="Sample among the k likeliest tokens; 0 is off."
+    )
+    stop: list[str] = Field(
+        default_factory=list, description="Sequences that end the completion (not returned)."
+    )
+    seed: int | None = Field(default=None, description="Sampling seed, unsigned 64-bit.")
+    stream: bool = Field(default=False, description="Answer with Server-Sent Events.")
+
+
+FinishReasonName = Literal["stop", "length"]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_used: int = Field(description="prompt_tokens + completion_tokens")
+
+
+class GenerateResponse(BaseModel):
+    """POST /generate answer (stream false)."""
+
+    text: str
+    tokens_used: int = Field(description="prompt_tokens + completion_tokens")
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReasonName
+    model_version: str
+    request_id: str
+
+
+class DeltaEvent(BaseModel):
+    """One SSE `data:` line per piece of new text."""
+
+    type: Literal["delta"] = "delta"
+    text: str
+
+
+class DoneEvent(BaseModel):
+    """The last SSE event before `data: [DONE]`."""
+
+    type: Literal["done"] = "done"
+    finish_reason: FinishReasonName
+    usage: Usage
+    model_version: str
+    request_id: str
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="Stable machine-readable error type.")
+    message: str = Field(description="Human-readable; names the field, limit and value.")
+    request_id: str
+    field: str | None = Field(default=None, description="The offending field, when there is one.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error response's JSON body."""
+
+    error: ErrorDetail
+
+
+class ErrorEvent(BaseModel):
+    """An SSE event for a failure after the stream started; no [DONE] follows it."""
+
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+
+class LiveResponse(BaseModel):
+    status: Literal["live"] = "live"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    model: str
+    endpoints: dict[str, bool] = Field(description="Triton gRPC endpoint -> model ready")

@@ -1,0 +1,47 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+
+from frontend.deps import StateDep
+from frontend.protocol import LiveResponse, ReadyResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health/live", response_model=LiveResponse, summary="The process is up")
+async def live() -> LiveResponse:
+    return LiveResponse()
+
+
+@router.get(
+    "/health/ready",
+    response_model=ReadyResponse,
+    responses={
+        503: {"model": ReadyResponse, "description": "No Triton endpoint has the model ready."}
+    },
+    summary="Triton is reachable and the model is ready",
+)
+async def ready(state: StateDep) -> JSONResponse:
+    # A fresh probe (bounded by the probe timeout), which also updates the rotation.
+    endpoints = await state.pool.probe()
+    is_ready = any(endpoints.values())
+    body = ReadyResponse(
+        status="ready" if is_ready else "not_ready",
+        model=state.settings.model_name,
+        endpoints=endpoints,
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if is_ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus exposition"}},
+    summary="Prometheus metrics of this frontend",
+)
+async def metrics(state: StateDep) -> Response:
+    body, content_type = state.metrics.render()
+    return Response(body, media_type=content_type)

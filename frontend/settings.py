@@ -1,0 +1,103 @@
+"""The frontend's settings: one pydantic-settings class, environment prefix `LLM_FRONTEND_`.
+
+Lists (Triton URLs, API keys, CORS origins) take a JSON array or a comma-separated
+string, e.g. `LLM_FRONTEND_TRITON_URLS=127.0.0.1:8001,127.0.0.1:9001`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class FrontendSettings(BaseSettings):
+    """Everything the frontend reads from its environment, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="LLM_FRONTEND_", extra="ignore")
+
+    # HTTP server
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: LogLevel = "info"
+    # Prompts are user data: they reach the logs only when this is switched on.
+    log_prompts: bool = False
+    graceful_shutdown_s: int = Field(default=30, ge=1)
+
+    # Triton
+    triton_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:8001"])
+    model_name: str = "ensemble"
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    health_probe_interval_s: float = Field(default=2.0, gt=0)
+    health_probe_timeout_s: float = Field(default=1.0, gt=0)
+    # gRPC reconnects to a restarted Triton within this back-off at most.
+    reconnect_backoff_max_s: float = Field(default=2.0, gt=0)
+    # Triton's default refuses keep-alive pings more often than every 5 minutes.
+    grpc_keepalive_s: float = Field(default=300.0, gt=0)
+    # The decoupled engine model inside the ensemble; a client that goes away gets its
+    # sequence aborted there with a `stop` request. Empty: cancel the stream only.
+    abort_model: str = "tensorrt_llm"
+
+    # Request limits
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    max_tokens_limit: int = Field(default=1024, ge=1)
+    max_stop_sequences: int = Field(default=4, ge=0)
+    max_stop_chars: int = Field(default=64, ge=1)
+    max_top_k: int = Field(default=1000, ge=1)
+
+    # API keys: plain keys here, or a file of hashed keys (see frontend.auth).
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys_file: Path | None = None
+
+    # Rate limits per API key (per client IP without keys); 0 switches a limit off.
+    rate_limit_rpm: int = Field(default=0, ge=0)
+    rate_limit_tpm: int = Field(default=0, ge=0)
+    # memory:// for one process; redis://host:port/db to share budgets between replicas.
+    rate_limit_storage_url: str = "memory://"
+
+    # Overload protection
+    max_concurrent_requests: int = Field(default=256, ge=1)
+    max_queued_requests: int = Field(default=0, ge=0)
+    queue_timeout_s: float = Field(default=0.5, gt=0)
+    overload_retry_after_s: int = Field(default=1, ge=1)
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("triton_urls", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _lists_from_env(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _known_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError("rate_limit_storage_url must start with memory://, redis:// or rediss://")
+        return value
+
+    @model_validator(mode="after")
+    def _some_endpoint(self) -> FrontendSettings:
+        if not self.triton_urls:
+            raise ValueError("triton_urls needs at least one Triton gRPC endpoint")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """API keys are required as soon as any are configured."""
+        return bool(self.api_keys) or self.api_keys_file is not None
+
