@@ -1,0 +1,157 @@
+"""The Dockerfiles, parsed with BuildKit's own parser (the `dockerfile` package).
+
+No image is built here (no Docker engine); these hold the properties the deployment
+relies on: slim non-root images, the frontend without ML libraries, NVIDIA's TensorRT-LLM
+image for the GPU Triton, and sources that exist.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import dockerfile
+import pytest
+
+from frontend.settings import FrontendSettings
+
+REPO = Path(__file__).resolve().parents[2]
+FRONTEND = REPO / "Dockerfile"
+TRITON_GPU = REPO / "docker" / "triton.Dockerfile"
+TRITON_CPU = REPO / "docker" / "triton-cpu.Dockerfile"
+LOCUST = REPO / "docker" / "locust.Dockerfile"
+ALL = [FRONTEND, TRITON_GPU, TRITON_CPU, LOCUST]
+# Libraries that must never reach the frontend image.
+HEAVY = ("torch", "tensorrt", "transformers", "llama-cpp-python", "nvidia-pytriton", "vllm")
+
+
+def parse(path: Path) -> list[dockerfile.Command]:
+    return list(dockerfile.parse_file(str(path)))
+
+
+def stages(commands: list[dockerfile.Command]) -> list[list[dockerfile.Command]]:
+    """Commands grouped by FROM; global ARGs before the first FROM are dropped."""
+    groups: list[list[dockerfile.Command]] = []
+    for command in commands:
+        if command.cmd == "FROM":
+            groups.append([])
+        if groups:
+            groups[-1].append(command)
+    return groups
+
+
+def global_args(commands: list[dockerfile.Command]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for command in commands:
+        if command.cmd == "FROM":
+            break
+        if command.cmd == "ARG":
+            name, _, default = command.value[0].partition("=")
+            args[name] = default
+    return args
+
+
+def base_image(path: Path, stage: int = -1) -> str:
+    commands = parse(path)
+    image = str(stages(commands)[stage][0].value[0])
+    for name, default in global_args(commands).items():
+        image = image.replace("${" + name + "}", default)
+    return image
+
+
+def final_user(path: Path) -> str | None:
+    users = [c.value[0] for c in stages(parse(path))[-1] if c.cmd == "USER"]
+    return users[-1] if users else None
+
+
+def run_lines(path: Path) -> str:
+    return "\n".join(c.value[0] for c in parse(path) if c.cmd == "RUN")
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_copied_sources_exist(path: Path) -> None:
+    for command in parse(path):
+        if command.cmd != "COPY" or any(f.startswith("--from") for f in command.flags):
+            continue
+        for source in command.value[:-1]:
+            assert (REPO / source).exists(), f"{path.name}: COPY {source}"
+
+
+@pytest.mark.parametrize("path", [FRONTEND, TRITON_CPU, LOCUST], ids=lambda p: p.name)
+def test_python_images_are_slim_and_run_as_a_user(path: Path) -> None:
+    for index in range(len(stages(parse(path)))):
+        assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base_image(path, index)), path.name
+    user = final_user(path)
+    assert user is not None, f"{path.name} runs as root"
+    assert user.split(":")[0] not in ("0", "root")
+
+
+def test_frontend_image_installs_the_core_dependencies_only() -> None:
+    runs = run_lines(FRONTEND)
+    installs = re.findall(r"pip install ([^\n&]+)", runs)
+    assert installs == ["."], "the frontend installs the project without extras"
+    core = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]["dependencies"]
+    for requirement in core:
+        name = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
+        assert not name.startswith(HEAVY), f"{name} is a core dependency"
+
+
+def test_frontend_image_serves_the_frontend() -> None:
+    commands = parse(FRONTEND)
+    cmd = next(c for c in reversed(commands) if c.cmd == "CMD")
+    assert cmd.json
+    assert list(cmd.value) == ["python", "-m", "frontend"]
+    pairs = next(c for c in reversed(commands) if c.cmd == "ENV").value  # name, value, ...
+    env = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    assert env["LLM_FRONTEND_HOST"] == "0.0.0.0"  # reachable from the other containers
+    assert env["LLM_FRONTEND_PORT"] == "8080"
+    assert "8080" in next(c for c in commands if c.cmd == "EXPOSE").value
+    assert set(FrontendSettings.model_fields) >= {"host", "port"}
+    health = next(c for c in commands if c.cmd == "HEALTHCHECK")
+    assert "/health/ready" in " ".join(health.value)
+
+
+def test_gpu_triton_is_nvidias_tensorrt_llm_image() -> None:
+    commands = parse(TRITON_GPU)
+    assert str(stages(commands)[0][0].value[0]) == (
+        "nvcr.io/nvidia/tritonserver:${TRITON_VERSION}-trtllm-python-py3"
+    )
+    # The version comes from docker-compose.yml alone.
+    assert global_args(commands) == {"TRITON_VERSION": ""}
+    runs = run_lines(TRITON_GPU)
+    assert "--no-deps" in runs  # keeps NVIDIA's torch, tensorrt_llm and numpy as built
+    # The build imports the modules the Triton models load; each must exist.
+    checked = re.search(r'python3 -c "import ([\w., ]+)"', runs)
+    assert checked is not None
+    for module in checked.group(1).split(","):
+        path = REPO / module.strip().replace(".", "/")
+        assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), module
+    cmd = next(c for c in reversed(commands) if c.cmd == "CMD")
+    assert cmd.value[0] == "tritonserver"
+    assert "--model-repository=/models" in cmd.value
+    assert "--metrics-port=8002" in cmd.value
+
+
+def test_cpu_triton_builds_llama_cpp_and_runs_the_launcher() -> None:
+    commands = parse(TRITON_CPU)
+    build_stage = stages(commands)[0]
+    env = " ".join(" ".join(c.value) for c in build_stage if c.cmd == "ENV")
+    assert "-DLLAVA_BUILD=OFF" in env
+    runs = run_lines(TRITON_CPU)
+    assert "cmake" in runs
+    assert 'pip install ".[triton,cpu]"' in runs
+    cmd = next(c for c in reversed(commands) if c.cmd == "CMD")
+    assert list(cmd.value[:2]) == ["llm-stack", "triton"]
+    assert cmd.value[cmd.value.index("--host") + 1] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("path", [TRITON_GPU, TRITON_CPU], ids=lambda p: p.name)
+def test_triton_images_check_readiness(path: Path) -> None:
+    health = next(c for c in parse(path) if c.cmd == "HEALTHCHECK")
+    assert "/v2/health/ready" in " ".join(health.value)
+
+
+def test_build_context_leaves_out_local_state() -> None:
+    ignored = (REPO / ".dockerignore").read_text("utf-8").split()
+    assert {".git", ".venv", "*.gguf"} <= set(ignored)
