@@ -33,6 +33,7 @@ import logging
 import secrets
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from llm_stack.engine.base import (
@@ -223,6 +224,12 @@ class IterationFigures:
             self.peak_step_batch = max(self.peak_step_batch, scheduled)
 
 
+
+def is_engine_dir(path: Path) -> bool:
+    """A directory `trtllm-build` wrote: `rank*.engine` files beside its config.json."""
+    return path.is_dir() and any(path.glob("rank*.engine")) and (path / "config.json").is_file()
+
+
 class TrtLlmEngine:
     """TensorRT-LLM through its LLM API (implements `Engine`)."""
 
@@ -283,7 +290,14 @@ class TrtLlmEngine:
                 raise EngineStoppedError("tensorrt_llm is not installed") from exc
             params_factory = params_factory or tensorrt_llm.SamplingParams
             if llm_factory is None:
-                llm_cls = tensorrt_llm.LLM
+                if is_engine_dir(Path(self.model_path)):
+                    # Prebuilt TensorRT engines load through the TensorRT backend's LLM;
+                    # tensorrt_llm.LLM (PyTorch backend) takes Hugging Face checkpoints.
+                    from tensorrt_llm import _tensorrt_engine
+
+                    llm_cls = _tensorrt_engine.LLM
+                else:
+                    llm_cls = tensorrt_llm.LLM
 
                 def llm_factory() -> Any:
                     return llm_cls(

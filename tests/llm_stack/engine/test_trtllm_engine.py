@@ -35,6 +35,7 @@ from llm_stack.engine.trtllm_engine import (
     StopSequenceFilter,
     TrtLlmEngine,
     delta_from_output,
+    is_engine_dir,
     to_sampling_kwargs,
 )
 
@@ -666,3 +667,17 @@ def test_importing_the_module_does_not_import_tensorrt_llm(tmp_path: Path) -> No
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_engine_dir_is_told_from_a_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "hf"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"")
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text("{}")
+    (engine / "rank0.engine").write_bytes(b"")
+    assert not is_engine_dir(checkpoint)
+    assert is_engine_dir(engine)
+    assert not is_engine_dir(tmp_path / "missing")
