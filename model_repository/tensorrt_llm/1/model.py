@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
+import threading
 import time
 import uuid
 from typing import Any
@@ -35,7 +37,12 @@ METRICS_PERIOD_S = 0.25
 
 
 class TritonPythonModel:
-    """One asyncio task per request; the engine batches them in flight."""
+    """One asyncio task per request on the model's own loop; the engine batches them in flight.
+
+    The loop runs in a thread of its own rather than in the stub's `async execute`
+    support, whose bookkeeping races with coroutines that return at once (it logs
+    "Cannot remove future from background" for each request).
+    """
 
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
@@ -45,18 +52,23 @@ class TritonPythonModel:
         self.max_input_len = params.get_int("max_input_len", minimum=1)
         self.timeout_s = params.get_float("request_timeout_s", minimum=1.0)
         self.engine = create_engine(params)
-        asyncio.run(self.engine.start())
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="tensorrt_llm-requests", daemon=True
+        )
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.engine.start(), self.loop).result()
         self.metrics = _EngineMetrics()
         self.metrics.update(self.engine.stats(), force=True)
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[concurrent.futures.Future[None]] = set()
         self.by_triton_id: dict[str, str] = {}  # Triton request id → engine request id
 
-    async def execute(self, requests: list[Any]) -> None:
-        loop = asyncio.get_running_loop()
+    def execute(self, requests: list[Any]) -> None:
+        # Decoupled: responses go out through each request's sender, from the loop.
         for request in requests:
-            task = loop.create_task(self._serve(request))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            future = asyncio.run_coroutine_threadsafe(self._serve(request), self.loop)
+            self.tasks.add(future)
+            future.add_done_callback(self.tasks.discard)
 
     async def _serve(self, request: Any) -> None:
         sender = request.get_response_sender()
@@ -139,9 +151,11 @@ class TritonPythonModel:
         await self.engine.abort(request_id)
 
     def finalize(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        asyncio.run(self.engine.shutdown())
+        for future in list(self.tasks):
+            future.cancel()
+        asyncio.run_coroutine_threadsafe(self.engine.shutdown(), self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
 
 
 def _optional(request: Any, name: str) -> Any:
