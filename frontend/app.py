@@ -17,7 +17,7 @@ from frontend.handlers import install_error_handlers
 from frontend.metrics import FrontendMetrics
 from frontend.middleware import FrontendMiddleware
 from frontend.rate_limit import Clock, RateLimiter, make_storage
-from frontend.routes import generate, health
+from frontend.routes import generate, health, openai
 from frontend.service import GenerationService
 from frontend.settings import FrontendSettings
 from frontend.triton_client import PoolConfig, TritonPool
@@ -78,7 +78,7 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         metrics.generations_queued.set_function(lambda: gate.queued)
         service = GenerationService(pool, gate, limiter, metrics)
         app.state.frontend = FrontendState(
-            settings, metrics, validator, keys, service, pool, limiter
+            settings, metrics, validator, keys, service, pool, limiter, clock, int(clock())
         )
         try:
             yield
@@ -95,12 +95,13 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
     )
     install_error_handlers(app, metrics)
     app.include_router(generate.router)
+    app.include_router(openai.router)
     app.include_router(health.router)
 
-    # The routes have no path parameters, so a path names its route exactly.
+    # The routes that take a body have no path parameters: their paths name them exactly.
     known_paths = {
         path
-        for router in (generate.router, health.router)
+        for router in (generate.router, openai.router, health.router)
         for route in router.routes
         if isinstance(path := getattr(route, "path", None), str)
     }

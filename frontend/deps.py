@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from frontend.auth import ANONYMOUS, ApiKeyStore
 from frontend.metrics import FrontendMetrics
-from frontend.rate_limit import RateLimiter
+from frontend.rate_limit import Clock, RateLimiter
 from frontend.request_context import RequestContext, request_context
 from frontend.service import Caller, GenerationService
 from frontend.settings import FrontendSettings
@@ -29,6 +29,8 @@ class FrontendState:
     service: GenerationService
     pool: TritonPool
     limiter: RateLimiter
+    clock: Clock  # wall time, for the `created` fields of OpenAI responses
+    started_at: int  # when serving began (Unix seconds): the served model's `created`
 
 
 # Dependencies are coroutines: FastAPI would run plain functions in a thread pool.

@@ -6,7 +6,7 @@ when it is not a user error, exception reprs, tracebacks) never go into one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -57,18 +57,45 @@ class EmptyPromptError(FieldRuleViolationError):
 
 
 class PromptTooLongError(FieldRuleViolationError):
-    def __init__(self, chars: int, limit: int) -> None:
+    def __init__(self, chars: int, limit: int, field: str = "prompt") -> None:
         super().__init__(
-            "prompt", chars, limit, f"prompt of {chars:,} characters exceeds the {limit:,} limit"
+            field, chars, limit, f"{field} of {chars:,} characters exceeds the {limit:,} limit"
         )
 
 
 class PromptTooManyTokensError(FieldRuleViolationError):
     """The model's tokenizer counted more prompt tokens than the model accepts."""
 
-    def __init__(self, tokens: int, limit: int) -> None:
+    def __init__(self, tokens: int, limit: int, field: str = "prompt") -> None:
         super().__init__(
-            "prompt", tokens, limit, f"prompt of {tokens:,} tokens exceeds the {limit:,} limit"
+            field, tokens, limit, f"{field} of {tokens:,} tokens exceeds the {limit:,} limit"
+        )
+
+
+class EmptyMessagesError(FieldRuleViolationError):
+    def __init__(self) -> None:
+        super().__init__("messages", 0, "non-empty", "messages must not be empty")
+
+
+class UnknownRoleError(FieldRuleViolationError):
+    def __init__(self, index: int, role: str, allowed: Sequence[str]) -> None:
+        field = f"messages[{index}].role"
+        shown = role if len(role) <= 40 else role[:40] + "..."
+        super().__init__(
+            field, role, allowed, f"{field} must be one of {', '.join(allowed)}, got {shown!r}"
+        )
+
+
+class AssistantMessageLastError(FieldRuleViolationError):
+    """Continuing the assistant's own message is not supported: the model would answer it."""
+
+    def __init__(self, index: int) -> None:
+        field = f"messages[{index}].role"
+        super().__init__(
+            field,
+            "assistant",
+            "user or system",
+            f"{field}: the last message must be the user's or the system's, not the assistant's",
         )
 
 
@@ -96,6 +123,14 @@ class TopKOutOfRangeError(OutOfRangeError):
 
 
 class SeedOutOfRangeError(OutOfRangeError):
+    pass
+
+
+class PenaltyOutOfRangeError(OutOfRangeError):
+    pass
+
+
+class MinTokensOutOfRangeError(OutOfRangeError):
     pass
 
 
@@ -137,6 +172,18 @@ class TokenBudgetTooSmallError(FieldRuleViolationError):
 class ModelRejectedRequestError(InvalidRequestError):
     """Triton answered INVALID_ARG for a reason the frontend does not check itself."""
 
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """A parameter of the OpenAI API that this server does not implement (never ignored)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
 
 class BodyTooLargeError(FrontendError):
     def __init__(self, size: int | None, limit: int) -> None:
@@ -146,6 +193,14 @@ class BodyTooLargeError(FrontendError):
 
 class NotFoundError(FrontendError):
     pass
+
+
+class ModelNotFoundError(NotFoundError):
+    field = "model"
+
+    def __init__(self, model: str, served: str) -> None:
+        shown = model if len(model) <= 64 else model[:64] + "..."
+        super().__init__(f"the model {shown!r} does not exist; this server serves {served!r}")
 
 
 class MethodNotAllowedError(FrontendError):
@@ -249,10 +304,12 @@ class ErrorKind:
 # The one table: the nearest class in an error's MRO decides its status and type.
 ERROR_TABLE: Final[Mapping[type[FrontendError], ErrorKind]] = {
     MalformedBodyError: ErrorKind(400, "malformed_body"),
+    UnsupportedParameterError: ErrorKind(400, "unsupported_parameter"),
     InvalidRequestError: ErrorKind(422, "invalid_request"),
     PromptTooManyTokensError: ErrorKind(422, "prompt_too_long"),
     BodyTooLargeError: ErrorKind(413, "request_too_large"),
     NotFoundError: ErrorKind(404, "not_found"),
+    ModelNotFoundError: ErrorKind(404, "model_not_found"),
     MethodNotAllowedError: ErrorKind(405, "method_not_allowed"),
     AuthenticationError: ErrorKind(401, "authentication_failed"),
     RateLimitedError: ErrorKind(429, "rate_limited"),
@@ -288,3 +345,27 @@ def error_body(error: FrontendError, request_id: str) -> dict[str, object]:
     if field is not None:
         body["field"] = field
     return {"error": body}
+
+
+def openai_error_type(status: int) -> str:
+    """OpenAI's `type` for an error of this status."""
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def openai_error_body(error: FrontendError) -> dict[str, object]:
+    """The same error in OpenAI's shape: `code` is our stable type, `param` the field."""
+    kind = error_kind(error)
+    return {
+        "error": {
+            "message": error.message,
+            "type": openai_error_type(kind.status),
+            "param": getattr(error, "field", None),
+            "code": kind.type,
+        }
+    }

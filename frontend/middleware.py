@@ -15,7 +15,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from frontend.errors import BodyTooLargeError, FrontendError, InternalError
-from frontend.handlers import render_error
+from frontend.handlers import render_error, uses_openai_errors
 from frontend.logs import ACCESS_LOGGER
 from frontend.metrics import FrontendMetrics
 from frontend.request_context import RequestContext, sanitize_request_id
@@ -77,13 +77,20 @@ class FrontendMiddleware:
         except FrontendError as error:
             if response_started:
                 raise
-            response = render_error(error, context.request_id, self.metrics)
+            response = render_error(
+                error, context.request_id, self.metrics, openai=uses_openai_errors(scope["path"])
+            )
             await response(scope, receive, send_with_id)
         except Exception:
             log.exception("unhandled error in request %s", context.request_id)
             if response_started:
                 raise
-            response = render_error(InternalError(), context.request_id, self.metrics)
+            response = render_error(
+                InternalError(),
+                context.request_id,
+                self.metrics,
+                openai=uses_openai_errors(scope["path"]),
+            )
             await response(scope, receive, send_with_id)
         finally:
             self.metrics.http_in_flight.dec()
@@ -141,6 +148,8 @@ class FrontendMiddleware:
         }
         if context.key_id is not None:
             fields["key_id"] = context.key_id
+        if context.end_user is not None:
+            fields["user"] = context.end_user
         record = context.generation
         if record is not None:
             fields.update(

@@ -30,6 +30,7 @@ class RequestContext:
     key_id: str | None = None
     generation: GenerationRecord | None = None
     prompt: str | None = None  # set only when prompts may be logged
+    end_user: str | None = None  # OpenAI's `user`: the caller's id for its own end user
 
 
 def request_context(connection: HTTPConnection) -> RequestContext:

@@ -1,8 +1,8 @@
 """The generation pipeline, free of any HTTP or wire format.
 
 admission (concurrency bound, then rate limits) → Triton call → usage accounting.
-`GenerationService.generate` takes a validated request and yields internal events; a
-protocol layer (/generate here, an OpenAI-style API later) only renders them.
+`GenerationService.generate` takes a validated request and yields internal events; the
+protocol layers (/generate, the OpenAI API under /v1) only render them.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class GenerationService:
         reservation: Reservation | None = None
         last: EngineChunk | None = None
         try:
-            reserve = estimate_prompt_tokens(request.prompt) + request.max_tokens
+            reserve = estimate_prompt_tokens(request.input_text) + request.max_tokens
             if self._limiter.enabled:
                 try:
                     reservation = await self._limiter.admit(caller.rate_key, reserve)

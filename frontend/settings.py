@@ -52,6 +52,10 @@ class FrontendSettings(BaseSettings):
     # sequence aborted there with a `stop` request. Empty: cancel the stream only.
     abort_model: str = "tensorrt_llm"
 
+    # The OpenAI API (/v1): the model id clients name, and what /v1/models says of it.
+    served_model_name: str = Field(default="gemma-3-270m", min_length=1)
+    served_model_owner: str = "llm-stack"
+
     # Request limits
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_prompt_chars: int = Field(default=32_000, ge=1)

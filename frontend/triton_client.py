@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import re
 import uuid
@@ -46,7 +47,14 @@ from frontend.validation import GenerationRequest
 log = logging.getLogger(__name__)
 
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_PROMPT_TOKENS = re.compile(r"prompt has (\d+) tokens, exceeds the limit of (\d+)")
+_PROMPT_TOKENS = re.compile(
+    r"(?:(?P<input>messages|text_input): )?prompt has (?P<tokens>\d+) tokens, "
+    r"exceeds the limit of (?P<limit>\d+)"
+)
+# Chat messages the model's template refused ("messages: roles must alternate ...").
+_MESSAGES_ERROR = re.compile(r"^messages\b")
+# Triton names the ensemble a failed step belongs to; clients know no steps.
+_ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
 # The model's INVALID_ARG messages, for errors that arrive in-band without a code.
 _USER_ERROR = re.compile(
     r"exceeds the sequence limit|\bmust (?:be|hold)\b|is required\b|already in flight"
@@ -135,20 +143,44 @@ def _tensor(name: str, value: np.ndarray[Any, Any], datatype: str) -> grpcclient
     return tensor
 
 
+def _scalar(
+    name: str, value: float, dtype: type[np.generic], datatype: str
+) -> grpcclient.InferInput:
+    return _tensor(name, np.array([[value]], dtype=dtype), datatype)
+
+
 def build_inputs(request: GenerationRequest) -> list[grpcclient.InferInput]:
-    """The ensemble's input tensors (batch dimension 1) for a validated request."""
+    """The ensemble's input tensors (batch dimension 1) for a validated request.
+
+    Chat messages go as the `messages` input, a JSON array that Triton's preprocessing
+    renders with the model's chat template; `text_input` is then empty.
+    """
     inputs = [
         _tensor("text_input", np.array([[request.prompt.encode()]], dtype=np.object_), "BYTES"),
-        _tensor("max_tokens", np.array([[request.max_tokens]], dtype=np.int32), "INT32"),
-        _tensor("stream", np.array([[request.stream]], dtype=np.bool_), "BOOL"),
-        _tensor("temperature", np.array([[request.temperature]], dtype=np.float32), "FP32"),
+        _scalar("max_tokens", request.max_tokens, np.int32, "INT32"),
+        _scalar("stream", request.stream, np.bool_, "BOOL"),
+        _scalar("temperature", request.temperature, np.float32, "FP32"),
     ]
-    if request.top_p is not None:
-        inputs.append(_tensor("top_p", np.array([[request.top_p]], dtype=np.float32), "FP32"))
-    if request.top_k is not None:
-        inputs.append(_tensor("top_k", np.array([[request.top_k]], dtype=np.int32), "INT32"))
-    if request.seed is not None:
-        inputs.append(_tensor("seed", np.array([[request.seed]], dtype=np.uint64), "UINT64"))
+    if request.messages:
+        messages = json.dumps(
+            [{"role": m.role, "content": m.content} for m in request.messages],
+            ensure_ascii=False,
+        )
+        inputs.append(
+            _tensor("messages", np.array([[messages.encode()]], dtype=np.object_), "BYTES")
+        )
+    optional: tuple[tuple[str, float | None, type[np.generic], str], ...] = (
+        ("top_p", request.top_p, np.float32, "FP32"),
+        ("top_k", request.top_k, np.int32, "INT32"),
+        ("seed", request.seed, np.uint64, "UINT64"),
+        ("presence_penalty", request.presence_penalty, np.float32, "FP32"),
+        ("frequency_penalty", request.frequency_penalty, np.float32, "FP32"),
+        ("repetition_penalty", request.repetition_penalty, np.float32, "FP32"),
+        ("min_tokens", request.min_tokens, np.int32, "INT32"),
+    )
+    for name, value, dtype, datatype in optional:
+        if value is not None:
+            inputs.append(_scalar(name, value, dtype, datatype))
     if request.stop:
         words = np.array([[s.encode("utf-8") for s in request.stop]], dtype=np.object_)
         inputs.append(_tensor("stop_words", words, "BYTES"))
@@ -162,7 +194,10 @@ def classify_error(code: str | None, message: str) -> FrontendError | None:
     if code == "DEADLINE_EXCEEDED":
         return TritonTimeoutError(None)
     if match := _PROMPT_TOKENS.search(message):
-        return PromptTooManyTokensError(int(match[1]), int(match[2]))
+        tokens, limit = int(match["tokens"]), int(match["limit"])
+        return PromptTooManyTokensError(
+            tokens, limit, "messages" if match["input"] == "messages" else "prompt"
+        )
     if code == "RESOURCE_EXHAUSTED" or _QUEUE_FULL.search(message):
         return TritonQueueFullError()
     if _MODEL_TIMEOUT.search(message):
@@ -170,7 +205,11 @@ def classify_error(code: str | None, message: str) -> FrontendError | None:
     if code == "INVALID_ARGUMENT" or (code is None and _USER_ERROR.search(message)):
         # The model's own validation messages name the field; they are meant for clients.
         first_line = message.strip().splitlines()[0] if message.strip() else "invalid request"
-        return ModelRejectedRequestError(first_line[:_CLIENT_MESSAGE_CHARS])
+        first_line = _ENSEMBLE_PREFIX.sub("", first_line)
+        return ModelRejectedRequestError(
+            first_line[:_CLIENT_MESSAGE_CHARS],
+            "messages" if _MESSAGES_ERROR.match(first_line) else None,
+        )
     if code == "UNAVAILABLE":
         return None
     if code in ("CANCELLED", "NOT_FOUND"):

@@ -1,8 +1,10 @@
 """The one validation step: raw request fields in, a `GenerationRequest` out.
 
-It knows no wire format, so /generate and an OpenAI-style layer both feed it keyword
+It knows no wire format, so /generate and the OpenAI layer both feed it keyword
+fields: a prompt (`generation`) or chat messages (`chat`), and the same sampling
 fields. Each rule raises its own error naming the field, the limit and the value. The
-prompt's length in tokens is the model's business: Triton's tokenizer checks it.
+prompt's length in tokens is the model's business: Triton's tokenizer checks it (after
+rendering messages with the model's chat template).
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from frontend.errors import (
+    AssistantMessageLastError,
+    EmptyMessagesError,
     EmptyPromptError,
     EmptyStopSequenceError,
     MaxTokensOutOfRangeError,
+    MinTokensOutOfRangeError,
+    PenaltyOutOfRangeError,
     PromptTooLongError,
     SeedOutOfRangeError,
     StopSequenceTooLongError,
@@ -22,10 +28,14 @@ from frontend.errors import (
     TooManyStopSequencesError,
     TopKOutOfRangeError,
     TopPOutOfRangeError,
+    UnknownRoleError,
 )
 
 TEMPERATURE_MAX = 2.0
 SEED_MAX = 2**64 - 1
+PENALTY_MAX = 2.0  # presence and frequency penalties lie in -2..2, as in OpenAI's API
+REPETITION_PENALTY_MAX = 2.0
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +50,18 @@ class ValidationLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """A generation request that passed every rule; the service accepts only this."""
+    """A generation request that passed every rule; the service accepts only this.
+
+    A chat request has `messages` (the model's template makes them the prompt) and an
+    empty `prompt`; a completion request has a `prompt` and no messages.
+    """
 
     prompt: str
     max_tokens: int
@@ -51,6 +71,38 @@ class GenerationRequest:
     stop: tuple[str, ...]
     seed: int | None
     stream: bool
+    messages: tuple[ChatMessage, ...] = ()
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int | None = None
+
+    @property
+    def input_text(self) -> str:
+        """The text the caller sent as input (for estimates and logs)."""
+        if self.messages:
+            return "\n".join(message.content for message in self.messages)
+        return self.prompt
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """The fields shared by prompt and chat requests, before validation."""
+
+    max_tokens: int
+    temperature: float
+    top_p: float | None
+    top_k: int | None
+    stop: Sequence[str]
+    seed: int | None
+    stream: bool
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int | None = None
+    # The request field max_tokens came from (OpenAI chat also calls it
+    # max_completion_tokens), so its errors name what the client sent.
+    max_tokens_field: str = "max_tokens"
 
 
 class RequestValidator:
@@ -72,36 +124,87 @@ class RequestValidator:
         stream: bool,
     ) -> GenerationRequest:
         """Validate one generation request's fields."""
+        return self.completion(
+            prompt, Sampling(max_tokens, temperature, top_p, top_k, stop, seed, stream)
+        )
+
+    def completion(self, prompt: str, sampling: Sampling) -> GenerationRequest:
+        """Validate a prompt and its sampling fields."""
         limits = self.limits
         if not prompt:
             raise EmptyPromptError
         if len(prompt) > limits.max_prompt_chars:
             raise PromptTooLongError(len(prompt), limits.max_prompt_chars)
-        if not 1 <= max_tokens <= limits.max_tokens:
-            raise MaxTokensOutOfRangeError("max_tokens", max_tokens, f"1..{limits.max_tokens}")
+        return self._with_sampling(prompt, (), sampling)
+
+    def chat(self, messages: Sequence[ChatMessage], sampling: Sampling) -> GenerationRequest:
+        """Validate chat messages and their sampling fields."""
+        if not messages:
+            raise EmptyMessagesError
+        for index, message in enumerate(messages):
+            if message.role not in ROLES:
+                raise UnknownRoleError(index, message.role, ROLES)
+        if messages[-1].role == "assistant":
+            raise AssistantMessageLastError(len(messages) - 1)
+        chars = sum(len(message.content) for message in messages)
+        if chars > self.limits.max_prompt_chars:
+            raise PromptTooLongError(chars, self.limits.max_prompt_chars, "messages")
+        return self._with_sampling("", tuple(messages), sampling)
+
+    def _with_sampling(
+        self, prompt: str, messages: tuple[ChatMessage, ...], sampling: Sampling
+    ) -> GenerationRequest:
+        limits = self.limits
+        s = sampling
+        if not 1 <= s.max_tokens <= limits.max_tokens:
+            raise MaxTokensOutOfRangeError(
+                s.max_tokens_field, s.max_tokens, f"1..{limits.max_tokens}"
+            )
         # NaN fails every comparison, so it lands in the range errors too.
-        if not (math.isfinite(temperature) and 0.0 <= temperature <= TEMPERATURE_MAX):
-            raise TemperatureOutOfRangeError("temperature", temperature, f"0..{TEMPERATURE_MAX:g}")
-        if top_p is not None and not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
-            raise TopPOutOfRangeError("top_p", top_p, "(0, 1]")
-        if top_k is not None and not 0 <= top_k <= limits.max_top_k:
-            raise TopKOutOfRangeError("top_k", top_k, f"0..{limits.max_top_k}")
-        if len(stop) > limits.max_stop_sequences:
-            raise TooManyStopSequencesError(len(stop), limits.max_stop_sequences)
-        for index, sequence in enumerate(stop):
+        if not (math.isfinite(s.temperature) and 0.0 <= s.temperature <= TEMPERATURE_MAX):
+            raise TemperatureOutOfRangeError(
+                "temperature", s.temperature, f"0..{TEMPERATURE_MAX:g}"
+            )
+        if s.top_p is not None and not (math.isfinite(s.top_p) and 0.0 < s.top_p <= 1.0):
+            raise TopPOutOfRangeError("top_p", s.top_p, "(0, 1]")
+        if s.top_k is not None and not 0 <= s.top_k <= limits.max_top_k:
+            raise TopKOutOfRangeError("top_k", s.top_k, f"0..{limits.max_top_k}")
+        if len(s.stop) > limits.max_stop_sequences:
+            raise TooManyStopSequencesError(len(s.stop), limits.max_stop_sequences)
+        for index, sequence in enumerate(s.stop):
             if not sequence:
                 raise EmptyStopSequenceError(index)
             if len(sequence) > limits.max_stop_chars:
                 raise StopSequenceTooLongError(index, len(sequence), limits.max_stop_chars)
-        if seed is not None and not 0 <= seed <= SEED_MAX:
-            raise SeedOutOfRangeError("seed", seed, f"0..{SEED_MAX}")
+        if s.seed is not None and not 0 <= s.seed <= SEED_MAX:
+            raise SeedOutOfRangeError("seed", s.seed, f"0..{SEED_MAX}")
+        for name, penalty in (
+            ("presence_penalty", s.presence_penalty),
+            ("frequency_penalty", s.frequency_penalty),
+        ):
+            if penalty is not None and not (math.isfinite(penalty) and abs(penalty) <= PENALTY_MAX):
+                raise PenaltyOutOfRangeError(name, penalty, f"-{PENALTY_MAX:g}..{PENALTY_MAX:g}")
+        repetition = s.repetition_penalty
+        if repetition is not None and not (
+            math.isfinite(repetition) and 0.0 < repetition <= REPETITION_PENALTY_MAX
+        ):
+            raise PenaltyOutOfRangeError(
+                "repetition_penalty", repetition, f"(0, {REPETITION_PENALTY_MAX:g}]"
+            )
+        if s.min_tokens is not None and not 0 <= s.min_tokens <= s.max_tokens:
+            raise MinTokensOutOfRangeError("min_tokens", s.min_tokens, f"0..{s.max_tokens}")
         return GenerationRequest(
             prompt=prompt,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop=tuple(stop),
-            seed=seed,
-            stream=stream,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            stop=tuple(s.stop),
+            seed=s.seed,
+            stream=s.stream,
+            messages=messages,
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+            repetition_penalty=s.repetition_penalty,
+            min_tokens=s.min_tokens,
         )

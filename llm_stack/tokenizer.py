@@ -35,6 +35,25 @@ class Tokenizer(Protocol):
         ...
 
 
+class ModelTokenizer(Tokenizer, Protocol):
+    """A model's own tokenizer, which also holds its chat template and special tokens."""
+
+    @property
+    def chat_template(self) -> str | None:
+        """The chat template stored with the model, if it has one."""
+        ...
+
+    @property
+    def bos_token(self) -> str:
+        """The text of the BOS token ("" when the model has none)."""
+        ...
+
+    @property
+    def eos_token(self) -> str:
+        """The text of the EOS token."""
+        ...
+
+
 class GgufTokenizer:
     """The vocabulary of a GGUF file, through llama.cpp (no weights loaded)."""
 
@@ -60,6 +79,25 @@ class GgufTokenizer:
     def pad_id(self) -> int:
         pad = int(self._lc.llama_vocab_pad(self._vocab))
         return pad if pad >= 0 else self.end_id
+
+    @property
+    def chat_template(self) -> str | None:
+        # GGUF metadata `tokenizer.chat_template`; None when the file has none.
+        raw = self._lc.llama_model_chat_template(self._model, None)
+        return raw.decode("utf-8") if raw else None
+
+    @property
+    def bos_token(self) -> str:
+        return self._token_text(int(self._lc.llama_vocab_bos(self._vocab)))
+
+    @property
+    def eos_token(self) -> str:
+        return self._token_text(self.end_id)
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:  # LLAMA_TOKEN_NULL: the vocabulary has no such token
+            return ""
+        return bytes(self._lc.llama_vocab_get_text(self._vocab, token)).decode("utf-8")
 
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         data = text.encode("utf-8")
@@ -103,6 +141,19 @@ class HfTokenizer:
         pad = self._tok.pad_token_id
         return int(pad) if pad is not None else self.end_id
 
+    @property
+    def chat_template(self) -> str | None:
+        template = self._tok.chat_template
+        return template if isinstance(template, str) else None
+
+    @property
+    def bos_token(self) -> str:
+        return str(self._tok.bos_token or "")
+
+    @property
+    def eos_token(self) -> str:
+        return str(self._tok.eos_token or "")
+
     def encode(self, text: str, add_special: bool = True) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=add_special))
 
@@ -114,7 +165,7 @@ class HfTokenizer:
         )
 
 
-def load_tokenizer(kind: str, path: Path) -> Tokenizer:
+def load_tokenizer(kind: str, path: Path) -> ModelTokenizer:
     """`gguf` or `hf`."""
     if kind == "gguf":
         return GgufTokenizer(path)

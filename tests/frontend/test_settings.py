@@ -26,12 +26,13 @@ def test_environment_is_read_when_settings_are_built(monkeypatch: pytest.MonkeyP
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TRITON_URLS", "PORT", "API_KEYS", "MODEL_NAME"):
+    for name in ("TRITON_URLS", "PORT", "API_KEYS", "MODEL_NAME", "SERVED_MODEL_NAME"):
         monkeypatch.delenv(f"LLM_FRONTEND_{name}", raising=False)
     settings = FrontendSettings()
     assert settings.port == 8080
     assert settings.triton_urls == ["127.0.0.1:8001"]
     assert settings.model_name == "ensemble"
+    assert settings.served_model_name == "gemma-3-270m"  # the id OpenAI clients name
     assert settings.rate_limit_storage_url == "memory://"
     assert not settings.auth_enabled
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from frontend import errors as e
 from frontend.metrics import FrontendMetrics
 from frontend.triton_client import PoolConfig, TritonPool, build_inputs, classify_error
-from frontend.validation import GenerationRequest
+from frontend.validation import ChatMessage, GenerationRequest
 
 REQUEST = GenerationRequest(
     prompt="héllo", max_tokens=8, temperature=0.5, top_p=0.9, top_k=40,
@@ -38,6 +39,27 @@ def test_optional_inputs_are_left_out() -> None:
     ]  # fmt: skip
 
 
+def test_chat_messages_go_as_json_beside_an_empty_prompt() -> None:
+    chat = GenerationRequest(
+        "", 4, 0.0, None, None, (), None, False,
+        messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "Grüß dich")),
+        presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.1, min_tokens=2,
+    )  # fmt: skip
+    inputs = {t.name(): t for t in build_inputs(chat)}
+    assert list(inputs) == [
+        "text_input", "max_tokens", "stream", "temperature", "messages", "presence_penalty",
+        "frequency_penalty", "repetition_penalty", "min_tokens",
+    ]  # fmt: skip
+    sent = {name: t._get_content() for name, t in inputs.items()}
+    assert sent["text_input"] == b"\x00\x00\x00\x00"  # one empty string, length-prefixed
+    messages = sent["messages"][4:].decode("utf-8")
+    assert json.loads(messages) == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Grüß dich"},
+    ]  # fmt: skip
+    assert inputs["min_tokens"].datatype() == "INT32"
+    assert inputs["presence_penalty"].datatype() == "FP32"
+
+
 @pytest.mark.parametrize(
     ("code", "message", "expected", "client_message"),
     [
@@ -47,6 +69,10 @@ def test_optional_inputs_are_left_out() -> None:
          e.PromptTooManyTokensError, "prompt of 3,000 tokens exceeds the 2,048 limit"),
         ("INVALID_ARGUMENT", "top_p must be in (0, 1], got 1.5\nmore",
          e.ModelRejectedRequestError, "top_p must be in (0, 1], got 1.5"),
+        ("INVALID_ARGUMENT", "in ensemble 'ensemble', messages: roles must alternate",
+         e.ModelRejectedRequestError, "messages: roles must alternate"),
+        ("INVALID_ARGUMENT", "messages: prompt has 3000 tokens, exceeds the limit of 2048",
+         e.PromptTooManyTokensError, "messages of 3,000 tokens exceeds the 2,048 limit"),
         ("UNAVAILABLE", "engine queue is full: 64 requests waiting",
          e.TritonQueueFullError, "the model server's queue is full, retry later"),
         ("RESOURCE_EXHAUSTED", "anything", e.TritonQueueFullError, None),
@@ -66,6 +92,20 @@ def test_errors_are_classified(
     assert error is not None
     if client_message is not None:
         assert error.message == client_message
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ("text_input: prompt has 9000 tokens, exceeds the limit of 8192", "prompt"),
+        ("messages: prompt has 9000 tokens, exceeds the limit of 8192", "messages"),
+        ("in ensemble 'ensemble', messages: roles must alternate", "messages"),
+        ("top_p must be in (0, 1], got 1.5", None),
+    ],
+)
+def test_model_errors_name_the_field(message: str, field: str | None) -> None:
+    error = classify_error("INVALID_ARGUMENT", message)
+    assert getattr(error, "field", None) == field
 
 
 def test_connection_failures_are_told_apart() -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from frontend.errors import (
+    AssistantMessageLastError,
+    EmptyMessagesError,
     EmptyPromptError,
     EmptyStopSequenceError,
     FieldRuleViolationError,
@@ -19,9 +22,16 @@ from frontend.errors import (
     TooManyStopSequencesError,
     TopKOutOfRangeError,
     TopPOutOfRangeError,
+    UnknownRoleError,
     error_kind,
 )
-from frontend.validation import GenerationRequest, RequestValidator, ValidationLimits
+from frontend.validation import (
+    ChatMessage,
+    GenerationRequest,
+    RequestValidator,
+    Sampling,
+    ValidationLimits,
+)
 
 LIMITS = ValidationLimits(
     max_prompt_chars=100, max_tokens=64, max_stop_sequences=2, max_stop_chars=8, max_top_k=50
@@ -104,3 +114,79 @@ def test_bounds_themselves_are_allowed() -> None:
     )  # fmt: skip
     assert request.max_tokens == 64
     assert validate(max_tokens=1, temperature=0.0, top_k=50).top_k == 50
+
+
+# --- chat and the OpenAI-only sampling fields ---------------------------------------------
+
+SAMPLING = Sampling(
+    max_tokens=16, temperature=0.7, top_p=None, top_k=None, stop=[], seed=None, stream=False
+)
+USER = ChatMessage("user", "Hello")
+
+
+def chat(*messages: ChatMessage, **changes: Any) -> GenerationRequest:
+    return RequestValidator(LIMITS).chat(list(messages), replace(SAMPLING, **changes))
+
+
+def test_chat_request_carries_messages_and_no_prompt() -> None:
+    request = chat(
+        ChatMessage("system", "Be brief."), USER, presence_penalty=-2.0, frequency_penalty=2.0,
+        repetition_penalty=2.0, min_tokens=16,
+    )  # fmt: skip
+    assert request.prompt == ""
+    assert request.messages == (ChatMessage("system", "Be brief."), USER)
+    assert request.input_text == "Be brief.\nHello"
+    assert (request.presence_penalty, request.frequency_penalty) == (-2.0, 2.0)
+    assert (request.repetition_penalty, request.min_tokens) == (2.0, 16)
+
+
+def test_completion_keeps_the_prompt_as_input_text() -> None:
+    request = RequestValidator(LIMITS).completion("Hello", SAMPLING)
+    assert request.input_text == "Hello"
+    assert request.messages == ()
+
+
+@pytest.mark.parametrize(
+    ("messages", "error_type", "field", "message"),
+    [
+        ((), EmptyMessagesError, "messages", "messages must not be empty"),
+        ((ChatMessage("bot", "x"),), UnknownRoleError, "messages[0].role",
+         "messages[0].role must be one of system, user, assistant, got 'bot'"),
+        ((USER, ChatMessage("assistant", "Hi")), AssistantMessageLastError, "messages[1].role",
+         "messages[1].role: the last message must be the user's or the system's, not the "
+         "assistant's"),
+        ((USER, ChatMessage("user", "x" * 96)), PromptTooLongError, "messages",
+         "messages of 101 characters exceeds the 100 limit"),
+    ],
+)  # fmt: skip
+def test_chat_rules(
+    messages: tuple[ChatMessage, ...],
+    error_type: type[FieldRuleViolationError],
+    field: str,
+    message: str,
+) -> None:
+    with pytest.raises(error_type) as caught:
+        chat(*messages)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert error_kind(caught.value).status == 422
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"presence_penalty": 2.1}, "presence_penalty", "presence_penalty 2.1 is outside -2..2"),
+        ({"frequency_penalty": math.inf}, "frequency_penalty",
+         "frequency_penalty inf is outside -2..2"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty",
+         "repetition_penalty 0.0 is outside (0, 2]"),
+        ({"min_tokens": 17}, "min_tokens", "min_tokens 17 is outside 0..16"),
+        ({"max_tokens": 65, "max_tokens_field": "max_completion_tokens"},
+         "max_completion_tokens", "max_completion_tokens 65 is outside 1..64"),
+    ],
+)  # fmt: skip
+def test_sampling_rules_of_the_openai_fields(
+    changes: dict[str, Any], field: str, message: str
+) -> None:
+    with pytest.raises(FieldRuleViolationError) as caught:
+        chat(USER, **changes)
+    assert (caught.value.field, caught.value.message) == (field, message)

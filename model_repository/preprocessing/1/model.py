@@ -1,12 +1,14 @@
-"""Triton model `preprocessing`: text → token ids, stop/bad words → word lists."""
+"""Triton model `preprocessing`: text or chat messages → token ids, stop/bad words → word lists."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from chat_template import ChatTemplateError, load_chat_template, parse_messages
 from prompt_encoding import RequestError, decode_strings, encode_prompt, encode_words
 
 from llm_stack.model_config import ModelParameters
@@ -23,6 +25,15 @@ class TritonPythonModel:
         self.tokenizer = load_tokenizer(kind, resolve_model_path(params.get_str("tokenizer_path")))
         self.max_input_len = params.get_int("max_input_len", minimum=1)
         self.max_words = params.get_int("max_words", minimum=0)
+        # Rendered here, next to the vocabulary, so every Triton client gets the same chat.
+        self.chat_template = load_chat_template(
+            params.get_str("chat_template"),
+            model_template=self.tokenizer.chat_template,
+            model_dir=Path(args["model_repository"]),
+            bos_token=self.tokenizer.bos_token,
+            eos_token=self.tokenizer.eos_token,
+        )
+        pb_utils.Logger.log_info(f"preprocessing: chat template from {self.chat_template.origin}")
 
     def execute(self, requests: list[Any]) -> list[Any]:
         # One response per request: a bad request fails alone, not its batch.
@@ -35,10 +46,27 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(
                 error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
             )
+        except ChatTemplateError as exc:
+            pb_utils.Logger.log_error(f"preprocessing: {exc}")
+            return pb_utils.InferenceResponse(
+                error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INTERNAL)
+            )
+
+    def _prompt_ids(self, request: Any) -> list[int]:
+        """MESSAGES, when given, rendered with the chat template; else QUERY as it is."""
+        raw_messages = _optional(request, "MESSAGES")
+        if raw_messages is not None:
+            values = decode_strings(raw_messages.reshape(-1), "messages")
+            prompt = self.chat_template.render(parse_messages(values[0] if values else ""))
+            # The template writes the BOS itself.
+            return encode_prompt(
+                self.tokenizer, prompt, self.max_input_len, add_special=False, field="messages"
+            )
+        query = decode_strings(_input(request, "QUERY").reshape(-1), "text_input")
+        return encode_prompt(self.tokenizer, query[0] if query else "", self.max_input_len)
 
     def _encode(self, request: Any) -> list[Any]:
-        query = decode_strings(_input(request, "QUERY").reshape(-1), "text_input")
-        ids = encode_prompt(self.tokenizer, query[0] if query else "", self.max_input_len)
+        ids = self._prompt_ids(request)
         output_len = _input(request, "REQUEST_OUTPUT_LEN").reshape(-1)
         words = {}
         for name, field in (("STOP_WORDS_DICT", "stop_words"), ("BAD_WORDS_DICT", "bad_words")):

@@ -29,14 +29,25 @@ def decode_strings(values: Iterable[object], field: str) -> list[str]:
     return out
 
 
-def encode_prompt(tokenizer: Tokenizer, text: str, max_input_len: int) -> list[int]:
-    """Prompt → ids; rejects empty prompts and prompts over `max_input_len` tokens."""
+def encode_prompt(
+    tokenizer: Tokenizer,
+    text: str,
+    max_input_len: int,
+    *,
+    add_special: bool = True,
+    field: str = "text_input",
+) -> list[int]:
+    """Prompt → ids; rejects empty prompts and prompts over `max_input_len` tokens.
+
+    A rendered chat template carries its own BOS, hence `add_special=False` for it;
+    `field` names the input the prompt came from in errors.
+    """
     if not text:
-        raise RequestError("text_input is empty")
-    ids = tokenizer.encode(text, add_special=True)
+        raise RequestError(f"{field} is empty")
+    ids = tokenizer.encode(text, add_special=add_special)
     if len(ids) > max_input_len:
         raise RequestError(
-            f"text_input: prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}"
+            f"{field}: prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}"
         )
     return ids
 

@@ -1,0 +1,157 @@
+"""OpenAI request bodies → the one validator, hence the same GenerationRequest as /generate.
+
+Parameters this server does not implement are refused here by name
+(UnsupportedParameterError, 400), never ignored; every value rule is the validator's.
+"""
+
+from __future__ import annotations
+
+from frontend.errors import ModelNotFoundError, SchemaViolationError, UnsupportedParameterError
+from frontend.openai_protocol import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    CompletionRequest,
+)
+from frontend.validation import ChatMessage, GenerationRequest, RequestValidator, Sampling
+
+# OpenAI's documented defaults.
+COMPLETION_MAX_TOKENS = 16
+TEMPERATURE = 1.0
+
+
+def check_model(model: str, served_model_name: str) -> None:
+    """ModelNotFoundError unless `model` is the one this server serves."""
+    if model != served_model_name:
+        raise ModelNotFoundError(model, served_model_name)
+
+
+def completion_request(body: CompletionRequest, validator: RequestValidator) -> GenerationRequest:
+    """The validated request for a /v1/completions body."""
+    _refuse_shared(body.n, body.logit_bias, body.stream, body.stream_options is not None)
+    if body.logprobs is not None:
+        raise UnsupportedParameterError("logprobs", "logprobs is not supported")
+    if body.echo:
+        raise UnsupportedParameterError("echo", "echo is not supported")
+    if body.best_of not in (None, 1):
+        raise UnsupportedParameterError(
+            "best_of", f"best_of {body.best_of} is not supported: only 1"
+        )
+    if body.suffix:
+        raise UnsupportedParameterError("suffix", "suffix is not supported")
+    max_tokens = COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
+    return validator.completion(
+        _single_prompt(body.prompt), _sampling(body, max_tokens, "max_tokens")
+    )
+
+
+def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> GenerationRequest:
+    """The validated request for a /v1/chat/completions body."""
+    _refuse_shared(body.n, body.logit_bias, body.stream, body.stream_options is not None)
+    if body.logprobs:
+        raise UnsupportedParameterError("logprobs", "logprobs is not supported")
+    if body.top_logprobs:
+        raise UnsupportedParameterError("top_logprobs", "top_logprobs is not supported")
+    for name, value in (("tools", body.tools), ("functions", body.functions)):
+        if value:
+            raise UnsupportedParameterError(name, f"{name} are not supported")
+    for name, choice in (("tool_choice", body.tool_choice), ("function_call", body.function_call)):
+        if choice not in (None, "none"):
+            raise UnsupportedParameterError(name, f"{name} is not supported (only \"none\")")
+    if body.response_format is not None and body.response_format.type != "text":
+        raise UnsupportedParameterError(
+            "response_format",
+            f"response_format {body.response_format.type!r} is not supported: only text",
+        )
+    messages = [_message(index, message) for index, message in enumerate(body.messages)]
+    if body.max_completion_tokens is not None:
+        max_tokens, field = body.max_completion_tokens, "max_completion_tokens"
+    elif body.max_tokens is not None:
+        max_tokens, field = body.max_tokens, "max_tokens"
+    else:
+        max_tokens, field = validator.limits.max_tokens, "max_tokens"
+    return validator.chat(messages, _sampling(body, max_tokens, field))
+
+
+def _refuse_shared(
+    n: int | None, logit_bias: dict[str, float] | None, stream: bool | None, has_options: bool
+) -> None:
+    if n not in (None, 1):
+        raise UnsupportedParameterError("n", f"n {n} is not supported: one choice per request")
+    if logit_bias:
+        raise UnsupportedParameterError("logit_bias", "logit_bias is not supported")
+    if has_options and not stream:
+        raise UnsupportedParameterError(
+            "stream_options", "stream_options is only allowed with stream true"
+        )
+
+
+def _sampling(
+    body: CompletionRequest | ChatCompletionRequest, max_tokens: int, field: str
+) -> Sampling:
+    stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or ())
+    # ignore_eos (vLLM's): the end-of-sequence token cannot end it before max_tokens.
+    min_tokens = max_tokens if body.ignore_eos else body.min_tokens
+    return Sampling(
+        max_tokens=max_tokens,
+        temperature=TEMPERATURE if body.temperature is None else body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        stop=stop,
+        seed=body.seed,
+        stream=bool(body.stream),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
+        min_tokens=min_tokens,
+        max_tokens_field=field,
+    )
+
+
+def _single_prompt(prompt: str | list[str] | list[int] | list[list[int]]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    if not prompt:
+        return ""
+    if not all(isinstance(item, str) for item in prompt):
+        raise UnsupportedParameterError(
+            "prompt", "prompt as token ids is not supported: send the text"
+        )
+    if len(prompt) > 1:
+        raise UnsupportedParameterError(
+            "prompt", f"a list of {len(prompt)} prompts is not supported: send one per request"
+        )
+    first = prompt[0]
+    assert isinstance(first, str)
+    return first
+
+
+def _message(index: int, message: ChatMessageIn) -> ChatMessage:
+    where = f"messages[{index}]"
+    # OpenAI's newer name for the system role.
+    role = "system" if message.role == "developer" else message.role
+    if role in ("tool", "function"):
+        raise UnsupportedParameterError(
+            f"{where}.role", f"{where}.role {role!r} is not supported: tools are not"
+        )
+    for name, value in (
+        ("name", message.name),
+        ("tool_calls", message.tool_calls),
+        ("tool_call_id", message.tool_call_id),
+        ("function_call", message.function_call),
+    ):
+        if value is not None:
+            raise UnsupportedParameterError(f"{where}.{name}", f"{where}.{name} is not supported")
+    content = message.content
+    if content is None:
+        raise SchemaViolationError(f"{where}.content is required", f"{where}.content")
+    if isinstance(content, str):
+        return ChatMessage(role, content)
+    texts = []
+    for part_index, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            field = f"{where}.content[{part_index}]"
+            raise UnsupportedParameterError(
+                field, f"{field}: content of type {part.type[:40]!r} is not supported: only text"
+            )
+        texts.append(part.text)
+    return ChatMessage(role, "\n".join(texts))

@@ -1,0 +1,228 @@
+"""The OpenAI wire format (/v1): pydantic models for bodies, responses, chunks and errors.
+
+Shapes and types only, as in frontend.protocol. Parameters this server does not
+implement are still declared, so that frontend.openai_mapping can refuse them by name
+(400) instead of ignoring them; fields OpenAI does not have at all are refused (422).
+`top_k`, `repetition_penalty`, `min_tokens` and `ignore_eos` are vLLM's extensions,
+which benchmark clients send.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+FinishReasonName = Literal["stop", "length"]
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    include_usage: bool = Field(
+        default=False, description="Send a last chunk with the usage (and no choices)."
+    )
+
+
+class _RequestBase(BaseModel):
+    """The fields completions and chat completions share."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(description="The served model's id (see GET /v1/models).")
+    temperature: float | None = Field(default=None, description="0..2; default 1; 0 is greedy.")
+    top_p: float | None = Field(default=None, description="Nucleus sampling mass, (0, 1].")
+    stop: str | list[str] | None = Field(
+        default=None, description="Sequences that end the completion (not returned)."
+    )
+    seed: int | None = Field(default=None, description="Sampling seed, unsigned 64-bit.")
+    stream: bool | None = Field(default=False, description="Answer with Server-Sent Events.")
+    stream_options: StreamOptions | None = None
+    presence_penalty: float | None = Field(default=None, description="-2..2")
+    frequency_penalty: float | None = Field(default=None, description="-2..2")
+    user: str | None = Field(
+        default=None, max_length=256, description="End-user id; logged with the request."
+    )
+    n: int | None = Field(default=None, description="Choices to generate; only 1 is supported.")
+    logit_bias: dict[str, float] | None = Field(default=None, description="Not supported.")
+    top_k: int | None = Field(default=None, description="Extension: the k likeliest tokens.")
+    repetition_penalty: float | None = Field(default=None, description="Extension: (0, 2].")
+    min_tokens: int | None = Field(
+        default=None, description="Extension: completion tokens at least."
+    )
+    ignore_eos: bool | None = Field(
+        default=None, description="Extension: generate exactly max_tokens tokens."
+    )
+
+
+class CompletionRequest(_RequestBase):
+    """POST /v1/completions body."""
+
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="The text to continue. One string (a list holding one string is taken "
+        "as that string; several prompts and token ids are not supported)."
+    )
+    max_tokens: int | None = Field(default=None, description="Default 16.")
+    logprobs: int | None = Field(default=None, description="Not supported.")
+    echo: bool | None = Field(default=None, description="Not supported.")
+    best_of: int | None = Field(default=None, description="Only 1 is supported.")
+    suffix: str | None = Field(default=None, description="Not supported.")
+
+
+class ContentPart(BaseModel):
+    """One part of a message's content; only `text` parts are supported."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: str = Field(description="system, user or assistant (developer counts as system).")
+    content: str | list[ContentPart] | None = Field(
+        default=None, description="The text (or text parts)."
+    )
+    name: str | None = Field(default=None, description="Not supported.")
+    tool_calls: list[Any] | None = Field(default=None, description="Not supported.")
+    tool_call_id: str | None = Field(default=None, description="Not supported.")
+    function_call: dict[str, Any] | None = Field(default=None, description="Not supported.")
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str = Field(description="Only text is supported.")
+
+
+class ChatCompletionRequest(_RequestBase):
+    """POST /v1/chat/completions body."""
+
+    messages: list[ChatMessageIn] = Field(
+        description="The conversation, rendered with the model's chat template."
+    )
+    max_tokens: int | None = Field(
+        default=None, description="Default: the server's maximum."
+    )
+    max_completion_tokens: int | None = Field(
+        default=None, description="The same as max_tokens (wins when both are given)."
+    )
+    logprobs: bool | None = Field(default=None, description="Not supported.")
+    top_logprobs: int | None = Field(default=None, description="Not supported.")
+    response_format: ResponseFormat | None = None
+    tools: list[Any] | None = Field(default=None, description="Not supported.")
+    tool_choice: str | dict[str, Any] | None = Field(default=None, description="Not supported.")
+    parallel_tool_calls: bool | None = Field(
+        default=None, description="Accepted; no effect without tools."
+    )
+    functions: list[Any] | None = Field(default=None, description="Not supported.")
+    function_call: str | dict[str, Any] | None = Field(
+        default=None, description="Not supported."
+    )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens of the prompt as the model counted them.")
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    text: str
+    index: int = 0
+    logprobs: None = None
+    finish_reason: FinishReasonName | None
+
+
+class CompletionResponse(BaseModel):
+    """POST /v1/completions answer (stream false); with stream true, chunks of this shape."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    logprobs: None = None
+    finish_reason: FinishReasonName
+
+
+class ChatCompletionResponse(BaseModel):
+    """POST /v1/chat/completions answer (stream false)."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    """What a chunk adds: the role first, then content; the last delta is empty."""
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _only_set_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChatDelta
+    logprobs: None = None
+    finish_reason: FinishReasonName | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One streamed `data:` line of a chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(description="When this server started serving it (Unix seconds).")
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str = Field(description="Human-readable; names the parameter, limit and value.")
+    type: str = Field(
+        description="invalid_request_error, authentication_error, rate_limit_error or "
+        "server_error."
+    )
+    param: str | None = Field(description="The offending parameter, when there is one.")
+    code: str = Field(description="Stable machine-readable code (e.g. model_not_found).")
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Every error response's body under /v1, and a failed stream's last `data:` line."""
+
+    error: OpenAIErrorDetail

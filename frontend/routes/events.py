@@ -1,0 +1,147 @@
+"""What every generation route does with the service's events, whatever its wire format.
+
+A plain request collects the events into text and the Completed event. A streamed one
+waits for the first text (so admission and model errors still get a proper status),
+then sends Server-Sent Events rendered by the route, then `data: [DONE]`; a failure
+after the first byte becomes one last error event and the stream ends without [DONE].
+While the request runs, a client that goes away cancels the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive
+
+from frontend.errors import ClientClosedRequestError, FrontendError, error_kind
+from frontend.metrics import FrontendMetrics
+from frontend.service import Admitted, Completed, GenerationEvent, TextDelta
+
+T = TypeVar("T")
+DONE = b"data: [DONE]\n\n"
+
+Events = AsyncGenerator[GenerationEvent, None]
+# Event → the `data:` payloads it becomes (none, one, or several).
+EventRenderer = Callable[[GenerationEvent], Iterable[str]]
+ErrorRenderer = Callable[[FrontendError], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """A whole generation: its admission, its text and how it ended."""
+
+    admitted: Admitted
+    text: str
+    completed: Completed
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work` in this task; a watcher cancels it if the client disconnects first."""
+    current = asyncio.current_task()
+    assert current is not None
+    client_gone = False
+
+    async def watch() -> None:
+        nonlocal client_gone
+        await _wait_for_disconnect(receive)
+        client_gone = True
+        current.cancel()
+
+    # The watcher runs only while this task waits inside `work`, so its cancel lands there.
+    watcher = asyncio.create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not client_gone:
+            raise  # cancelled from outside (shutdown): not ours to absorb
+        current.uncancel()
+        raise ClientClosedRequestError from None
+    finally:
+        watcher.cancel()
+
+
+async def _collect(events: Events) -> Collected:
+    admitted: Admitted | None = None
+    pieces: list[str] = []
+    async for event in events:
+        if isinstance(event, TextDelta):
+            pieces.append(event.text)
+        elif isinstance(event, Admitted):
+            admitted = event
+        else:
+            assert admitted is not None
+            return Collected(admitted, "".join(pieces), event)
+    raise AssertionError("the service ends every generation with Completed or an error")
+
+
+async def collect(request: Request, events: Events) -> Collected:
+    """Run the generation to its end (cancelled if the client leaves); closes `events`."""
+    try:
+        return await _unless_disconnected(request.receive, _collect(events))
+    finally:
+        await events.aclose()
+
+
+async def start_stream(request: Request, events: Events) -> tuple[Admitted, GenerationEvent]:
+    """Admission and the first event after it; `events` is closed if this fails."""
+
+    async def prime() -> tuple[Admitted, GenerationEvent]:
+        admitted = await anext(events)
+        assert isinstance(admitted, Admitted)
+        return admitted, await anext(events)
+
+    try:
+        return await _unless_disconnected(request.receive, prime())
+    except BaseException:
+        await events.aclose()
+        raise
+
+
+def sse(payload: str) -> bytes:
+    """One Server-Sent Event carrying `payload`."""
+    return f"data: {payload}\n\n".encode()
+
+
+async def sse_events(
+    first: GenerationEvent,
+    events: Events,
+    render: EventRenderer,
+    render_error: ErrorRenderer,
+    metrics: FrontendMetrics,
+) -> AsyncIterator[bytes]:
+    """The stream's bytes: rendered events from `first` on, then [DONE] (or an error)."""
+    try:
+        event = first
+        while True:
+            for payload in render(event):
+                yield sse(payload)
+            if isinstance(event, Completed):
+                yield DONE
+                return
+            event = await anext(events)
+    except FrontendError as error:
+        metrics.rejected.labels(error_kind(error).type).inc()
+        yield sse(render_error(error))
+    finally:
+        await events.aclose()
+
+
+def event_stream_response(
+    body: AsyncIterator[bytes], headers: Mapping[str, str]
+) -> StreamingResponse:
+    """A text/event-stream response that proxies pass through unbuffered."""
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,156 @@
+"""OpenAI bodies → validated requests: defaults, aliases, and parameters refused by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from frontend.errors import (
+    ModelNotFoundError,
+    SchemaViolationError,
+    UnsupportedParameterError,
+    error_kind,
+)
+from frontend.openai_mapping import chat_request, check_model, completion_request
+from frontend.openai_protocol import ChatCompletionRequest, CompletionRequest
+from frontend.validation import ChatMessage, RequestValidator, ValidationLimits
+
+VALIDATOR = RequestValidator(
+    ValidationLimits(
+        max_prompt_chars=1000, max_tokens=64, max_stop_sequences=4, max_stop_chars=16,
+        max_top_k=100,
+    )
+)  # fmt: skip
+USER = {"role": "user", "content": "Hi"}
+
+
+def completion(**fields: Any) -> Any:
+    body = CompletionRequest.model_validate({"model": "m", "prompt": "Hello", **fields})
+    return completion_request(body, VALIDATOR)
+
+
+def chat(**fields: Any) -> Any:
+    body = ChatCompletionRequest.model_validate({"model": "m", "messages": [USER], **fields})
+    return chat_request(body, VALIDATOR)
+
+
+def test_completion_defaults_are_openais() -> None:
+    request = completion()
+    assert (request.prompt, request.max_tokens, request.temperature) == ("Hello", 16, 1.0)
+    assert (request.stop, request.stream, request.messages) == ((), False, ())
+    assert request.top_p is request.seed is request.min_tokens is None
+
+
+def test_completion_fields_pass_through() -> None:
+    request = completion(
+        prompt=["Only one"], max_tokens=5, temperature=0, top_p=0.5, stop="\n", seed=3,
+        stream=True, stream_options={"include_usage": True}, presence_penalty=1.0,
+        frequency_penalty=-1.0, n=1, best_of=1, logprobs=None, echo=False, logit_bias={},
+        user="u-1", top_k=20, repetition_penalty=1.2,
+    )  # fmt: skip
+    assert request.prompt == "Only one"
+    assert (request.max_tokens, request.temperature, request.top_p) == (5, 0.0, 0.5)
+    assert (request.stop, request.seed, request.stream) == (("\n",), 3, True)
+    assert (request.presence_penalty, request.frequency_penalty) == (1.0, -1.0)
+    assert (request.top_k, request.repetition_penalty) == (20, 1.2)
+
+
+def test_chat_defaults_to_the_servers_maximum_and_takes_the_alias() -> None:
+    assert chat().max_tokens == 64
+    assert chat(max_tokens=8).max_tokens == 8
+    assert chat(max_tokens=8, max_completion_tokens=4).max_tokens == 4
+    assert chat(stop=["a", "b"]).stop == ("a", "b")
+
+
+def test_chat_messages_map_to_the_template_roles() -> None:
+    request = chat(
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "one"},
+                                         {"type": "text", "text": "two"}]},
+            {"role": "assistant", "content": "ok"},
+            USER,
+        ]
+    )  # fmt: skip
+    assert request.messages == (
+        ChatMessage("system", "Be brief."), ChatMessage("user", "one\ntwo"),
+        ChatMessage("assistant", "ok"), ChatMessage("user", "Hi"),
+    )  # fmt: skip
+    assert request.prompt == ""
+
+
+def test_ignore_eos_asks_for_every_token() -> None:
+    assert chat(max_tokens=12, ignore_eos=True).min_tokens == 12
+    assert completion(min_tokens=3).min_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 3}, "n"),
+        ({"logit_bias": {"1": 5.0}}, "logit_bias"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"function_call": {"name": "f"}}, "function_call"),
+        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": "x", "name": "ann"}]}, "messages[0].name"),
+        ({"messages": [{"role": "assistant", "content": None, "tool_calls": []}, USER]},
+         "messages[0].tool_calls"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+         "messages[0].content[0]"),
+    ],
+)  # fmt: skip
+def test_chat_refuses_what_it_does_not_implement(fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(UnsupportedParameterError) as caught:
+        chat(**fields)
+    assert caught.value.field == param
+    assert param.split("[")[0] in caught.value.message
+    assert error_kind(caught.value).status == 400
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": 0}, "logprobs"),
+        ({"echo": True}, "echo"),
+        ({"best_of": 2}, "best_of"),
+        ({"suffix": "x"}, "suffix"),
+        ({"prompt": ["a", "b"]}, "prompt"),
+        ({"prompt": [[1, 2]]}, "prompt"),
+    ],
+)
+def test_completion_refuses_what_it_does_not_implement(fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(UnsupportedParameterError) as caught:
+        completion(**fields)
+    assert caught.value.field == param
+
+
+def test_harmless_values_of_unsupported_parameters_are_accepted() -> None:
+    request = chat(
+        n=1, logprobs=False, top_logprobs=0, tools=[], tool_choice="none",
+        response_format={"type": "text"}, parallel_tool_calls=False, logit_bias={},
+    )  # fmt: skip
+    assert request.messages == (ChatMessage("user", "Hi"),)
+
+
+def test_message_without_content() -> None:
+    with pytest.raises(SchemaViolationError) as caught:
+        chat(messages=[{"role": "user"}])
+    assert caught.value.field == "messages[0].content"
+
+
+def test_unknown_model() -> None:
+    check_model("gemma", "gemma")
+    with pytest.raises(ModelNotFoundError) as caught:
+        check_model("gpt-4o", "gemma")
+    assert caught.value.message == "the model 'gpt-4o' does not exist; this server serves 'gemma'"
+    assert caught.value.field == "model"
+    kind = error_kind(caught.value)
+    assert (kind.status, kind.type) == (404, "model_not_found")
