@@ -163,8 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.set_defaults(func=func)
 
-    loadtest = sub.add_parser("loadtest", help="run Locust against a running stack", add_help=False)
-    loadtest.add_argument("loadtest_args", nargs=argparse.REMAINDER)
+    loadtest = sub.add_parser(
+        "loadtest", help="run Locust against a running stack (see: llm-stack loadtest --help)",
+        add_help=False, prefix_chars="\0",
+    )
+    # Everything after `loadtest`, --help included, goes to the load-test runner.
+    loadtest.add_argument("loadtest_args", nargs="*")
     loadtest.set_defaults(func=cmd_loadtest)
     return parser
 

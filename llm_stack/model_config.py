@@ -68,27 +68,21 @@ class ModelParameters:
 
     def get_int(self, name: str, minimum: int | None = None) -> int:
         """An integer parameter, optionally bounded below."""
-        value = self._raw(name)
-        try:
-            number = int(value)
-        except ValueError:
-            raise ModelConfigError(
-                f"model '{self.model_name}': parameter '{name}' must be an integer, got {value!r}"
-            ) from None
-        if minimum is not None and number < minimum:
-            raise ModelConfigError(
-                f"model '{self.model_name}': parameter '{name}' must be >= {minimum}, got {number}"
-            )
-        return number
+        return int(self._number(name, int, "an integer", minimum))
 
     def get_float(self, name: str, minimum: float | None = None) -> float:
         """A float parameter, optionally bounded below."""
+        return float(self._number(name, float, "a number", minimum))
+
+    def _number(
+        self, name: str, cast: type[int] | type[float], kind: str, minimum: float | None
+    ) -> float:
         value = self._raw(name)
         try:
-            number = float(value)
+            number = cast(value)
         except ValueError:
             raise ModelConfigError(
-                f"model '{self.model_name}': parameter '{name}' must be a number, got {value!r}"
+                f"model '{self.model_name}': parameter '{name}' must be {kind}, got {value!r}"
             ) from None
         if minimum is not None and number < minimum:
             raise ModelConfigError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from llm_stack.ensemble_client import Result, ensemble_inputs, generate
 from llm_stack.ensemble_client import collect as collect_response
 from llm_stack.ensemble_client import request_stream as one_request
 from llm_stack.tokenizer import GgufTokenizer
-from llm_stack.triton_server import TritonServer
 
 SPECIAL = {"bos_token": "<bos>", "eos_token": "<eos>"}
 USER = ChatMessage("user", "Hi")
@@ -205,15 +203,6 @@ def test_chat_prompt_limit_names_messages(gguf_tokenizer: GgufTokenizer) -> None
 
 
 # -- through Triton ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def client(triton: TritonServer) -> AsyncIterator[grpcclient.InferenceServerClient]:
-    c = grpcclient.InferenceServerClient(triton.grpc_url)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 async def chat_call(

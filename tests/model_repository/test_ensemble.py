@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -19,15 +18,6 @@ from llm_stack.triton_server import TritonServer
 pytestmark = pytest.mark.integration
 
 PROMPT = "The capital of France is"
-
-
-@pytest.fixture
-async def client(triton: TritonServer) -> AsyncIterator[grpcclient.InferenceServerClient]:
-    c = grpcclient.InferenceServerClient(triton.grpc_url)
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def active(triton: TritonServer) -> float:
