@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -80,9 +81,20 @@ async def generate(
     **options: Any,
 ) -> Result:
     """Call the ensemble (streaming or not) and collect every response."""
+    inputs = ensemble_inputs(prompt, max_tokens, **options)
+    return await call(client, inputs, request_id=request_id, stream_timeout=stream_timeout)
+
+
+async def call(
+    client: grpcclient.InferenceServerClient,
+    inputs: list[grpcclient.InferInput],
+    request_id: str = "",
+    stream_timeout: float = 120.0,
+) -> Result:
+    """Send prepared ensemble inputs on one stream and collect every response."""
     result = Result()
     responses = client.stream_infer(
-        request_stream(ensemble_inputs(prompt, max_tokens, **options), request_id=request_id),
+        request_stream(inputs, request_id=request_id),
         stream_timeout=stream_timeout,
         headers=GRPC_ERROR_HEADERS,
     )
@@ -116,9 +128,11 @@ def metric_value(metrics_url: str, name: str, **labels: str) -> float:
     """The value of one Prometheus sample (0 if absent)."""
     with urllib.request.urlopen(metrics_url, timeout=5) as resp:  # noqa: S310 - loopback
         body = resp.read().decode()
-    for line in body.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
+    for family in text_string_to_metric_families(body):
+        # The parser names a counter's samples `<family>_total` even where the exporter
+        # does not (Triton's nv_inference_request_success): accept the exposed name too.
+        names = {name} if family.type != "counter" else {name, name + "_total"}
+        for sample in family.samples:
+            if sample.name in names and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
     return 0.0

@@ -12,12 +12,7 @@ from llm_stack.triton_server import TritonPorts, TritonServer, free_port, wheel_
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-__all__ = ["free_port", "free_triton_ports"]
-
-
-def free_triton_ports() -> TritonPorts:
-    """Free ports for one more Triton."""
-    return TritonPorts.free()
+__all__ = ["free_port"]
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +26,7 @@ def triton(triton_work_dir: Path) -> Iterator[TritonServer]:
     server = TritonServer(
         install=wheel_install(triton_work_dir),
         model_repository=REPO_ROOT / "model_repository",
-        ports=free_triton_ports(),
+        ports=TritonPorts.free(),
         log_file=triton_work_dir / "triton.log",
         extra_env={"LLM_STACK_TEST": "1", **_passthrough_env()},
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
@@ -105,6 +105,14 @@ async def start_stream(request: Request, events: Events) -> tuple[Admitted, Gene
     except BaseException:
         await events.aclose()
         raise
+
+
+def stream_doc(description: str) -> dict[str, Any]:
+    """OpenAPI entry for a 200 that is JSON, or an event stream when `stream` is true."""
+    return {
+        "description": description,
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
 
 
 def sse(payload: str) -> bytes:

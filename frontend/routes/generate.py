@@ -31,6 +31,7 @@ from frontend.routes.events import (
     event_stream_response,
     sse_events,
     start_stream,
+    stream_doc,
 )
 from frontend.service import Completed, GenerationEvent, GenerationRecord, TextDelta
 
@@ -58,11 +59,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     },
     504: {"model": ErrorResponse, "description": "The model server did not answer in time."},
 }
-_STREAM_DOC = {
-    "description": "With stream false: the completion. With stream true: text/event-stream of "
-    "`data:` lines holding DeltaEvent, then DoneEvent, then `[DONE]` (or an ErrorEvent).",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}
+_STREAM_DOC = stream_doc(
+    "With stream false: the completion. With stream true: text/event-stream of "
+    "`data:` lines holding DeltaEvent, then DoneEvent, then `[DONE]` (or an ErrorEvent)."
+)
 
 
 def _usage(completed: Completed) -> Usage:

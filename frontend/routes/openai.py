@@ -39,7 +39,13 @@ from frontend.openai_protocol import (
     Usage,
 )
 from frontend.request_context import RequestContext
-from frontend.routes.events import collect, event_stream_response, sse_events, start_stream
+from frontend.routes.events import (
+    collect,
+    event_stream_response,
+    sse_events,
+    start_stream,
+    stream_doc,
+)
 from frontend.service import Caller, Completed, GenerationEvent, GenerationRecord, TextDelta
 from frontend.validation import GenerationRequest
 
@@ -81,11 +87,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _stream_doc(chunk: str) -> dict[str, Any]:
-    return {
-        "description": f"With stream false: the answer. With stream true: text/event-stream "
-        f"of `data:` lines holding {chunk} objects, then `[DONE]` (or an error object).",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
+    return stream_doc(
+        f"With stream false: the answer. With stream true: text/event-stream "
+        f"of `data:` lines holding {chunk} objects, then `[DONE]` (or an error object)."
+    )
 
 
 def _card(state: FrontendState) -> ModelCard:

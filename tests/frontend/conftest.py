@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from frontend.deps import FrontendState
 from frontend.settings import FrontendSettings
-from llm_stack.triton_server import TritonServer, wheel_install
-from tests.conftest import REPO_ROOT, free_port, free_triton_ports
+from llm_stack.triton_server import TritonPorts, TritonServer, wheel_install
+from tests.conftest import REPO_ROOT, free_port
 
 ECHO_REPOSITORY = REPO_ROOT / "loadtest" / "echo_model_repository"
 SERVE_TIMEOUT_S = 20.0
@@ -179,7 +179,7 @@ def echo_triton_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ec
         server = TritonServer(
             install=install,
             model_repository=ECHO_REPOSITORY,
-            ports=free_triton_ports(),
+            ports=TritonPorts.free(),
             log_file=work / f"echo-{index}.log",
             extra_env={"LLM_STACK_ECHO_TOKEN_DELAY_S": str(token_delay_s)},
         )

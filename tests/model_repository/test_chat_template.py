@@ -19,9 +19,7 @@ from chat_template import (
 from prompt_encoding import RequestError, encode_prompt
 from tritonclient.utils import InferenceServerException
 
-from llm_stack.ensemble_client import Result, ensemble_inputs, generate
-from llm_stack.ensemble_client import collect as collect_response
-from llm_stack.ensemble_client import request_stream as one_request
+from llm_stack.ensemble_client import Result, call, ensemble_inputs, generate
 from llm_stack.tokenizer import GgufTokenizer
 
 SPECIAL = {"bos_token": "<bos>", "eos_token": "<eos>"}
@@ -212,18 +210,7 @@ async def chat_call(
     tensor = grpcclient.InferInput("messages", [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[messages.encode()]], dtype=object))
     inputs.append(tensor)
-    result = Result()
-    try:
-        async for response, error in client.stream_infer(one_request(inputs)):
-            if error is not None:
-                result.error = error
-                break
-            collect_response(result, response)
-            if response.get_response().parameters["triton_final_response"].bool_param:
-                break
-    except InferenceServerException as exc:
-        result.error = exc
-    return result
+    return await call(client, inputs)
 
 
 @pytest.mark.integration
