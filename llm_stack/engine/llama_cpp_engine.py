@@ -252,15 +252,22 @@ class LlamaCppEngine:
 
     # -- the step thread ---------------------------------------------------------
 
-    def _deliver(self, request_id: str, delta: TokenDelta) -> None:
-        entry = self._queues.get(request_id)
-        if entry is None:
-            return
-        if delta.finished:
-            del self._queues[request_id]
-        loop, queue = entry
-        with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
-            loop.call_soon_threadsafe(queue.put_nowait, delta)
+    def _deliver(self, deltas: list[tuple[str, TokenDelta]]) -> None:
+        # One wake-up per consumer loop per step, not one per delta: with 16 sequences
+        # in flight, per-delta wake-ups cost the consumer more than the deltas do.
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[TokenDelta], TokenDelta]]]
+        batches = {}
+        for request_id, delta in deltas:
+            entry = self._queues.get(request_id)
+            if entry is None:
+                continue
+            if delta.finished:
+                del self._queues[request_id]
+            loop, queue = entry
+            batches.setdefault(loop, []).append((queue, delta))
+        for loop, items in batches.items():
+            with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
+                loop.call_soon_threadsafe(_put_all, items)
 
     def _run(self) -> None:
         llama = self._llama
@@ -273,9 +280,10 @@ class LlamaCppEngine:
             self._failure = f"engine failure: {type(exc).__name__}"
         finally:
             with self._lock:
-                for rid, delta in self._scheduler.abort_all():
+                aborted = self._scheduler.abort_all()
+                for rid, _ in aborted:
                     llama.free_sequence(rid, None)
-                    self._deliver(rid, delta)
+                self._deliver(aborted)
             llama.close()
 
     def _step(self, llama: _Llama) -> bool:
@@ -284,13 +292,15 @@ class LlamaCppEngine:
                 self._lock.wait(timeout=1.0)
             if self._stopping:
                 return False
+            aborted = []
             for rid in self._aborts:
                 result = self._scheduler.abort(rid)
                 if result is not None:
                     delta, slot = result
                     llama.free_sequence(rid, slot)
-                    self._deliver(rid, delta)
+                    aborted.append((rid, delta))
             self._aborts.clear()
+            self._deliver(aborted)
             items = self._scheduler.plan()
             for item in items:
                 if item.start_pos == 0:
@@ -311,12 +321,17 @@ class LlamaCppEngine:
             for rid, delta in deltas:
                 if delta.finished:
                     llama.free_sequence(rid, self._slot_of(items, rid))
-                self._deliver(rid, delta)
+            self._deliver(deltas)
         return True
 
     @staticmethod
     def _slot_of(items: list[StepItem], request_id: str) -> int | None:
         return next((i.slot for i in items if i.request_id == request_id), None)
+
+
+def _put_all(items: list[tuple[asyncio.Queue[TokenDelta], TokenDelta]]) -> None:
+    for queue, delta in items:
+        queue.put_nowait(delta)
 
 
 __all__ = ["FinishReason", "LlamaCppConfig", "LlamaCppEngine", "available_cores"]
