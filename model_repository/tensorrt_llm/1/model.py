@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
@@ -59,7 +60,7 @@ class TritonPythonModel:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.engine.start(), self.loop).result()
         self.metrics = _EngineMetrics()
-        self.metrics.update(self.engine.stats(), force=True)
+        self.metrics.update(self.engine.stats, force=True)
         self.tasks: set[concurrent.futures.Future[None]] = set()
         self.by_triton_id: dict[str, str] = {}  # Triton request id → engine request id
 
@@ -115,7 +116,7 @@ class TritonPythonModel:
             async with asyncio.timeout(self.timeout_s):
                 async for delta in self.engine.generate(gen_request):
                     output.extend(delta.token_ids)
-                    self.metrics.update(self.engine.stats(), force=delta.finished)
+                    self.metrics.update(self.engine.stats, force=delta.finished)
                     if delta.finish_reason is FinishReason.CANCELLED:
                         _send_error(sender, "request cancelled", pb_utils.TritonError.CANCELLED)
                         return
@@ -142,7 +143,7 @@ class TritonPythonModel:
             _send_error(sender, "engine error", pb_utils.TritonError.INTERNAL)
         finally:
             watcher.cancel()
-            self.metrics.update(self.engine.stats(), force=True)
+            self.metrics.update(self.engine.stats, force=True)
 
     async def _watch_cancel(self, request: Any, request_id: str) -> None:
         # Triton flags cancellation (client gone, stream cancelled) on the request only.
@@ -208,11 +209,13 @@ class _EngineMetrics:
         self.families.append(family)
         return family.Metric(labels={"model": "tensorrt_llm"})
 
-    def update(self, stats: EngineStats, force: bool = False) -> None:
+    def update(self, snapshot: Callable[[], EngineStats], force: bool = False) -> None:
+        # A snapshot takes the engine's lock: take one only when the figures are due.
         now = time.monotonic()
         if not force and now - self._at < METRICS_PERIOD_S:
             return
         self._at = now
+        stats = snapshot()
         for kind, value in (
             ("active", stats.active),
             ("waiting", stats.waiting),
