@@ -174,15 +174,26 @@ def load_tokenizer(kind: str, path: Path) -> ModelTokenizer:
     raise ValueError(f"unknown tokenizer kind {kind!r}: expected gguf or hf")
 
 
+# Tokens decoded before the new ones: context for merges across the boundary, and more
+# than the 4 byte tokens one UTF-8 character can span.
+DETOKENIZE_WINDOW = 8
+
+
 def text_delta(tokenizer: Tokenizer, ids: Sequence[int], offset: int, final: bool) -> str:
     """Text that `ids[offset:]` adds after `ids[:offset]` was streamed.
 
-    Stateless, so any postprocessing instance can serve any response: it decodes the
-    prefix and the whole, and holds back a trailing incomplete character (U+FFFD)
-    until the tokens that finish it arrive, or the sequence ends.
+    Stateless, so any postprocessing instance can serve any response: it decodes a few
+    tokens before `offset` with and without the new ones (so each response costs the
+    same however long the sequence is) and holds back a trailing incomplete character
+    (U+FFFD) until the tokens that finish it arrive, or the sequence ends.
     """
-    before = _complete(tokenizer.decode(ids[:offset])) if offset > 0 else ""
-    text = tokenizer.decode(ids)
+    start = max(0, offset - DETOKENIZE_WINDOW)
+    prefix = tokenizer.decode(ids[start:offset])
+    while start > 0 and not prefix.lstrip(REPLACEMENT):  # no whole character to anchor on
+        start = max(0, start - DETOKENIZE_WINDOW)
+        prefix = tokenizer.decode(ids[start:offset])
+    before = _complete(prefix)
+    text = tokenizer.decode(ids[start:])
     if not final:
         text = _complete(text)
     if text.startswith(before):

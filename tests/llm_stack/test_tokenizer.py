@@ -7,7 +7,13 @@ from collections.abc import Sequence
 import pytest
 
 from llm_stack.model_source import resolve_model_path
-from llm_stack.tokenizer import REPLACEMENT, GgufTokenizer, load_tokenizer, text_delta
+from llm_stack.tokenizer import (
+    DETOKENIZE_WINDOW,
+    REPLACEMENT,
+    GgufTokenizer,
+    load_tokenizer,
+    text_delta,
+)
 
 MIXED_TEXT = "Café naïve — 北京 🙂, 龘𝔘🦩 and ß!"
 
@@ -95,6 +101,37 @@ def test_not_prefix_stable_decoding_emits_past_the_common_part() -> None:
     assert text_delta(tok, [1, 1, 8], 2, final=False) == "A "
 
 
+class CountingBytesTokenizer(BytesTokenizer):
+    """One token per byte; counts the ids decoded."""
+
+    def __init__(self) -> None:
+        super().__init__([bytes([b]) for b in range(256)])
+        self.decoded = 0
+
+    def decode(self, ids: Sequence[int]) -> str:
+        self.decoded += len(ids)
+        return super().decode(ids)
+
+
+def test_long_stream_reassembles_exactly_with_a_bounded_window() -> None:
+    tok = CountingBytesTokenizer()
+    ids = list((MIXED_TEXT * 20).encode())
+    deltas = stream(tok, ids)
+    assert "".join(deltas) == MIXED_TEXT * 20
+    assert all(REPLACEMENT not in d for d in deltas)
+    # Each response decodes a few windows, not the whole sequence so far (~490 ids here).
+    assert tok.decoded < len(ids) * 4 * DETOKENIZE_WINDOW
+
+
+def test_window_without_a_whole_character_reaches_further_back() -> None:
+    tok = BytesTokenizer(SPLIT_VOCAB)
+    # 😀 split as f0 | 9f 98 | ... | 80 b, with empty pieces (id 0) filling the window.
+    ids = [1, 4, 5, *[0] * (DETOKENIZE_WINDOW - 1), 6]
+    deltas = stream(tok, ids)
+    assert "".join(deltas) == "a😀b"
+    assert all(REPLACEMENT not in d for d in deltas)
+
+
 def test_load_tokenizer_rejects_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown tokenizer kind 'sp': expected gguf or hf"):
         load_tokenizer("sp", resolve_model_path("gemma3-270m"))
@@ -148,10 +185,11 @@ def test_gguf_decode_of_long_sequence(gguf: GgufTokenizer) -> None:
     assert gguf.decode(ids) == text
 
 
-def test_gguf_streaming_reassembles_exactly(gguf: GgufTokenizer) -> None:
-    ids = gguf.encode(MIXED_TEXT, add_special=False)
+@pytest.mark.parametrize("repeat", [1, 12], ids=["short", "past-the-window"])
+def test_gguf_streaming_reassembles_exactly(gguf: GgufTokenizer, repeat: int) -> None:
+    ids = gguf.encode(MIXED_TEXT * repeat, add_special=False)
     # Precondition: some characters are split over byte tokens here.
     assert any(REPLACEMENT in gguf.decode([i]) for i in ids)
     deltas = stream(gguf, ids)
-    assert "".join(deltas) == MIXED_TEXT
+    assert "".join(deltas) == MIXED_TEXT * repeat
     assert all(REPLACEMENT not in d for d in deltas)
