@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +62,17 @@ def ensemble_inputs(prompt: str, max_tokens: int, **options: Any) -> list[grpccl
 
 
 async def request_stream(
-    inputs: list[grpcclient.InferInput], model: str = "ensemble", request_id: str = ""
+    inputs: list[grpcclient.InferInput],
+    model: str = "ensemble",
+    request_id: str = "",
+    outputs: Sequence[str] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
+    """One request for `stream_infer`; `outputs` limits what comes back (default: all)."""
+    requested = None if outputs is None else [grpcclient.InferRequestedOutput(o) for o in outputs]
     yield {
         "model_name": model,
         "inputs": inputs,
+        "outputs": requested,
         "request_id": request_id,
         "enable_empty_final_response": True,
     }
@@ -78,11 +84,14 @@ async def generate(
     max_tokens: int,
     request_id: str = "",
     stream_timeout: float = 120.0,
+    outputs: Sequence[str] | None = None,
     **options: Any,
 ) -> Result:
-    """Call the ensemble (streaming or not) and collect every response."""
+    """Call the ensemble (streaming or not) and collect every response (or only `outputs`)."""
     inputs = ensemble_inputs(prompt, max_tokens, **options)
-    return await call(client, inputs, request_id=request_id, stream_timeout=stream_timeout)
+    return await call(
+        client, inputs, request_id=request_id, stream_timeout=stream_timeout, outputs=outputs
+    )
 
 
 async def call(
@@ -90,11 +99,12 @@ async def call(
     inputs: list[grpcclient.InferInput],
     request_id: str = "",
     stream_timeout: float = 120.0,
+    outputs: Sequence[str] | None = None,
 ) -> Result:
     """Send prepared ensemble inputs on one stream and collect every response."""
     result = Result()
     responses = client.stream_infer(
-        request_stream(inputs, request_id=request_id),
+        request_stream(inputs, request_id=request_id, outputs=outputs),
         stream_timeout=stream_timeout,
         headers=GRPC_ERROR_HEADERS,
     )
@@ -116,12 +126,15 @@ async def call(
 def collect(result: Result, response: Any) -> None:
     """Add one response's outputs to `result` (an empty final response has none)."""
     text = response.as_numpy("text_output")
-    if text is None:
-        return
-    result.chunks.append(text.reshape(-1)[0].decode())
-    result.finish_reason = response.as_numpy("finish_reason").reshape(-1)[0].decode()
-    result.num_input_tokens = int(response.as_numpy("num_input_tokens").reshape(-1)[0])
-    result.num_output_tokens = int(response.as_numpy("num_output_tokens").reshape(-1)[0])
+    if text is not None:
+        result.chunks.append(text.reshape(-1)[0].decode())
+    finish = response.as_numpy("finish_reason")
+    if finish is not None:
+        result.finish_reason = finish.reshape(-1)[0].decode()
+    for name in ("num_input_tokens", "num_output_tokens"):
+        count = response.as_numpy(name)
+        if count is not None:
+            setattr(result, name, int(count.reshape(-1)[0]))
 
 
 def metric_value(metrics_url: str, name: str, **labels: str) -> float:

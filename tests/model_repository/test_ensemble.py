@@ -74,6 +74,25 @@ async def test_stream_concatenates_to_the_plain_text(
     assert streamed.num_output_tokens == plain.num_output_tokens
 
 
+async def test_stream_returns_only_the_requested_outputs(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    full = await generate(client, PROMPT, 12, temperature=0.0, stream=True)
+    lean = await generate(
+        client,
+        PROMPT,
+        12,
+        temperature=0.0,
+        stream=True,
+        outputs=("text_output", "num_output_tokens"),
+    )
+    assert lean.error is None
+    assert (lean.text, lean.num_output_tokens) == (full.text, full.num_output_tokens)
+    assert (lean.finish_reason, lean.num_input_tokens) == ("", 0)  # not asked for
+    assert full.finish_reason
+    assert full.num_input_tokens
+
+
 async def test_stop_word_ends_generation(client: grpcclient.InferenceServerClient) -> None:
     free = await generate(client, PROMPT, 24, temperature=0.0)
     words = free.text.split()
