@@ -1,10 +1,11 @@
 """Aggregate output tokens/s: the CPU engine alone vs through Triton's ensemble.
 
-Runs 1, 4 and 16 concurrent streams against the engine in-process, then against a
-real Triton serving model_repository/, with the engine settings taken from the
-`tensorrt_llm` config.pbtxt, and prints both side by side:
+Loads the engine in this process and starts a real Triton serving model_repository/
+(engine settings taken from the `tensorrt_llm` config.pbtxt), then, for 1, 4 and 16
+concurrent streams, runs the engine alone and the ensemble alternately `--repeat`
+times, so a noisy neighbour hurts both sides alike, and prints the medians side by side:
 
-    python -m loadtest.engine_bench [--max-tokens 64] [--concurrency 1 4 16]
+    python -m loadtest.engine_bench [--max-tokens 64] [--concurrency 1 4 16] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import re
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,18 +69,43 @@ class Run:
         return self.tokens / self.seconds
 
 
-async def measure(streams: int, one: Callable[[int], Awaitable[int]]) -> Run:
+@dataclass(frozen=True)
+class Comparison:
+    """Alternating runs of the engine alone and of the ensemble at one concurrency."""
+
+    streams: int
+    engine: list[Run]
+    triton: list[Run]
+
+    @property
+    def engine_tokens_per_s(self) -> float:
+        return statistics.median(r.tokens_per_s for r in self.engine)
+
+    @property
+    def triton_tokens_per_s(self) -> float:
+        return statistics.median(r.tokens_per_s for r in self.triton)
+
+    @property
+    def ratio(self) -> float:
+        """Median of each round's Triton/engine ratio (runs of one round are back to back)."""
+        return statistics.median(
+            t.tokens_per_s / e.tokens_per_s for e, t in zip(self.engine, self.triton, strict=True)
+        )
+
+
+One = Callable[[int], Awaitable[int]]
+
+
+async def measure(streams: int, one: One) -> Run:
     """Run `streams` sequences at once; `one(i)` returns its output token count."""
     start = time.perf_counter()
     counts = await asyncio.gather(*[one(i) for i in range(streams)])
     return Run(streams, sum(counts), time.perf_counter() - start)
 
 
-async def bench_engine(
-    params: ModelParameters, concurrency: Sequence[int], max_tokens: int
-) -> list[Run]:
-    """The engine in this process, no Triton."""
-    engine = LlamaCppEngine(
+def create_engine(params: ModelParameters) -> LlamaCppEngine:
+    """The CPU engine with the `tensorrt_llm` model's settings."""
+    return LlamaCppEngine(
         LlamaCppConfig(
             model_path=resolve_model_path(params.get_str("model_path")),
             max_batch_size=params.get_int("max_batch_size"),
@@ -89,93 +116,126 @@ async def bench_engine(
             n_threads=params.get_int("n_threads"),
         )
     )
-    tokenizer = GgufTokenizer(resolve_model_path(params.get_str("model_path")))
-    await engine.start()
-    texts = prompts(max(concurrency))
+
+
+def engine_stream(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer, texts: Sequence[str], max_tokens: int
+) -> One:
+    """One sequence through the engine in this process, no Triton."""
     sampling = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, temperature=0.0)
-    runs = []
-    try:
-        for n in concurrency:
+    prompt_ids = [tuple(tokenizer.encode(text)) for text in texts]
+    calls = 0
 
-            async def one(i: int, n: int = n) -> int:
-                request = GenerationRequest(
-                    request_id=f"bench-{n}-{i}",
-                    prompt_ids=tuple(tokenizer.encode(texts[i])),
-                    sampling=sampling,
-                )
-                count = 0
-                async for delta in engine.generate(request):
-                    count = delta.num_output_tokens
-                return count
+    async def one(i: int) -> int:
+        nonlocal calls
+        calls += 1
+        request = GenerationRequest(
+            request_id=f"bench-{calls}-{i}", prompt_ids=prompt_ids[i], sampling=sampling
+        )
+        count = 0
+        async for delta in engine.generate(request):
+            count = delta.num_output_tokens
+        return count
 
-            await measure(1, one)  # warm-up
-            runs.append(await measure(n, one))
-    finally:
-        await engine.shutdown()
-    return runs
+    return one
 
 
-async def bench_triton(
-    server: TritonServer, concurrency: Sequence[int], max_tokens: int
-) -> list[Run]:
-    """The same load through the ensemble over gRPC, streaming."""
+# What a streaming client reads: the text, and the token count for the total.
+STREAM_OUTPUTS = ("text_output", "num_output_tokens")
+
+
+def triton_stream(
+    client: grpcclient.InferenceServerClient, texts: Sequence[str], max_tokens: int
+) -> One:
+    """The same sequence through the ensemble over gRPC, streaming."""
+
+    async def one(i: int) -> int:
+        result = await generate(
+            client,
+            texts[i],
+            max_tokens,
+            temperature=0.0,
+            min_tokens=max_tokens,
+            stream=True,
+            outputs=STREAM_OUTPUTS,
+        )
+        if result.error is not None:
+            raise RuntimeError(f"Triton answered an error: {result.error}")
+        return result.num_output_tokens
+
+    return one
+
+
+async def compare(
+    params: ModelParameters,
+    server: TritonServer,
+    concurrency: Sequence[int],
+    max_tokens: int,
+    repeat: int,
+) -> list[Comparison]:
+    """Alternate engine-alone and ensemble runs at each concurrency."""
+    engine = create_engine(params)
+    tokenizer = GgufTokenizer(resolve_model_path(params.get_str("model_path")))
     client = grpcclient.InferenceServerClient(server.grpc_url)
     texts = prompts(max(concurrency))
-    runs = []
+    await engine.start()
+    results = []
     try:
+        sides = (
+            engine_stream(engine, tokenizer, texts, max_tokens),
+            triton_stream(client, texts, max_tokens),
+        )
+        for side in sides:
+            await measure(1, side)  # warm-up
         for n in concurrency:
-
-            async def one(i: int) -> int:
-                result = await generate(
-                    client,
-                    texts[i],
-                    max_tokens,
-                    temperature=0.0,
-                    min_tokens=max_tokens,
-                    stream=True,
-                )
-                if result.error is not None:
-                    raise RuntimeError(f"Triton answered an error: {result.error}")
-                return result.num_output_tokens
-
-            await measure(1, one)
-            runs.append(await measure(n, one))
+            runs: tuple[list[Run], list[Run]] = ([], [])
+            for _ in range(repeat):
+                for side, side_runs in zip(sides, runs, strict=True):
+                    side_runs.append(await measure(n, side))
+            results.append(Comparison(n, *runs))
     finally:
         await client.close()
-    return runs
+        await engine.shutdown()
+    return results
 
 
-def report(engine: list[Run], triton: list[Run]) -> str:
+def report(results: Sequence[Comparison]) -> str:
     """A plain-text table a person can read."""
     lines = [
         f"{'streams':>7} | {'engine tok/s':>12} | {'Triton tok/s':>12} | {'Triton/engine':>13}",
         "-" * 54,
     ]
-    for e, t in zip(engine, triton, strict=True):
+    for c in results:
         lines.append(
-            f"{e.streams:>7} | {e.tokens_per_s:>12.1f} | {t.tokens_per_s:>12.1f} | "
-            f"{t.tokens_per_s / e.tokens_per_s:>12.2f}x"
+            f"{c.streams:>7} | {c.engine_tokens_per_s:>12.1f} | {c.triton_tokens_per_s:>12.1f} | "
+            f"{c.ratio:>12.2f}x"
         )
+    first, last = results[0], results[-1]
     lines.append("")
     lines.append(
-        f"scaling {engine[-1].streams} vs {engine[0].streams} streams: engine "
-        f"{engine[-1].tokens_per_s / engine[0].tokens_per_s:.2f}x, Triton "
-        f"{triton[-1].tokens_per_s / triton[0].tokens_per_s:.2f}x"
+        f"scaling {last.streams} vs {first.streams} streams: engine "
+        f"{last.engine_tokens_per_s / first.engine_tokens_per_s:.2f}x, Triton "
+        f"{last.triton_tokens_per_s / first.triton_tokens_per_s:.2f}x"
     )
+    ratios = ", ".join(
+        f"{t.tokens_per_s / e.tokens_per_s:.2f}"
+        for e, t in zip(last.engine, last.triton, strict=True)
+    )
+    lines.append(f"Triton/engine per round at {last.streams} streams: {ratios}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run both benchmarks and print the table (and JSON with --json)."""
+    """Run both sides and print the table (and JSON with --json)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=5, help="rounds per concurrency")
     parser.add_argument("--model-repository", type=Path, default=DEFAULT_MODEL_REPOSITORY)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
     params = engine_parameters(args.model_repository)
-    engine_runs = asyncio.run(bench_engine(params, args.concurrency, args.max_tokens))
     with tempfile.TemporaryDirectory() as work:
         server = TritonServer(
             install=wheel_install(Path(work)),
@@ -186,14 +246,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         with server:
             server.start()
             server.wait_ready("ensemble", timeout=300)
-            triton_runs = asyncio.run(bench_triton(server, args.concurrency, args.max_tokens))
-    print(f"output tokens/s, {args.max_tokens} tokens per stream, greedy\n")
-    print(report(engine_runs, triton_runs))
+            results = asyncio.run(
+                compare(params, server, args.concurrency, args.max_tokens, args.repeat)
+            )
+    print(
+        f"output tokens/s, {args.max_tokens} tokens per stream, greedy; "
+        f"median of {args.repeat} alternating rounds\n"
+    )
+    print(report(results))
     if args.json:
         figures: dict[str, Any] = {
             "max_tokens": args.max_tokens,
-            "engine": {r.streams: r.tokens_per_s for r in engine_runs},
-            "triton": {r.streams: r.tokens_per_s for r in triton_runs},
+            "repeat": args.repeat,
+            "engine": {c.streams: [r.tokens_per_s for r in c.engine] for c in results},
+            "triton": {c.streams: [r.tokens_per_s for r in c.triton] for c in results},
+            "ratio": {c.streams: c.ratio for c in results},
         }
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
