@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from llm_stack import llama_logging
+from llm_stack.llama_loader import load_model
 
 REPLACEMENT = "\ufffd"
 
@@ -58,14 +58,8 @@ class GgufTokenizer:
     """The vocabulary of a GGUF file, through llama.cpp (no weights loaded)."""
 
     def __init__(self, path: Path) -> None:
-        import llama_cpp as lc
-
-        self._lc: Any = lc
-        llama_logging.install(lc)
-        lc.llama_backend_init()
-        params = lc.llama_model_default_params()
-        params.vocab_only = True
-        self._model = lc.llama_model_load_from_file(str(path).encode(), params)
+        self._lc, self._model = load_model(path, vocab_only=True)
+        lc = self._lc
         if not self._model:
             raise ValueError(f"cannot read a GGUF vocabulary from {path}")
         self._vocab = lc.llama_model_get_vocab(self._model)

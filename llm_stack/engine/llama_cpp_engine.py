@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_stack import llama_logging
 from llm_stack.engine.base import (
     EngineStats,
     EngineStoppedError,
@@ -30,6 +29,7 @@ from llm_stack.engine.base import (
     TokenDelta,
 )
 from llm_stack.engine.scheduler import Scheduler, SchedulerLimits, StepItem
+from llm_stack.llama_loader import load_model
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,8 @@ class _Llama:
     """The llama.cpp model, context and batch, owned by the step thread."""
 
     def __init__(self, config: LlamaCppConfig) -> None:
-        import llama_cpp as lc
-
-        self.lc: Any = lc
-        llama_logging.install(lc)
-        lc.llama_backend_init()
-        mparams = lc.llama_model_default_params()
-        mparams.progress_callback = llama_logging.silent_progress(lc)
-        self.model = lc.llama_model_load_from_file(str(config.model_path).encode(), mparams)
+        self.lc, self.model = load_model(config.model_path)
+        lc = self.lc
         if not self.model:
             raise EngineStoppedError(f"llama.cpp could not load {config.model_path}")
         self.vocab = lc.llama_model_get_vocab(self.model)
