@@ -24,8 +24,8 @@ from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
-from llm_stack.engine.base import GenerationRequest, SamplingParams
-from llm_stack.engine.llama_cpp_engine import LlamaCppConfig, LlamaCppEngine
+from llm_stack.engine.base import Engine, GenerationRequest, SamplingParams
+from llm_stack.engine.factory import create_engine
 from llm_stack.ensemble_client import generate
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_source import resolve_model_path
@@ -103,23 +103,8 @@ async def measure(streams: int, one: One) -> Run:
     return Run(streams, sum(counts), time.perf_counter() - start)
 
 
-def create_engine(params: ModelParameters) -> LlamaCppEngine:
-    """The CPU engine with the `tensorrt_llm` model's settings."""
-    return LlamaCppEngine(
-        LlamaCppConfig(
-            model_path=resolve_model_path(params.get_str("model_path")),
-            max_batch_size=params.get_int("max_batch_size"),
-            max_queue=params.get_int("max_queue_size"),
-            kv_cache_tokens=params.get_int("kv_cache_tokens"),
-            max_seq_len=params.get_int("max_seq_len"),
-            max_step_tokens=params.get_int("max_step_tokens"),
-            n_threads=params.get_int("n_threads"),
-        )
-    )
-
-
 def engine_stream(
-    engine: LlamaCppEngine, tokenizer: GgufTokenizer, texts: Sequence[str], max_tokens: int
+    engine: Engine, tokenizer: GgufTokenizer, texts: Sequence[str], max_tokens: int
 ) -> One:
     """One sequence through the engine in this process, no Triton."""
     sampling = SamplingParams(max_tokens=max_tokens, min_tokens=max_tokens, temperature=0.0)
