@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import httpx
@@ -81,8 +81,16 @@ def _total(samples: Samples, name: str) -> float | None:
     return sum(values) if values else None
 
 
-def _delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    return {k: v - before.get(k, 0.0) for k, v in sorted(after.items())}
+def _delta_total(before: Samples, after: Samples, name: str) -> float | None:
+    """How much `name` grew between two scrapes (None: not exported)."""
+    end = _total(after, name)
+    return None if end is None else end - (_total(before, name) or 0.0)
+
+
+def _delta_by_label(before: Samples, after: Samples, name: str, label: str) -> dict[str, float]:
+    """How much `name` grew between two scrapes, per value of `label`."""
+    start = _by_label(before, name, label)
+    return {k: v - start.get(k, 0.0) for k, v in sorted(_by_label(after, name, label).items())}
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -116,35 +124,16 @@ def server_figures(
     f0, f1 = frontend[0].samples, frontend[1].samples
     elapsed = max(triton[1].at - triton[0].at, 1e-9)
 
-    def delta_total(name: str) -> float | None:
-        after = _total(t1, name)
-        return None if after is None else after - (_total(t0, name) or 0.0)
-
-    tokens = delta_total("llm_engine_generated_tokens_total")
-    steps = delta_total("llm_engine_steps_total")
-    requests = _delta(
-        _by_label(t0, "nv_inference_request_success", "model"),
-        _by_label(t1, "nv_inference_request_success", "model"),
+    tokens = _delta_total(t0, t1, "llm_engine_generated_tokens_total")
+    steps = _delta_total(t0, t1, "llm_engine_steps_total")
+    requests = _delta_by_label(t0, t1, "nv_inference_request_success", "model")
+    queue_us = _delta_by_label(t0, t1, "nv_inference_queue_duration_us", "model")
+    inferences = _delta_by_label(t0, t1, "nv_inference_count", "model")
+    executions = _delta_by_label(t0, t1, "nv_inference_exec_count", "model")
+    ttft_mean = _ratio(
+        _delta_total(f0, f1, "frontend_time_to_first_token_seconds_sum"),
+        _delta_total(f0, f1, "frontend_time_to_first_token_seconds_count"),
     )
-    queue_us = _delta(
-        _by_label(t0, "nv_inference_queue_duration_us", "model"),
-        _by_label(t1, "nv_inference_queue_duration_us", "model"),
-    )
-    inferences = _delta(
-        _by_label(t0, "nv_inference_count", "model"), _by_label(t1, "nv_inference_count", "model")
-    )
-    executions = _delta(
-        _by_label(t0, "nv_inference_exec_count", "model"),
-        _by_label(t1, "nv_inference_exec_count", "model"),
-    )
-    ttft_sum = _total(f1, "frontend_time_to_first_token_seconds_sum")
-    ttft_count = _total(f1, "frontend_time_to_first_token_seconds_count")
-    ttft_mean = None
-    if ttft_sum is not None and ttft_count is not None:
-        ttft_mean = _ratio(
-            ttft_sum - (_total(f0, "frontend_time_to_first_token_seconds_sum") or 0.0),
-            ttft_count - (_total(f0, "frontend_time_to_first_token_seconds_count") or 0.0),
-        )
     return ServerFigures(
         elapsed_s=elapsed,
         engine_tokens_per_s=None if tokens is None else tokens / elapsed,
@@ -157,13 +146,7 @@ def server_figures(
         triton_batch_size={
             m: n / executions[m] for m, n in inferences.items() if executions.get(m)
         },
-        frontend_generations=_delta(
-            _by_label(f0, "frontend_generations_total", "outcome"),
-            _by_label(f1, "frontend_generations_total", "outcome"),
-        ),
-        frontend_rejected=_delta(
-            _by_label(f0, "frontend_rejected_requests_total", "reason"),
-            _by_label(f1, "frontend_rejected_requests_total", "reason"),
-        ),
+        frontend_generations=_delta_by_label(f0, f1, "frontend_generations_total", "outcome"),
+        frontend_rejected=_delta_by_label(f0, f1, "frontend_rejected_requests_total", "reason"),
         frontend_ttft_mean_s=ttft_mean,
     )
