@@ -72,6 +72,18 @@ class PromptTooManyTokensError(FieldRuleViolationError):
         )
 
 
+class SequenceTooLongError(FieldRuleViolationError):
+    """The prompt's tokens plus max_tokens exceed what one sequence of the model holds."""
+
+    def __init__(self, tokens: int, limit: int, field: str = "max_tokens") -> None:
+        super().__init__(
+            field,
+            tokens,
+            limit,
+            f"prompt tokens + {field} = {tokens:,} exceeds the model's {limit:,} token limit",
+        )
+
+
 class EmptyMessagesError(FieldRuleViolationError):
     def __init__(self) -> None:
         super().__init__("messages", 0, "non-empty", "messages must not be empty")
@@ -204,7 +216,10 @@ class ModelNotFoundError(NotFoundError):
 
 
 class MethodNotAllowedError(FrontendError):
-    pass
+    """The route exists, but not for this method; `Allow` lists the methods it has (RFC 9110)."""
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__("method not allowed on this route", headers={"Allow": allowed})
 
 
 # --- the caller ---------------------------------------------------------------------------

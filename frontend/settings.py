@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from llm_stack.ensemble_contract import ENGINE_MODEL, ENSEMBLE_MODEL
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -40,7 +42,7 @@ class FrontendSettings(BaseSettings):
 
     # Triton
     triton_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:8001"])
-    model_name: str = "ensemble"
+    model_name: str = ENSEMBLE_MODEL
     request_timeout_s: float = Field(default=120.0, gt=0)
     health_probe_interval_s: float = Field(default=2.0, gt=0)
     health_probe_timeout_s: float = Field(default=1.0, gt=0)
@@ -50,7 +52,7 @@ class FrontendSettings(BaseSettings):
     grpc_keepalive_s: float = Field(default=300.0, gt=0)
     # The decoupled engine model inside the ensemble; a client that goes away gets its
     # sequence aborted there with a `stop` request. Empty: cancel the stream only.
-    abort_model: str = "tensorrt_llm"
+    abort_model: str = ENGINE_MODEL
 
     # The OpenAI API (/v1): the model id clients name, and what /v1/models says of it.
     served_model_name: str = Field(default="gemma-3-270m", min_length=1)

@@ -19,15 +19,12 @@ import asyncio
 import itertools
 import json
 import logging
-import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import numpy as np
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
@@ -35,6 +32,7 @@ from frontend.errors import (
     FrontendError,
     ModelRejectedRequestError,
     PromptTooManyTokensError,
+    SequenceTooLongError,
     TritonError,
     TritonInternalError,
     TritonQueueFullError,
@@ -43,28 +41,22 @@ from frontend.errors import (
 )
 from frontend.metrics import FrontendMetrics
 from frontend.validation import GenerationRequest
+from llm_stack.ensemble_contract import (
+    GRPC_ERROR_HEADERS,
+    EnsembleRequest,
+    has_outputs,
+    parse_response,
+    stop_request,
+    stream_request,
+)
+from llm_stack.model_errors import ErrorCode, ModelError, decode_model_error
 
 log = logging.getLogger(__name__)
 
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-_PROMPT_TOKENS = re.compile(
-    r"(?:(?P<input>messages|text_input): )?prompt has (?P<tokens>\d+) tokens, "
-    r"exceeds the limit of (?P<limit>\d+)"
-)
-# Chat messages the model's template refused ("messages: roles must alternate ...").
-_MESSAGES_ERROR = re.compile(r"^messages\b")
-# Triton names the ensemble a failed step belongs to; clients know no steps.
-_ENSEMBLE_PREFIX = re.compile(r"^in ensemble '[^']*', ")
-# The model's INVALID_ARG messages, for errors that arrive in-band without a code.
-_USER_ERROR = re.compile(
-    r"exceeds the sequence limit|\bmust (?:be|hold)\b|is required\b|already in flight"
-)
-_QUEUE_FULL = re.compile(r"queue is full|exceeds maximum queue size", re.IGNORECASE)
-_MODEL_TIMEOUT = re.compile(r"exceeded the time limit")
 _CLIENT_MESSAGE_CHARS = 300
-# Triton (>= 24.08) then ends a failed stream with the error's gRPC status code instead
-# of an in-band message without one.
-_GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
+# The ensemble's inputs under the names clients sent them (the rest keep theirs).
+_CLIENT_FIELDS: Mapping[str, str] = {"text_input": "prompt", "stop_words": "stop"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,54 +129,33 @@ def _channel_args(config: PoolConfig) -> list[tuple[str, Any]]:
     ]
 
 
-def _tensor(name: str, value: np.ndarray[Any, Any], datatype: str) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput(name, list(value.shape), datatype)
-    tensor.set_data_from_numpy(value)
-    return tensor
-
-
-def _scalar(
-    name: str, value: float, dtype: type[np.generic], datatype: str
-) -> grpcclient.InferInput:
-    return _tensor(name, np.array([[value]], dtype=dtype), datatype)
-
-
-def build_inputs(request: GenerationRequest) -> list[grpcclient.InferInput]:
-    """The ensemble's input tensors (batch dimension 1) for a validated request.
+def ensemble_request(request: GenerationRequest) -> EnsembleRequest:
+    """The ensemble request for a validated request.
 
     Chat messages go as the `messages` input, a JSON array that Triton's preprocessing
     renders with the model's chat template; `text_input` is then empty.
     """
-    inputs = [
-        _tensor("text_input", np.array([[request.prompt.encode()]], dtype=np.object_), "BYTES"),
-        _scalar("max_tokens", request.max_tokens, np.int32, "INT32"),
-        _scalar("stream", request.stream, np.bool_, "BOOL"),
-        _scalar("temperature", request.temperature, np.float32, "FP32"),
-    ]
+    messages = None
     if request.messages:
         messages = json.dumps(
             [{"role": m.role, "content": m.content} for m in request.messages],
             ensure_ascii=False,
         )
-        inputs.append(
-            _tensor("messages", np.array([[messages.encode()]], dtype=np.object_), "BYTES")
-        )
-    optional: tuple[tuple[str, float | None, type[np.generic], str], ...] = (
-        ("top_p", request.top_p, np.float32, "FP32"),
-        ("top_k", request.top_k, np.int32, "INT32"),
-        ("seed", request.seed, np.uint64, "UINT64"),
-        ("presence_penalty", request.presence_penalty, np.float32, "FP32"),
-        ("frequency_penalty", request.frequency_penalty, np.float32, "FP32"),
-        ("repetition_penalty", request.repetition_penalty, np.float32, "FP32"),
-        ("min_tokens", request.min_tokens, np.int32, "INT32"),
+    return EnsembleRequest(
+        text_input=request.prompt,
+        max_tokens=request.max_tokens,
+        stream=request.stream,
+        temperature=request.temperature,
+        messages=messages,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        repetition_penalty=request.repetition_penalty,
+        min_tokens=request.min_tokens,
+        stop_words=request.stop or None,
     )
-    for name, value, dtype, datatype in optional:
-        if value is not None:
-            inputs.append(_scalar(name, value, dtype, datatype))
-    if request.stop:
-        words = np.array([[s.encode("utf-8") for s in request.stop]], dtype=np.object_)
-        inputs.append(_tensor("stop_words", words, "BYTES"))
-    return inputs
 
 
 def classify_error(code: str | None, message: str) -> FrontendError | None:
@@ -193,23 +164,11 @@ def classify_error(code: str | None, message: str) -> FrontendError | None:
     """
     if code == "DEADLINE_EXCEEDED":
         return TritonTimeoutError(None)
-    if match := _PROMPT_TOKENS.search(message):
-        tokens, limit = int(match["tokens"]), int(match["limit"])
-        return PromptTooManyTokensError(
-            tokens, limit, "messages" if match["input"] == "messages" else "prompt"
-        )
-    if code == "RESOURCE_EXHAUSTED" or _QUEUE_FULL.search(message):
+    model_error = decode_model_error(message)
+    if model_error is not None:
+        return _from_model_error(model_error)
+    if code == "RESOURCE_EXHAUSTED":
         return TritonQueueFullError()
-    if _MODEL_TIMEOUT.search(message):
-        return TritonTimeoutError(None)
-    if code == "INVALID_ARGUMENT" or (code is None and _USER_ERROR.search(message)):
-        # The model's own validation messages name the field; they are meant for clients.
-        first_line = message.strip().splitlines()[0] if message.strip() else "invalid request"
-        first_line = _ENSEMBLE_PREFIX.sub("", first_line)
-        return ModelRejectedRequestError(
-            first_line[:_CLIENT_MESSAGE_CHARS],
-            "messages" if _MESSAGES_ERROR.match(first_line) else None,
-        )
     if code == "UNAVAILABLE":
         return None
     if code in ("CANCELLED", "NOT_FOUND"):
@@ -217,32 +176,47 @@ def classify_error(code: str | None, message: str) -> FrontendError | None:
     return TritonInternalError()
 
 
-def _first_value(result: grpcclient.InferResult, name: str) -> Any:
-    array = result.as_numpy(name)
-    if array is None or array.size == 0:
-        return None
-    return array.reshape(-1)[0]
+def _from_model_error(error: ModelError) -> FrontendError:
+    field = _CLIENT_FIELDS.get(error.field, error.field) if error.field else None
+    values = error.values
+    match error.code:
+        case ErrorCode.PROMPT_TOO_LONG:
+            return PromptTooManyTokensError(
+                int(values.get("tokens", 0)), int(values.get("limit", 0)), field or "prompt"
+            )
+        case ErrorCode.SEQUENCE_TOO_LONG:
+            return SequenceTooLongError(int(values.get("tokens", 0)), int(values.get("limit", 0)))
+        case (
+            ErrorCode.INVALID_ARGUMENT
+            | ErrorCode.INVALID_MESSAGES
+            | ErrorCode.DUPLICATE_REQUEST_ID
+        ):
+            # The model's own validation messages name the field; they are meant for clients.
+            first_line = error.message.strip().splitlines()[0] if error.message.strip() else ""
+            return ModelRejectedRequestError(
+                first_line[:_CLIENT_MESSAGE_CHARS] or "invalid request", field
+            )
+        case ErrorCode.QUEUE_FULL:
+            return TritonQueueFullError()
+        case ErrorCode.TIMEOUT:
+            return TritonTimeoutError(None)
+        case ErrorCode.CANCELLED:
+            return TritonUnavailableError()
+        case _:
+            return TritonInternalError()
 
 
-def parse_response(result: grpcclient.InferResult) -> EngineChunk | None:
+def parse_chunk(result: Any) -> EngineChunk | None:
     """The chunk a response carries, or None for an empty final response."""
-    text_array = result.as_numpy("text_output")
-    if text_array is None:
+    if not has_outputs(result):
         return None
-    text = "".join(
-        v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
-        for v in text_array.reshape(-1)
-    )
-    finish = _first_value(result, "finish_reason")
-    finish_text = finish.decode("utf-8") if isinstance(finish, bytes) else str(finish or "")
-    n_in = _first_value(result, "num_input_tokens")
-    n_out = _first_value(result, "num_output_tokens")
+    response = parse_response(result)
     return EngineChunk(
-        text=text,
-        prompt_tokens=int(n_in) if n_in is not None else 0,
-        completion_tokens=int(n_out) if n_out is not None else 0,
-        finish_reason=finish_text,
-        model_version=result.get_response().model_version,
+        text=response.text,
+        prompt_tokens=response.num_input_tokens,
+        completion_tokens=response.num_output_tokens,
+        finish_reason=response.finish_reason,
+        model_version=response.model_version,
     )
 
 
@@ -344,12 +318,8 @@ class TritonPool:
     ) -> AsyncIterator[EngineChunk]:
         # Triton ids must be unique while in flight; a client's X-Request-ID need not be.
         triton_id = f"{request_id[:64]}-{uuid.uuid4().hex[:12]}"
-        payload = {
-            "model_name": self.config.model_name,
-            "inputs": build_inputs(request),
-            "request_id": triton_id,
-            "enable_empty_final_response": True,
-        }
+        payload = stream_request(ensemble_request(request), triton_id)
+        payload["model_name"] = self.config.model_name
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
             yield payload
@@ -358,7 +328,7 @@ class TritonPool:
         endpoint.in_flight_gauge.inc()
         endpoint.calls_counter.inc()
         call = endpoint.client.stream_infer(
-            one_request(), stream_timeout=self.config.timeout_s, headers=_GRPC_ERROR_HEADERS
+            one_request(), stream_timeout=self.config.timeout_s, headers=GRPC_ERROR_HEADERS
         )
         finished = False
         try:
@@ -368,7 +338,7 @@ class TritonPool:
                     raise self._failure(endpoint, triton_id, None, str(error.message()))
                 response = result.get_response()
                 final = response.parameters["triton_final_response"].bool_param
-                chunk = parse_response(result)
+                chunk = parse_chunk(result)
                 if chunk is not None:
                     yield chunk
                 if final:
@@ -421,13 +391,8 @@ class TritonPool:
     async def _abort(self, endpoint: Endpoint, triton_id: str) -> None:
         """Ask the engine model to drop the sequence with this request id."""
         assert self.config.abort_model is not None
-        stop = _tensor("stop", np.array([[True]], dtype=np.bool_), "BOOL")
-        payload = {
-            "model_name": self.config.abort_model,
-            "inputs": [stop],
-            "request_id": triton_id,
-            "enable_empty_final_response": True,
-        }
+        payload = stop_request(triton_id)
+        payload["model_name"] = self.config.abort_model
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
             yield payload

@@ -27,6 +27,7 @@ import tritonclient.grpc.aio as grpcclient
 from llm_stack.engine.base import Engine, GenerationRequest, SamplingParams
 from llm_stack.engine.factory import create_engine
 from llm_stack.ensemble_client import generate
+from llm_stack.ensemble_contract import NUM_OUTPUT_TOKENS, TEXT_OUTPUT
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
@@ -126,7 +127,7 @@ def engine_stream(
 
 
 # What a streaming client reads: the text, and the token count for the total.
-STREAM_OUTPUTS = ("text_output", "num_output_tokens")
+STREAM_OUTPUTS = (TEXT_OUTPUT, NUM_OUTPUT_TOKENS)
 
 
 def triton_stream(

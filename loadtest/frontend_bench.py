@@ -28,17 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 
+from llm_stack.ensemble_contract import (
+    GRPC_ERROR_HEADERS,
+    EnsembleRequest,
+    parse_response,
+    stream_request,
+)
 from llm_stack.triton_server import TritonPorts, TritonServer, wheel_install
 from loadtest.stack import FrontendProcess
 
 ECHO_REPOSITORY = Path(__file__).resolve().parent / "echo_model_repository"
 ECHO_MODEL = "echo"
 PROMPT = "The quick brown fox jumps over the lazy dog"
-GRPC_ERROR_HEADERS = {"triton_grpc_error": "true"}
 
 Call = Callable[[int], Awaitable[None]]
 
@@ -84,32 +87,21 @@ async def measure(
     return Result(target, concurrency, len(latencies), ended - measure_from, latencies)
 
 
-def _inputs(max_tokens: int) -> list[grpcclient.InferInput]:
-    text = grpcclient.InferInput("text_input", [1, 1], "BYTES")
-    text.set_data_from_numpy(np.array([[PROMPT.encode()]], dtype=np.object_))
-    limit = grpcclient.InferInput("max_tokens", [1, 1], "INT32")
-    limit.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
-    stream = grpcclient.InferInput("stream", [1, 1], "BOOL")
-    stream.set_data_from_numpy(np.array([[False]], dtype=np.bool_))
-    return [text, limit, stream]
-
-
 def triton_call(client: grpcaio.InferenceServerClient, max_tokens: int) -> Call:
     """One ensemble-contract request straight to Triton, until its final response."""
+    request = EnsembleRequest(text_input=PROMPT, max_tokens=max_tokens, stream=False)
 
     async def call(_worker: int) -> None:
         async def one() -> Any:
-            yield {
-                "model_name": ECHO_MODEL,
-                "inputs": _inputs(max_tokens),
-                "enable_empty_final_response": True,
-            }
+            payload = stream_request(request)
+            payload["model_name"] = ECHO_MODEL
+            yield payload
 
         responses = client.stream_infer(one(), stream_timeout=30, headers=GRPC_ERROR_HEADERS)
         async for result, error in responses:
             if error is not None:
                 raise RuntimeError(error.message())
-            if result.get_response().parameters["triton_final_response"].bool_param:
+            if parse_response(result).final:
                 return
 
     return call

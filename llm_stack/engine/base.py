@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from llm_stack.model_errors import CodedError, ErrorCode
+
 
 class FinishReason(enum.StrEnum):
     """Why a sequence ended (OpenAI's names where they exist)."""
@@ -21,16 +23,20 @@ class FinishReason(enum.StrEnum):
     CANCELLED = "cancelled"  # aborted by the client
 
 
-class EngineError(Exception):
-    """Base of the errors an engine raises for one request."""
+class EngineError(CodedError):
+    """Base of the errors an engine raises for one request; models send them coded."""
 
 
 class InvalidRequestError(EngineError):
     """The request cannot be served as given (bad parameter, prompt too long)."""
 
+    default_code = ErrorCode.INVALID_ARGUMENT
+
 
 class EngineOverloadedError(EngineError):
     """The engine's waiting queue is full; the caller may retry later."""
+
+    default_code = ErrorCode.QUEUE_FULL
 
 
 class EngineStoppedError(EngineError):
@@ -52,24 +58,26 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        checks: list[tuple[bool, str]] = [
-            (self.max_tokens >= 1, f"max_tokens must be >= 1, got {self.max_tokens}"),
-            (self.temperature >= 0.0, f"temperature must be >= 0, got {self.temperature}"),
-            (self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}"),
-            (0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}"),
+        checks: list[tuple[bool, str, str]] = [
+            (self.max_tokens >= 1, "max_tokens", f"must be >= 1, got {self.max_tokens}"),
+            (self.temperature >= 0.0, "temperature", f"must be >= 0, got {self.temperature}"),
+            (self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}"),
+            (0.0 < self.top_p <= 1.0, "top_p", f"must be in (0, 1], got {self.top_p}"),
             (
                 self.repetition_penalty > 0.0,
-                f"repetition_penalty must be > 0, got {self.repetition_penalty}",
+                "repetition_penalty",
+                f"must be > 0, got {self.repetition_penalty}",
             ),
-            (self.min_tokens >= 0, f"min_tokens must be >= 0, got {self.min_tokens}"),
+            (self.min_tokens >= 0, "min_tokens", f"must be >= 0, got {self.min_tokens}"),
             (
                 self.seed is None or 0 <= self.seed < 2**64,
-                f"seed must be an unsigned 64-bit integer, got {self.seed}",
+                "seed",
+                f"must be an unsigned 64-bit integer, got {self.seed}",
             ),
         ]
-        for ok, message in checks:
+        for ok, name, rule in checks:
             if not ok:
-                raise InvalidRequestError(message)
+                raise InvalidRequestError(f"{name} {rule}", field=name)
 
     @property
     def greedy(self) -> bool:
@@ -89,9 +97,11 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
-            raise InvalidRequestError("the prompt is empty: it has 0 tokens")
+            raise InvalidRequestError("the prompt is empty: it has 0 tokens", field="text_input")
         if any(not seq for seq in (*self.stop_sequences, *self.bad_sequences)):
-            raise InvalidRequestError("stop and bad word sequences must not be empty")
+            raise InvalidRequestError(
+                "stop and bad word sequences must not be empty", field="stop_words"
+            )
 
 
 @dataclass(frozen=True)

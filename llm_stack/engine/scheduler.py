@@ -21,6 +21,7 @@ from llm_stack.engine.base import (
     TokenDelta,
 )
 from llm_stack.engine.stops import StopMatcher, banned_next_tokens
+from llm_stack.model_errors import ErrorCode
 
 
 @dataclass
@@ -106,20 +107,28 @@ class Scheduler:
         if request.request_id in self._active or any(
             s.request_id == request.request_id for s in self._waiting
         ):
-            raise InvalidRequestError(f"request id {request.request_id!r} is already in flight")
+            raise InvalidRequestError(
+                f"request id {request.request_id!r} is already in flight",
+                code=ErrorCode.DUPLICATE_REQUEST_ID,
+            )
         need = len(request.prompt_ids) + request.sampling.max_tokens
         limit = min(self.limits.max_seq_len, self.limits.kv_capacity)
         if need > limit:
             raise InvalidRequestError(
                 f"prompt tokens + max_tokens = {len(request.prompt_ids)} + "
-                f"{request.sampling.max_tokens} = {need} exceeds the sequence limit of {limit}"
+                f"{request.sampling.max_tokens} = {need} exceeds the sequence limit of {limit}",
+                code=ErrorCode.SEQUENCE_TOO_LONG,
+                field="max_tokens",
+                tokens=need,
+                limit=limit,
             )
         # Slots freed or never used since the last step take arrivals first, so the
         # queue bound counts only requests that really wait.
         self._admit()
         if len(self._waiting) >= self.limits.max_waiting and not self._can_admit_now(need):
             raise EngineOverloadedError(
-                f"engine queue is full: {len(self._waiting)} requests waiting"
+                f"engine queue is full: {len(self._waiting)} requests waiting",
+                waiting=len(self._waiting),
             )
         self._waiting.append(
             Sequence(request=request, stops=StopMatcher(request.stop_sequences), reserved=need)

@@ -47,6 +47,7 @@ from llm_stack.engine.base import (
     TokenDelta,
 )
 from llm_stack.engine.stops import StopMatcher
+from llm_stack.model_errors import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ def to_sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         raise InvalidRequestError(
             f"bad_words: the TensorRT-LLM engine bans single tokens only; "
             f"{len(long_bad)} bad word(s) encode to several tokens (the longest to "
-            f"{max(len(seq) for seq in long_bad)})"
+            f"{max(len(seq) for seq in long_bad)})",
+            field="bad_words",
         )
     bad_ids = _single_tokens(request.bad_sequences)
     if bad_ids:
@@ -385,19 +387,32 @@ class TrtLlmEngine:
         prompt_len = len(request.prompt_ids)
         if prompt_len > self.max_input_len:
             raise InvalidRequestError(
-                f"prompt has {prompt_len} tokens, exceeds the limit of {self.max_input_len}"
+                f"prompt has {prompt_len} tokens, exceeds the limit of {self.max_input_len}",
+                code=ErrorCode.PROMPT_TOO_LONG,
+                field="text_input",
+                tokens=prompt_len,
+                limit=self.max_input_len,
             )
         need = prompt_len + request.sampling.max_tokens
         if need > self.max_seq_len:
             raise InvalidRequestError(
                 f"prompt tokens + max_tokens = {prompt_len} + {request.sampling.max_tokens} = "
-                f"{need} exceeds the sequence limit of {self.max_seq_len}"
+                f"{need} exceeds the sequence limit of {self.max_seq_len}",
+                code=ErrorCode.SEQUENCE_TOO_LONG,
+                field="max_tokens",
+                tokens=need,
+                limit=self.max_seq_len,
             )
         if request.request_id in self._inflight:
-            raise InvalidRequestError(f"request id {request.request_id!r} is already in flight")
+            raise InvalidRequestError(
+                f"request id {request.request_id!r} is already in flight",
+                code=ErrorCode.DUPLICATE_REQUEST_ID,
+            )
         waiting = len(self._inflight) - self.max_batch_size
         if waiting >= self.max_queue:
-            raise EngineOverloadedError(f"engine queue is full: {max(waiting, 0)} requests waiting")
+            raise EngineOverloadedError(
+                f"engine queue is full: {max(waiting, 0)} requests waiting", waiting=max(waiting, 0)
+            )
         kwargs = to_sampling_kwargs(request)
         if not request.sampling.greedy and "seed" not in kwargs:
             # Unset, the runtime seeds every request with 0: equal prompts, equal samples.

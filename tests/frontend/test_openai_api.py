@@ -12,15 +12,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-import numpy as np
 import openai
 import pytest
 import tritonclient.grpc.aio as grpcaio
 
 from frontend.app import create_app
 from frontend.auth import key_digest
-from llm_stack.ensemble_client import GRPC_ERROR_HEADERS, Result, collect, ensemble_inputs
-from llm_stack.ensemble_client import request_stream as one_request
+from llm_stack.ensemble_client import Result, call
+from llm_stack.ensemble_contract import EnsembleRequest
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
 from llm_stack.triton_server import TritonServer
@@ -55,23 +54,19 @@ def sdk(app: ServedApp, api_key: str = "unused") -> openai.AsyncOpenAI:
 async def engine_result(triton: TritonServer, max_tokens: int, **inputs: Any) -> Result:
     """One greedy call to the ensemble over gRPC: a prompt, or `messages` for chat."""
     messages = inputs.pop("messages", None)
-    tensors = ensemble_inputs(inputs.pop("prompt", ""), max_tokens, temperature=0.0, **inputs)
-    if messages is not None:
-        tensor = grpcaio.InferInput("messages", [1, 1], "BYTES")
-        tensor.set_data_from_numpy(np.array([[json.dumps(messages).encode()]], dtype=object))
-        tensors.append(tensor)
+    request = EnsembleRequest(
+        inputs.pop("prompt", ""),
+        max_tokens,
+        temperature=0.0,
+        messages=None if messages is None else json.dumps(messages),
+        **inputs,
+    )
     client = grpcaio.InferenceServerClient(triton.grpc_url)
-    result = Result()
     try:
-        async for response, error in client.stream_infer(
-            one_request(tensors), stream_timeout=120, headers=GRPC_ERROR_HEADERS
-        ):
-            assert error is None, error
-            collect(result, response)
-            if response.get_response().parameters["triton_final_response"].bool_param:
-                break
+        result = await call(client, request)
     finally:
         await client.close()
+    assert result.error is None, result.error
     return result
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from frontend import errors as e
 from frontend.metrics import FrontendMetrics
-from frontend.triton_client import PoolConfig, TritonPool, build_inputs, classify_error
+from frontend.triton_client import PoolConfig, TritonPool, classify_error, ensemble_request
 from frontend.validation import ChatMessage, GenerationRequest
+from llm_stack.model_errors import ErrorCode, ModelError, encode_model_error
 
 REQUEST = GenerationRequest(
     prompt="héllo", max_tokens=8, temperature=0.5, top_p=0.9, top_k=40,
@@ -18,9 +20,16 @@ REQUEST = GenerationRequest(
 )  # fmt: skip
 
 
+def sent(request: GenerationRequest) -> dict[str, tuple[str, list[int], bytes]]:
+    return {
+        t.name(): (t.datatype(), t.shape(), t._get_content())
+        for t in ensemble_request(request).inputs()
+    }
+
+
 def test_inputs_follow_the_ensemble_contract() -> None:
-    inputs = {t.name(): t for t in build_inputs(REQUEST)}
-    assert {name: (t.datatype(), t.shape()) for name, t in inputs.items()} == {
+    inputs = sent(REQUEST)
+    assert {name: (dtype, shape) for name, (dtype, shape, _) in inputs.items()} == {
         "text_input": ("BYTES", [1, 1]),
         "max_tokens": ("INT32", [1, 1]),
         "stream": ("BOOL", [1, 1]),
@@ -30,13 +39,15 @@ def test_inputs_follow_the_ensemble_contract() -> None:
         "seed": ("UINT64", [1, 1]),
         "stop_words": ("BYTES", [1, 2]),
     }
+    assert inputs["text_input"][2] == len("héllo".encode()).to_bytes(4, "little") + "héllo".encode()
+    assert np.frombuffer(inputs["max_tokens"][2], np.int32).tolist() == [8]
+    assert np.frombuffer(inputs["seed"][2], np.uint64).tolist() == [7]
+    assert inputs["stop_words"][2] == b"\x01\x00\x00\x00\n\x03\x00\x00\x00END"
 
 
 def test_optional_inputs_are_left_out() -> None:
     plain = GenerationRequest("x", 4, 0.0, None, None, (), None, False)
-    assert [t.name() for t in build_inputs(plain)] == [
-        "text_input", "max_tokens", "stream", "temperature",
-    ]  # fmt: skip
+    assert list(sent(plain)) == ["text_input", "max_tokens", "stream", "temperature"]
 
 
 def test_chat_messages_go_as_json_beside_an_empty_prompt() -> None:
@@ -45,67 +56,100 @@ def test_chat_messages_go_as_json_beside_an_empty_prompt() -> None:
         messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "Grüß dich")),
         presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.1, min_tokens=2,
     )  # fmt: skip
-    inputs = {t.name(): t for t in build_inputs(chat)}
-    assert list(inputs) == [
+    inputs = sent(chat)
+    assert set(inputs) == {
         "text_input", "max_tokens", "stream", "temperature", "messages", "presence_penalty",
         "frequency_penalty", "repetition_penalty", "min_tokens",
-    ]  # fmt: skip
-    sent = {name: t._get_content() for name, t in inputs.items()}
-    assert sent["text_input"] == b"\x00\x00\x00\x00"  # one empty string, length-prefixed
-    messages = sent["messages"][4:].decode("utf-8")
+    }  # fmt: skip
+    assert inputs["text_input"][2] == b"\x00\x00\x00\x00"  # one empty string, length-prefixed
+    messages = inputs["messages"][2][4:].decode("utf-8")
     assert json.loads(messages) == [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Grüß dich"},
     ]  # fmt: skip
-    assert inputs["min_tokens"].datatype() == "INT32"
-    assert inputs["presence_penalty"].datatype() == "FP32"
+    assert inputs["min_tokens"][:2] == ("INT32", [1, 1])
+    assert np.frombuffer(inputs["presence_penalty"][2], np.float32).tolist() == [0.5]
+
+
+def coded(code: ErrorCode, message: str, field: str | None = None, **values: int) -> str:
+    return encode_model_error(ModelError(code, message, field, values))
+
+
+# (gRPC code, message) → error class, HTTP status, client message, field, value, limit
+ERROR_ROWS = [
+    (("INVALID_ARGUMENT", coded(ErrorCode.PROMPT_TOO_LONG, "x", "text_input", tokens=9000,
+                                limit=8192)),
+     e.PromptTooManyTokensError, 422, "prompt of 9,000 tokens exceeds the 8,192 limit",
+     "prompt", 9000, 8192),
+    (("INVALID_ARGUMENT", "in ensemble 'ensemble', " + coded(
+        ErrorCode.PROMPT_TOO_LONG, "x", "messages", tokens=3000, limit=2048)),
+     e.PromptTooManyTokensError, 422, "messages of 3,000 tokens exceeds the 2,048 limit",
+     "messages", 3000, 2048),
+    ((None, coded(ErrorCode.SEQUENCE_TOO_LONG, "x", "max_tokens", tokens=5000, limit=4096)),
+     e.SequenceTooLongError, 422,
+     "prompt tokens + max_tokens = 5,000 exceeds the model's 4,096 token limit",
+     "max_tokens", 5000, 4096),
+    (("INVALID_ARGUMENT", coded(ErrorCode.INVALID_ARGUMENT, "top_p must be in (0, 1], got 1.5"
+                                "\nmore", "top_p")),
+     e.ModelRejectedRequestError, 422, "top_p must be in (0, 1], got 1.5", "top_p", None, None),
+    (("INVALID_ARGUMENT", "in ensemble 'ensemble', " + coded(
+        ErrorCode.INVALID_MESSAGES, "messages: roles must alternate", "messages")),
+     e.ModelRejectedRequestError, 422, "messages: roles must alternate", "messages", None, None),
+    (("INVALID_ARGUMENT", coded(ErrorCode.INVALID_ARGUMENT, "stop_words: 20 words exceed the "
+                                "limit of 16", "stop_words", words=20, limit=16)),
+     e.ModelRejectedRequestError, 422, "stop_words: 20 words exceed the limit of 16", "stop",
+     None, None),
+    (("UNAVAILABLE", coded(ErrorCode.QUEUE_FULL, "engine queue is full", waiting=64)),
+     e.TritonQueueFullError, 503, "the model server's queue is full, retry later", None, None,
+     None),
+    (("RESOURCE_EXHAUSTED", "anything"),
+     e.TritonQueueFullError, 503, "the model server's queue is full, retry later", None, None,
+     None),
+    (("UNAVAILABLE", coded(ErrorCode.TIMEOUT, "generation exceeded the time limit of 600 s")),
+     e.TritonTimeoutError, 504,
+     "the model server gave up on the request: it ran past its time limit", None, None, None),
+    (("DEADLINE_EXCEEDED", "Deadline Exceeded"),
+     e.TritonTimeoutError, 504,
+     "the model server gave up on the request: it ran past its time limit", None, None, None),
+    (("CANCELLED", coded(ErrorCode.CANCELLED, "request cancelled")),
+     e.TritonUnavailableError, 503, "the model server is unavailable, retry later", None, None,
+     None),
+    (("INTERNAL", coded(ErrorCode.ENGINE_ERROR, "engine error: CUDA out of memory at 0x7f")),
+     e.TritonInternalError, 502, "the model server failed to process the request", None, None,
+     None),
+    (("INTERNAL", coded(ErrorCode.TEMPLATE_ERROR, "chat template failed: KeyError 'secret'")),
+     e.TritonInternalError, 502, "the model server failed to process the request", None, None,
+     None),
+    # Prose without a code is never trusted, however it reads.
+    (("INVALID_ARGUMENT", "prompt has 3000 tokens, exceeds the limit of 2048"),
+     e.TritonInternalError, 502, "the model server failed to process the request", None, None,
+     None),
+    ((None, "Traceback (most recent call last): secret"),
+     e.TritonInternalError, 502, "the model server failed to process the request", None, None,
+     None),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("code", "message", "expected", "client_message"),
-    [
-        ("INVALID_ARGUMENT", "text_input: prompt has 9000 tokens, exceeds the limit of 8192",
-         e.PromptTooManyTokensError, "prompt of 9,000 tokens exceeds the 8,192 limit"),
-        (None, "prompt has 3000 tokens, exceeds the limit of 2048",
-         e.PromptTooManyTokensError, "prompt of 3,000 tokens exceeds the 2,048 limit"),
-        ("INVALID_ARGUMENT", "top_p must be in (0, 1], got 1.5\nmore",
-         e.ModelRejectedRequestError, "top_p must be in (0, 1], got 1.5"),
-        ("INVALID_ARGUMENT", "in ensemble 'ensemble', messages: roles must alternate",
-         e.ModelRejectedRequestError, "messages: roles must alternate"),
-        ("INVALID_ARGUMENT", "messages: prompt has 3000 tokens, exceeds the limit of 2048",
-         e.PromptTooManyTokensError, "messages of 3,000 tokens exceeds the 2,048 limit"),
-        ("UNAVAILABLE", "engine queue is full: 64 requests waiting",
-         e.TritonQueueFullError, "the model server's queue is full, retry later"),
-        ("RESOURCE_EXHAUSTED", "anything", e.TritonQueueFullError, None),
-        ("UNAVAILABLE", "generation exceeded the time limit of 600 s", e.TritonTimeoutError, None),
-        ("DEADLINE_EXCEEDED", "Deadline Exceeded", e.TritonTimeoutError, None),
-        ("CANCELLED", "request cancelled", e.TritonUnavailableError, None),
-        ("INTERNAL", "engine error: CUDA out of memory at 0x7f", e.TritonInternalError,
-         "the model server failed to process the request"),
-        (None, "Traceback (most recent call last): secret", e.TritonInternalError, None),
-    ],
-)  # fmt: skip
+    ("wire", "expected", "status", "client_message", "field", "value", "limit"), ERROR_ROWS
+)
 def test_errors_are_classified(
-    code: str | None, message: str, expected: type[e.FrontendError], client_message: str | None
+    wire: tuple[str | None, str],
+    expected: type[e.FrontendError],
+    status: int,
+    client_message: str,
+    field: str | None,
+    value: int | None,
+    limit: int | None,
 ) -> None:
-    error = classify_error(code, message)
+    error = classify_error(*wire)
     assert type(error) is expected
     assert error is not None
-    if client_message is not None:
-        assert error.message == client_message
-
-
-@pytest.mark.parametrize(
-    ("message", "field"),
-    [
-        ("text_input: prompt has 9000 tokens, exceeds the limit of 8192", "prompt"),
-        ("messages: prompt has 9000 tokens, exceeds the limit of 8192", "messages"),
-        ("in ensemble 'ensemble', messages: roles must alternate", "messages"),
-        ("top_p must be in (0, 1], got 1.5", None),
-    ],
-)
-def test_model_errors_name_the_field(message: str, field: str | None) -> None:
-    error = classify_error("INVALID_ARGUMENT", message)
+    assert error.message == client_message
+    assert e.error_kind(error).status == status
     assert getattr(error, "field", None) == field
+    if value is not None:
+        assert isinstance(error, e.FieldRuleViolationError)
+        assert (error.value, error.limit) == (value, limit)
 
 
 def test_connection_failures_are_told_apart() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
 from chat_template import (
@@ -19,7 +18,8 @@ from chat_template import (
 from prompt_encoding import RequestError, encode_prompt
 from tritonclient.utils import InferenceServerException
 
-from llm_stack.ensemble_client import Result, call, ensemble_inputs, generate
+from llm_stack.ensemble_client import Result, call, generate
+from llm_stack.ensemble_contract import EnsembleRequest
 from llm_stack.tokenizer import GgufTokenizer
 
 SPECIAL = {"bos_token": "<bos>", "eos_token": "<eos>"}
@@ -206,11 +206,8 @@ def test_chat_prompt_limit_names_messages(gguf_tokenizer: GgufTokenizer) -> None
 async def chat_call(
     client: grpcclient.InferenceServerClient, messages: str, text_input: str = ""
 ) -> Result:
-    inputs = ensemble_inputs(text_input, 4, temperature=0.0)
-    tensor = grpcclient.InferInput("messages", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[messages.encode()]], dtype=object))
-    inputs.append(tensor)
-    return await call(client, inputs)
+    request = EnsembleRequest(text_input, 4, temperature=0.0, messages=messages)
+    return await call(client, request)
 
 
 @pytest.mark.integration

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,13 +13,18 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from llm_stack.ensemble_client import Result as EnsembleResult
-from llm_stack.ensemble_client import collect, ensemble_inputs, generate, metric_value
-from llm_stack.ensemble_client import request_stream as one_request
+from llm_stack.ensemble_client import collect, generate, metric_value, one_request
+from llm_stack.ensemble_contract import EnsembleRequest, stop_request
+from llm_stack.model_errors import ErrorCode, decode_model_error
 from llm_stack.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 
 PROMPT = "The capital of France is"
+
+
+async def single(payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    yield payload
 
 
 def active(triton: TritonServer) -> float:
@@ -112,6 +119,11 @@ async def test_too_long_prompt_is_invalid_arg(client: grpcclient.InferenceServer
     message = result.error.message()
     assert "exceeds the limit of 2048" in message
     assert "prompt has 30" in message  # ~3000 tokens, named with the limit
+    error = decode_model_error(message)
+    assert error is not None
+    assert (error.code, error.field) == (ErrorCode.PROMPT_TOO_LONG, "text_input")
+    assert error.values["limit"] == 2048
+    assert 3000 <= int(error.values["tokens"]) < 3100
 
 
 async def test_bad_sampling_value_names_the_field(
@@ -119,7 +131,11 @@ async def test_bad_sampling_value_names_the_field(
 ) -> None:
     result = await generate(client, PROMPT, 4, top_p=1.5)
     assert result.error is not None
+    assert result.error.status() == "StatusCode.INVALID_ARGUMENT"
     assert "top_p must be in (0, 1], got 1.5" in result.error.message()
+    error = decode_model_error(result.error.message())
+    assert error is not None
+    assert (error.code, error.field) == (ErrorCode.INVALID_ARGUMENT, "top_p")
 
 
 async def test_sixteen_streams_complete_and_are_batched(
@@ -142,8 +158,8 @@ async def test_cancelled_stream_frees_the_sequence(
     client: grpcclient.InferenceServerClient, triton: TritonServer
 ) -> None:
     tokens_before = metric_value(triton.metrics_url, "llm_engine_generated_tokens_total")
-    inputs = ensemble_inputs("Once upon a time", 2000, stream=True, min_tokens=2000)
-    responses = client.stream_infer(one_request(inputs, request_id="cancel-me"))
+    request = EnsembleRequest("Once upon a time", 2000, stream=True, min_tokens=2000)
+    responses = client.stream_infer(one_request(request, request_id="cancel-me"))
     seen = EnsembleResult()
     async for response, error in responses:
         assert error is None
@@ -154,11 +170,7 @@ async def test_cancelled_stream_frees_the_sequence(
     responses.cancel()
     # Triton 2.51 does not pass an ensemble's cancellation to its steps: a client that
     # goes away also sends NVIDIA's `stop` request for its request id.
-    stop = grpcclient.InferInput("stop", [1, 1], "BOOL")
-    stop.set_data_from_numpy(np.array([[True]]))
-    async for _response, error in client.stream_infer(
-        one_request([stop], model="tensorrt_llm", request_id="cancel-me")
-    ):
+    async for _response, error in client.stream_infer(single(stop_request("cancel-me"))):
         assert error is None
         break
     assert await wait_until_idle(triton) == 0
@@ -178,7 +190,7 @@ async def test_cancelling_a_direct_stream_aborts_the_engine_sequence(
     streaming = grpcclient.InferInput("streaming", [1, 1], "BOOL")
     streaming.set_data_from_numpy(np.array([[True]]))
     responses = client.stream_infer(
-        one_request([ids, length, out_len, streaming], model="tensorrt_llm")
+        single({"model_name": "tensorrt_llm", "inputs": [ids, length, out_len, streaming]})
     )
     count = 0
     async for _response, error in responses:

@@ -19,10 +19,21 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from prompt_encoding import RequestError
 
+from llm_stack.model_errors import ErrorCode
+
 AUTO = "auto"
 ROLES = ("system", "user", "assistant")
 DEFAULT_TEMPLATE_FILE = Path(__file__).with_name("default_chat_template.jinja")
 _SHOWN_CHARS = 40
+
+
+class MessagesError(RequestError):
+    """The chat messages, or the template's own checks, refuse the request."""
+
+    default_code = ErrorCode.INVALID_MESSAGES
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="messages")
 
 
 class ChatTemplateError(ValueError):
@@ -44,24 +55,24 @@ def parse_messages(raw: str) -> list[ChatMessage]:
     try:
         data = json.loads(raw)
     except ValueError:
-        raise RequestError("messages is not valid JSON") from None
+        raise MessagesError("messages is not valid JSON") from None
     if not isinstance(data, list) or not data:
-        raise RequestError("messages must be a non-empty JSON array")
+        raise MessagesError("messages must be a non-empty JSON array")
     messages = []
     for index, item in enumerate(data):
         if not isinstance(item, dict) or set(item) != {"role", "content"}:
-            raise RequestError(f"messages[{index}] must be an object with role and content only")
+            raise MessagesError(f"messages[{index}] must be an object with role and content only")
         role, content = item["role"], item["content"]
         if role not in ROLES:
             shown = str(role)[:_SHOWN_CHARS]
-            raise RequestError(
+            raise MessagesError(
                 f"messages[{index}].role must be system, user or assistant, got {shown!r}"
             )
         if not isinstance(content, str):
-            raise RequestError(f"messages[{index}].content must be a string")
+            raise MessagesError(f"messages[{index}].content must be a string")
         messages.append(ChatMessage(role, content))
     if messages[-1].role == "assistant":
-        raise RequestError("messages: the last message must not be the assistant's")
+        raise MessagesError("messages: the last message must not be the assistant's")
     return messages
 
 
@@ -108,7 +119,7 @@ class ChatTemplate:
                 eos_token=self._eos_token,
             )
         except _TemplateRaisedError as refused:
-            raise RequestError(f"messages: {refused}") from None
+            raise MessagesError(f"messages: {refused}") from None
         except Exception as exc:  # a template defect, not the request's fault
             raise ChatTemplateError(
                 f"chat template from {self.origin} failed: {type(exc).__name__}: {exc}"

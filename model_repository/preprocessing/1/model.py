@@ -12,6 +12,7 @@ from chat_template import ChatTemplateError, load_chat_template, parse_messages
 from prompt_encoding import RequestError, decode_strings, encode_prompt, encode_words
 
 from llm_stack.model_config import ModelParameters
+from llm_stack.model_errors import ErrorCode, ModelError, error_response
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import load_tokenizer
 
@@ -43,14 +44,10 @@ class TritonPythonModel:
         try:
             return pb_utils.InferenceResponse(output_tensors=self._encode(request))
         except RequestError as exc:
-            return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
-            )
+            return error_response(pb_utils, exc.model_error())
         except ChatTemplateError as exc:
             pb_utils.Logger.log_error(f"preprocessing: {exc}")
-            return pb_utils.InferenceResponse(
-                error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INTERNAL)
-            )
+            return error_response(pb_utils, ModelError(ErrorCode.TEMPLATE_ERROR, str(exc)))
 
     def _prompt_ids(self, request: Any) -> list[int]:
         """MESSAGES, when given, rendered with the chat template; else QUERY as it is."""

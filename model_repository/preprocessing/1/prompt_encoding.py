@@ -7,12 +7,15 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
+from llm_stack.model_errors import CodedError, ErrorCode
 from llm_stack.tokenizer import Tokenizer
 from llm_stack.word_lists import encode_word_list
 
 
-class RequestError(ValueError):
-    """A request that cannot be preprocessed; the message names the field."""
+class RequestError(CodedError, ValueError):
+    """A request that cannot be preprocessed; names the field (an ensemble input)."""
+
+    default_code = ErrorCode.INVALID_ARGUMENT
 
 
 def decode_strings(values: Iterable[object], field: str) -> list[str]:
@@ -23,7 +26,7 @@ def decode_strings(values: Iterable[object], field: str) -> list[str]:
             try:
                 out.append(value.decode("utf-8"))
             except UnicodeDecodeError:
-                raise RequestError(f"{field} is not valid UTF-8") from None
+                raise RequestError(f"{field} is not valid UTF-8", field=field) from None
         else:
             out.append(str(value))
     return out
@@ -43,11 +46,15 @@ def encode_prompt(
     `field` names the input the prompt came from in errors.
     """
     if not text:
-        raise RequestError(f"{field} is empty")
+        raise RequestError(f"{field} is empty", field=field)
     ids = tokenizer.encode(text, add_special=add_special)
     if len(ids) > max_input_len:
         raise RequestError(
-            f"{field}: prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}"
+            f"{field}: prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}",
+            code=ErrorCode.PROMPT_TOO_LONG,
+            field=field,
+            tokens=len(ids),
+            limit=max_input_len,
         )
     return ids
 
@@ -63,7 +70,12 @@ def encode_words(
     """
     words = [w for w in words if w]
     if len(words) > max_words:
-        raise RequestError(f"{field}: {len(words)} words exceed the limit of {max_words}")
+        raise RequestError(
+            f"{field}: {len(words)} words exceed the limit of {max_words}",
+            field=field,
+            words=len(words),
+            limit=max_words,
+        )
     sequences: list[list[int]] = []
     for word in words:
         variants = [word] if word[0].isspace() else [word, " " + word]

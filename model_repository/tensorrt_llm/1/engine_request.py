@@ -14,6 +14,7 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
+from llm_stack.model_errors import ErrorCode
 from llm_stack.word_lists import decode_word_list
 
 Tensors = Mapping[str, npt.NDArray[Any] | None]
@@ -30,13 +31,32 @@ CLIENT_NAMES = {
 }
 
 
+# The sampling inputs and the SamplingParams fields they set; absent ones keep its defaults.
+SAMPLING: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "request_output_len": ("max_tokens", int),
+    "temperature": ("temperature", float),
+    "runtime_top_k": ("top_k", int),
+    "runtime_top_p": ("top_p", float),
+    "repetition_penalty": ("repetition_penalty", float),
+    "presence_penalty": ("presence_penalty", float),
+    "frequency_penalty": ("frequency_penalty", float),
+    "min_tokens": ("min_tokens", int),
+    "seed": ("seed", int),
+}
+
+
+def _client_name(name: str) -> str:
+    return CLIENT_NAMES.get(name, name)
+
+
 def _scalar(tensors: Tensors, name: str, cast: Callable[[Any], T], default: T) -> T:
     value = tensors.get(name)
     if value is None or value.size == 0:
         return default
     if value.size != 1:
+        field = _client_name(name)
         raise InvalidRequestError(
-            f"{CLIENT_NAMES.get(name, name)} must hold one value, got shape {list(value.shape)}"
+            f"{field} must hold one value, got shape {list(value.shape)}", field=field
         )
     return cast(value.reshape(-1)[0].item())
 
@@ -48,42 +68,39 @@ def _words(tensors: Tensors, name: str) -> tuple[tuple[int, ...], ...]:
     try:
         return decode_word_list(value)
     except ValueError as exc:
-        raise InvalidRequestError(f"{CLIENT_NAMES.get(name, name)}: {exc}") from None
+        field = _client_name(name)
+        raise InvalidRequestError(f"{field}: {exc}", field=field) from None
 
 
 def build_request(
     request_id: str, tensors: Tensors, max_input_len: int
 ) -> tuple[GenerationRequest, bool]:
-    """The engine request and whether to stream; raises InvalidRequestError naming the field."""
+    """The engine request and whether to stream; raises InvalidRequestError naming the field.
+
+    Value rules are the engine's (`SamplingParams`, the scheduler); this checks shapes.
+    """
     ids_array = tensors.get("input_ids")
     if ids_array is None:
-        raise InvalidRequestError("input_ids is required")
+        raise InvalidRequestError("input_ids is required", field="input_ids")
     ids: Sequence[int] = ids_array.reshape(-1).tolist()
     length = _scalar(tensors, "input_lengths", int, len(ids))
     if not 0 < length <= len(ids):
-        raise InvalidRequestError(f"input_lengths is {length}, but input_ids has {len(ids)} ids")
+        raise InvalidRequestError(
+            f"input_lengths is {length}, but input_ids has {len(ids)} ids", field="input_lengths"
+        )
     ids = ids[:length]
     if len(ids) > max_input_len:
         raise InvalidRequestError(
-            f"prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}"
+            f"prompt has {len(ids)} tokens, exceeds the limit of {max_input_len}",
+            code=ErrorCode.PROMPT_TOO_LONG,
+            field="text_input",
+            tokens=len(ids),
+            limit=max_input_len,
         )
     if tensors.get("request_output_len") is None:
-        raise InvalidRequestError("max_tokens is required")
-    max_tokens = _scalar(tensors, "request_output_len", int, 0)
-    if max_tokens < 1:
-        raise InvalidRequestError(f"max_tokens must be >= 1, got {max_tokens}")
-    seed = tensors.get("seed")
-    sampling = SamplingParams(
-        max_tokens=max_tokens,
-        temperature=_scalar(tensors, "temperature", float, 1.0),
-        top_k=_scalar(tensors, "runtime_top_k", int, 0),
-        top_p=_scalar(tensors, "runtime_top_p", float, 1.0),
-        repetition_penalty=_scalar(tensors, "repetition_penalty", float, 1.0),
-        presence_penalty=_scalar(tensors, "presence_penalty", float, 0.0),
-        frequency_penalty=_scalar(tensors, "frequency_penalty", float, 0.0),
-        min_tokens=_scalar(tensors, "min_tokens", int, 0),
-        seed=_scalar(tensors, "seed", int, 0) if seed is not None else None,
-    )
+        raise InvalidRequestError("max_tokens is required", field="max_tokens")
+    given = {param: _scalar(tensors, name, cast, None) for name, (param, cast) in SAMPLING.items()}
+    sampling = SamplingParams(**{k: v for k, v in given.items() if v is not None})
     end_id = _scalar(tensors, "end_id", int, -1)
     request = GenerationRequest(
         request_id=request_id,

@@ -24,6 +24,7 @@ from llm_stack.engine.base import (
 )
 from llm_stack.engine.factory import create_engine
 from llm_stack.model_config import ModelParameters
+from llm_stack.model_errors import ErrorCode, ModelError, error_response
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,10 @@ class TritonPythonModel:
             if triton_id in self.by_triton_id:
                 _send_error(
                     sender,
-                    f"request id {triton_id!r} is already in flight",
-                    pb_utils.TritonError.INVALID_ARG,
+                    ModelError(
+                        ErrorCode.DUPLICATE_REQUEST_ID,
+                        f"request id {triton_id!r} is already in flight",
+                    ),
                 )
                 return
             self.by_triton_id[triton_id] = request_id
@@ -107,7 +110,7 @@ class TritonPythonModel:
             tensors = {name: _optional(request, name) for name in INPUTS}
             gen_request, streaming = build_request(request_id, tensors, self.max_input_len)
         except InvalidRequestError as exc:
-            _send_error(sender, str(exc), pb_utils.TritonError.INVALID_ARG)
+            _send_error(sender, exc.model_error())
             return
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(request, request_id))
         output: list[int] = []
@@ -118,7 +121,7 @@ class TritonPythonModel:
                     output.extend(delta.token_ids)
                     self.metrics.update(self.engine.stats, force=delta.finished)
                     if delta.finish_reason is FinishReason.CANCELLED:
-                        _send_error(sender, "request cancelled", pb_utils.TritonError.CANCELLED)
+                        _send_error(sender, ModelError(ErrorCode.CANCELLED, "request cancelled"))
                         return
                     if not (delta.finished or (streaming and delta.token_ids)):
                         continue
@@ -128,19 +131,15 @@ class TritonPythonModel:
                     )
                     sender.send(response, flags=FINAL if delta.finished else 0)
                     offset = len(output)
-        except InvalidRequestError as exc:
-            _send_error(sender, str(exc), pb_utils.TritonError.INVALID_ARG)
-        except EngineOverloadedError as exc:
-            _send_error(sender, str(exc), pb_utils.TritonError.UNAVAILABLE)
+        except (InvalidRequestError, EngineOverloadedError) as exc:
+            _send_error(sender, exc.model_error())
         except TimeoutError:
-            _send_error(
-                sender,
-                f"generation exceeded the time limit of {self.timeout_s:.0f} s",
-                pb_utils.TritonError.UNAVAILABLE,
-            )
+            message = f"generation exceeded the time limit of {self.timeout_s:.0f} s"
+            limit = {"limit_s": self.timeout_s}
+            _send_error(sender, ModelError(ErrorCode.TIMEOUT, message, None, limit))
         except EngineError as exc:
             log.error("engine error for %s: %s", request_id, exc)
-            _send_error(sender, "engine error", pb_utils.TritonError.INTERNAL)
+            _send_error(sender, ModelError(ErrorCode.ENGINE_ERROR, "engine error"))
         finally:
             watcher.cancel()
             self.metrics.update(self.engine.stats, force=True)
@@ -169,11 +168,9 @@ def _flag(request: Any, name: str) -> bool:
     return bool(value is not None and value.size and value.reshape(-1)[0])
 
 
-def _send_error(sender: Any, message: str, code: Any) -> None:
+def _send_error(sender: Any, error: ModelError) -> None:
     try:
-        sender.send(
-            pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code)), flags=FINAL
-        )
+        sender.send(error_response(pb_utils, error), flags=FINAL)
     except Exception:  # the client is gone; nothing left to tell it
         log.debug("could not send an error response", exc_info=True)
 
