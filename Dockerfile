@@ -9,6 +9,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY llm_stack ./llm_stack
 COPY frontend ./frontend
+# The `llm-stack` command installed with the project (`llm-stack frontend`); the load
+# tests (loadtest/) and their dependencies stay out of this image.
+COPY launcher ./launcher
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
 
 FROM ${PYTHON_IMAGE}

@@ -8,6 +8,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY llm_stack ./llm_stack
 COPY frontend ./frontend
+COPY launcher ./launcher
 COPY loadtest ./loadtest
 RUN pip install ".[loadtest]"
 USER 10001:10001

@@ -14,6 +14,8 @@ ENV CMAKE_ARGS="-DLLAVA_BUILD=OFF" \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY llm_stack ./llm_stack
+# The `llm-stack triton` command that runs the server.
+COPY launcher ./launcher
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install ".[triton,cpu]"
 
 FROM ${PYTHON_IMAGE}

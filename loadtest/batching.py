@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm_stack.triton_server import DEFAULT_MODEL_REPOSITORY
+from launcher.triton_server import DEFAULT_MODEL_REPOSITORY
 from loadtest import plots
 from loadtest.levels import LevelResult, MetricsEndpoints, measure_level
 from loadtest.load_options import LoadOptions

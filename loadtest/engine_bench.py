@@ -24,6 +24,12 @@ from typing import Any
 
 import tritonclient.grpc.aio as grpcclient
 
+from launcher.triton_server import (
+    DEFAULT_MODEL_REPOSITORY,
+    TritonPorts,
+    TritonServer,
+    wheel_install,
+)
 from llm_stack.engine.base import Engine, GenerationRequest, SamplingParams
 from llm_stack.engine.factory import create_engine
 from llm_stack.ensemble_client import generate
@@ -31,12 +37,6 @@ from llm_stack.ensemble_contract import NUM_OUTPUT_TOKENS, TEXT_OUTPUT
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
-from llm_stack.triton_server import (
-    DEFAULT_MODEL_REPOSITORY,
-    TritonPorts,
-    TritonServer,
-    wheel_install,
-)
 
 _PARAM = re.compile(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
 

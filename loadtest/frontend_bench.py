@@ -30,13 +30,13 @@ from typing import Any
 
 import tritonclient.grpc.aio as grpcaio
 
+from launcher.triton_server import TritonPorts, TritonServer, wheel_install
 from llm_stack.ensemble_contract import (
     GRPC_ERROR_HEADERS,
     EnsembleRequest,
     parse_response,
     stream_request,
 )
-from llm_stack.triton_server import TritonPorts, TritonServer, wheel_install
 from loadtest.stack import FrontendProcess
 
 ECHO_REPOSITORY = Path(__file__).resolve().parent / "echo_model_repository"

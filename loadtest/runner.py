@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_stack.triton_server import TritonLaunchError
+from launcher.triton_server import TritonLaunchError
 from loadtest.batching import CONFIGS, WORKLOADS, Experiment, run_experiment, write_report
 from loadtest.levels import LevelResult, MetricsEndpoints, measure_level
 from loadtest.load_options import API_KEY_ENV, LoadOptions, add_load_arguments

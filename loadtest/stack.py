@@ -21,7 +21,7 @@ from types import TracebackType
 
 import httpx
 
-from llm_stack.triton_server import (
+from launcher.triton_server import (
     DEFAULT_MODEL_REPOSITORY,
     TritonPorts,
     TritonServer,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_stack.triton_server import TritonPorts, TritonServer, free_port, wheel_install
+from launcher.triton_server import TritonPorts, TritonServer, free_port, wheel_install
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

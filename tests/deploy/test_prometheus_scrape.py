@@ -25,8 +25,8 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 import yaml
 
+from launcher.triton_server import TritonServer, free_port
 from llm_stack.ensemble_client import generate
-from llm_stack.triton_server import TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 

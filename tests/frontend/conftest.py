@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from frontend.deps import FrontendState
 from frontend.settings import FrontendSettings
-from llm_stack.triton_server import TritonPorts, TritonServer, wheel_install
+from launcher.triton_server import TritonPorts, TritonServer, wheel_install
 from tests.conftest import REPO_ROOT, free_port
 
 ECHO_REPOSITORY = REPO_ROOT / "loadtest" / "echo_model_repository"

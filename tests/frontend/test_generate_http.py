@@ -11,9 +11,9 @@ import pytest
 import tritonclient.grpc.aio as grpcaio
 
 from frontend.app import create_app
+from launcher.triton_server import TritonServer
 from llm_stack.ensemble_client import generate as ensemble_generate
 from llm_stack.ensemble_client import metric_value
-from llm_stack.triton_server import TritonServer
 from tests.frontend.conftest import (
     ServedApp,
     sample,

@@ -18,11 +18,11 @@ import tritonclient.grpc.aio as grpcaio
 
 from frontend.app import create_app
 from frontend.auth import key_digest
+from launcher.triton_server import TritonServer
 from llm_stack.ensemble_client import Result, call
 from llm_stack.ensemble_contract import EnsembleRequest
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
-from llm_stack.triton_server import TritonServer
 from tests.conftest import REPO_ROOT, free_port
 from tests.frontend.conftest import ServedApp, echo_settings, sample, serve, settings_for
 

@@ -14,7 +14,7 @@ import pytest
 
 from frontend.app import create_app
 from frontend.rate_limit import estimate_prompt_tokens
-from llm_stack.triton_server import TritonServer
+from launcher.triton_server import TritonServer
 from tests.frontend.conftest import FakeClock, ServedApp, echo_settings, sample, serve
 
 pytestmark = pytest.mark.integration

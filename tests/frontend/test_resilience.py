@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from frontend.app import create_app
-from llm_stack.triton_server import TritonServer
+from launcher.triton_server import TritonServer
 from tests.frontend.conftest import (
     EchoFactory,
     ServedApp,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_stack.triton_server import TritonServer
+from launcher.triton_server import TritonServer
 from loadtest.stack import FrontendProcess
 
 StartFrontend = Callable[..., FrontendProcess]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_stack.triton_server import DEFAULT_MODEL_REPOSITORY
+from launcher.triton_server import DEFAULT_MODEL_REPOSITORY
 from loadtest.load_options import LoadOptions, add_load_arguments
 from loadtest.locust_process import LocustLevel, read_locust_json
 from loadtest.prompt_set import TokenDistribution

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_stack.triton_server import TritonServer
+from launcher.triton_server import TritonServer
 from loadtest.load_options import LoadOptions
 from loadtest.locust_process import (
     LocustLevel,

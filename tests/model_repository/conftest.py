@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc.aio as grpcclient
 
+from launcher.triton_server import TritonServer
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
-from llm_stack.triton_server import TritonServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,11 +12,11 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from launcher.triton_server import TritonServer
 from llm_stack.ensemble_client import Result as EnsembleResult
 from llm_stack.ensemble_client import collect, generate, metric_value, one_request
 from llm_stack.ensemble_contract import EnsembleRequest, stop_request
 from llm_stack.model_errors import ErrorCode, decode_model_error
-from llm_stack.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration
 

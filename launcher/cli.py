@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from llm_stack.triton_server import (
+from launcher.triton_server import (
     DEFAULT_MODEL_REPOSITORY,
     TritonLaunchError,
     TritonPorts,
@@ -20,7 +20,7 @@ from llm_stack.triton_server import (
     wheel_install,
 )
 
-log = logging.getLogger("llm_stack")
+log = logging.getLogger("launcher")
 
 
 def _add_triton_args(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytriton
 
-from llm_stack.triton_server import (
+from launcher.triton_server import (
     TritonInstall,
     TritonLaunchError,
     TritonPorts,
