@@ -18,6 +18,7 @@ from frontend.metrics import FrontendMetrics
 from frontend.middleware import FrontendMiddleware
 from frontend.rate_limit import Clock, RateLimiter, make_storage
 from frontend.routes import generate, health, openai
+from frontend.routing import PrefixRouting
 from frontend.service import GenerationService
 from frontend.settings import FrontendSettings
 from frontend.triton_client import PoolConfig, TritonPool
@@ -58,6 +59,9 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
                 reconnect_backoff_max_s=settings.reconnect_backoff_max_s,
                 keepalive_s=settings.grpc_keepalive_s,
                 abort_model=settings.abort_model or None,
+                routing=PrefixRouting(
+                    settings.prefix_routing_chars, settings.prefix_routing_load_factor
+                ),
             ),
             metrics,
         )

@@ -96,6 +96,13 @@ class FrontendMetrics:
         self.endpoint_calls = Counter(
             "frontend_triton_calls", "Calls started per Triton endpoint", ["endpoint"], registry=r
         )
+        self.routing_decisions = Counter(
+            "frontend_routing_decisions",
+            "Endpoint choices: by prompt prefix (affinity), past its load bound (overflow), "
+            "or least loaded (no prefix key)",
+            ["decision"],
+            registry=r,
+        )
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -123,10 +123,15 @@ class ChatCompletionRequest(_RequestBase):
     )
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = Field(description="Prompt tokens reused from the prefix cache.")
+
+
 class Usage(BaseModel):
     prompt_tokens: int = Field(description="Tokens of the prompt as the model counted them.")
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class CompletionChoice(BaseModel):

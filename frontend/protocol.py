@@ -39,6 +39,9 @@ class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     tokens_used: int = Field(description="prompt_tokens + completion_tokens")
+    cached_tokens: int = Field(
+        default=0, description="Prompt tokens reused from the engine's prefix cache."
+    )
 
 
 class GenerateResponse(BaseModel):
@@ -48,6 +51,9 @@ class GenerateResponse(BaseModel):
     tokens_used: int = Field(description="prompt_tokens + completion_tokens")
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = Field(
+        default=0, description="Prompt tokens reused from the engine's prefix cache."
+    )
     finish_reason: FinishReasonName
     model_version: str
     request_id: str

@@ -38,6 +38,7 @@ class Caller:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of the prompt tokens, those reused from the prefix cache
 
     @property
     def total_tokens(self) -> int:
@@ -153,7 +154,7 @@ class GenerationService:
             record.model_version = last.model_version
             yield Completed(
                 finish,
-                Usage(last.prompt_tokens, last.completion_tokens),
+                Usage(last.prompt_tokens, last.completion_tokens, last.cached_tokens),
                 last.model_version,
             )
         except FrontendError as error:

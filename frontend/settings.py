@@ -53,6 +53,11 @@ class FrontendSettings(BaseSettings):
     # The decoupled engine model inside the ensemble; a client that goes away gets its
     # sequence aborted there with a `stop` request. Empty: cancel the stream only.
     abort_model: str = ENGINE_MODEL
+    # With several endpoints, requests whose first characters agree go to the same one
+    # (its engine holds their prefix's KV cache), while it stays under load_factor x
+    # the mean load. 0 chars: least in flight only.
+    prefix_routing_chars: int = Field(default=512, ge=0)
+    prefix_routing_load_factor: float = Field(default=1.5, ge=1.0)
 
     # The OpenAI API (/v1): the model id clients name, and what /v1/models says of it.
     served_model_name: str = Field(default="gemma-3-270m", min_length=1)

@@ -21,7 +21,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -40,6 +40,7 @@ from frontend.errors import (
     TritonUnavailableError,
 )
 from frontend.metrics import FrontendMetrics
+from frontend.routing import Decision, PrefixRouting, choose
 from frontend.validation import GenerationRequest
 from llm_stack.ensemble_contract import (
     GRPC_ERROR_HEADERS,
@@ -66,6 +67,7 @@ class EngineChunk:
     text: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int
     finish_reason: str  # "" until the last response
     model_version: str
 
@@ -100,6 +102,7 @@ class PoolConfig:
     reconnect_backoff_max_s: float
     keepalive_s: float = 300.0
     abort_model: str | None = None
+    routing: PrefixRouting = field(default_factory=PrefixRouting)
 
 
 class _ConnectFailedError(Exception):
@@ -215,6 +218,7 @@ def parse_chunk(result: Any) -> EngineChunk | None:
         text=response.text,
         prompt_tokens=response.num_input_tokens,
         completion_tokens=response.num_output_tokens,
+        cached_tokens=response.num_cached_tokens,
         finish_reason=response.finish_reason,
         model_version=response.model_version,
     )
@@ -285,13 +289,23 @@ class TritonPool:
             except Exception:  # the probe must outlive any one failure
                 log.exception("triton health probe failed")
 
-    def pick(self, tried: set[str] | frozenset[str] = frozenset()) -> Endpoint:
+    def pick(
+        self, tried: set[str] | frozenset[str] = frozenset(), key: bytes | None = None
+    ) -> Endpoint:
+        """The ready endpoint for a call: by prefix `key` within the load bound, else the
+        least busy one."""
         candidates = [e for e in self.endpoints if e.ready and e.url not in tried]
         if not candidates:
             raise TritonUnavailableError
+        if key is not None and len(self.endpoints) > 1:
+            endpoint, decision = choose(key, candidates, self.config.routing.load_factor)
+            self._metrics.routing_decisions.labels(decision.value).inc()
+            return endpoint
         # Least calls in flight; ties go round-robin so idle endpoints share light load.
         start = next(self._round_robin) % len(candidates)
         rotated = candidates[start:] + candidates[:start]
+        if len(self.endpoints) > 1:
+            self._metrics.routing_decisions.labels(Decision.LEAST_LOADED.value).inc()
         return min(rotated, key=lambda e: e.in_flight)
 
     async def generate(
@@ -299,8 +313,9 @@ class TritonPool:
     ) -> AsyncIterator[EngineChunk]:
         """Stream the model's chunks for one request; raises FrontendError subclasses."""
         tried: set[str] = set()
+        key = self.config.routing.key(request)
         while True:
-            endpoint = self.pick(tried)
+            endpoint = self.pick(tried, key)
             tried.add(endpoint.url)
             produced = False
             try:

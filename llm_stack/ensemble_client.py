@@ -30,6 +30,7 @@ class Result:
     finish_reason: str = ""
     num_input_tokens: int = 0
     num_output_tokens: int = 0
+    num_cached_tokens: int = 0
     error: InferenceServerException | None = None
 
     @property
@@ -99,6 +100,7 @@ def collect(result: Result, response: Any) -> bool:
         result.finish_reason = parsed.finish_reason or result.finish_reason
         result.num_input_tokens = parsed.num_input_tokens or result.num_input_tokens
         result.num_output_tokens = parsed.num_output_tokens or result.num_output_tokens
+        result.num_cached_tokens = parsed.num_cached_tokens or result.num_cached_tokens
     return parsed.final
 
 

@@ -119,11 +119,13 @@ def _utf8(value: str | bytes) -> bytes:
 TEXT_OUTPUT: Final = "text_output"
 NUM_INPUT_TOKENS: Final = "num_input_tokens"
 NUM_OUTPUT_TOKENS: Final = "num_output_tokens"
+NUM_CACHED_TOKENS: Final = "num_cached_tokens"  # prompt tokens reused from the prefix cache
 FINISH_REASON: Final = "finish_reason"
 OUTPUTS: Final[dict[str, TensorSpec]] = {
     TEXT_OUTPUT: dataclasses.replace(_WORDS, optional=False),
     NUM_INPUT_TOKENS: dataclasses.replace(_INT32, optional=False),
     NUM_OUTPUT_TOKENS: dataclasses.replace(_INT32, optional=False),
+    NUM_CACHED_TOKENS: dataclasses.replace(_INT32, optional=False),
     FINISH_REASON: dataclasses.replace(_BYTES, optional=False),
 }
 # finish_reason's values; "" until the last response.
@@ -139,6 +141,7 @@ class EnsembleResponse:
     text: str
     num_input_tokens: int
     num_output_tokens: int
+    num_cached_tokens: int
     finish_reason: str  # "" until the last response
     model_version: str
     final: bool  # Triton's last response of the request
@@ -152,6 +155,7 @@ def parse_response(result: grpcclient.InferResult) -> EnsembleResponse:
         text="" if text is None else "".join(_str(v) for v in text.reshape(-1)),
         num_input_tokens=int(_first(result, NUM_INPUT_TOKENS) or 0),
         num_output_tokens=int(_first(result, NUM_OUTPUT_TOKENS) or 0),
+        num_cached_tokens=int(_first(result, NUM_CACHED_TOKENS) or 0),
         finish_reason=_str(_first(result, FINISH_REASON) or b""),
         model_version=response.model_version,
         final=response.parameters["triton_final_response"].bool_param,

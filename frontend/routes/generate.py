@@ -71,6 +71,7 @@ def _usage(completed: Completed) -> Usage:
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         tokens_used=usage.total_tokens,
+        cached_tokens=usage.cached_tokens,
     )
 
 
@@ -137,6 +138,7 @@ async def generate(
                 "tokens_used": usage.total_tokens,
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
                 "finish_reason": collected.completed.finish_reason,
                 "model_version": collected.completed.model_version,
                 "request_id": request_id,

@@ -35,6 +35,7 @@ from frontend.openai_protocol import (
     ModelCard,
     ModelList,
     OpenAIErrorResponse,
+    PromptTokensDetails,
     StreamOptions,
     Usage,
 )
@@ -129,6 +130,7 @@ def _usage(completed: Completed) -> Usage:
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens),
     )
 
 

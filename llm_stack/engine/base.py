@@ -112,6 +112,7 @@ class TokenDelta:
     num_input_tokens: int
     num_output_tokens: int  # all output tokens so far, this delta included
     finish_reason: FinishReason | None = None
+    num_cached_tokens: int = 0  # prompt tokens reused from the prefix cache, not computed
 
     @property
     def finished(self) -> bool:

@@ -43,9 +43,10 @@ async def test_generate_answers_the_seed_contract(served: ServedApp) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert set(body) == {
-        "text", "tokens_used", "prompt_tokens", "completion_tokens", "finish_reason",
-        "model_version", "request_id",
+        "text", "tokens_used", "prompt_tokens", "completion_tokens", "cached_tokens",
+        "finish_reason", "model_version", "request_id",
     }  # fmt: skip
+    assert 0 <= body["cached_tokens"] < body["prompt_tokens"]
     assert body["text"].strip()
     assert body["prompt_tokens"] > 1
     assert 1 <= body["completion_tokens"] <= 8
@@ -71,7 +72,10 @@ async def test_stream_sends_deltas_then_usage_then_done(served: ServedApp) -> No
     assert len(deltas) >= 3  # one event per piece of text, not one blob
     assert "".join(d["text"] for d in deltas) == plain["text"]
     assert done["finish_reason"] == plain["finish_reason"]
-    assert done["usage"] == {
+    usage = dict(done["usage"])
+    # The second call may reuse the first one's prompt from the prefix cache.
+    assert 0 <= usage.pop("cached_tokens") < plain["prompt_tokens"]
+    assert usage == {
         "prompt_tokens": plain["prompt_tokens"],
         "completion_tokens": plain["completion_tokens"],
         "tokens_used": plain["tokens_used"],

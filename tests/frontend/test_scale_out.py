@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from frontend.app import create_app
+from frontend.routing import PrefixRouting, rank
+from frontend.validation import GenerationRequest
 from tests.frontend.conftest import (
     EchoFactory,
     ServedApp,
@@ -75,7 +77,10 @@ async def test_spread_kill_one_mid_load_and_recover(echo_triton_factory: EchoFac
     # 20 ms a word keeps every request a while in flight on its endpoint.
     tritons = [echo_triton_factory(0.02), echo_triton_factory(0.02)]
     survivor, victim = tritons
-    settings = echo_settings(*(t.grpc_url for t in tritons), max_concurrent_requests=64)
+    # Least in flight only: every request here has the same prompt.
+    settings = echo_settings(
+        *(t.grpc_url for t in tritons), max_concurrent_requests=64, prefix_routing_chars=0
+    )
     async with (
         serve(create_app(settings)) as app,
         app.client() as client,
@@ -145,3 +150,77 @@ async def test_spread_kill_one_mid_load_and_recover(echo_triton_factory: EchoFac
         again = await asyncio.gather(*(one_request(client, False) for _ in range(8)))
         assert all(o.ok for o in again)
         assert await calls(app, victim.grpc_url) > before
+
+
+def prefix_preferring(url: str, urls: list[str]) -> str:
+    """A shared instruction block whose rendezvous rank puts `url` first."""
+    for i in range(1000):
+        # Longer than the routing key, as a shared instruction block is.
+        prefix = f"Instructions {i}: answer in one short sentence. " * 12
+        if rank(PrefixRouting().key(GenerationRequest(prefix, 1, 0, None, None, (), None,
+                                                      False)) or b"", urls)[0] == url:
+            return prefix
+    raise AssertionError("no prefix ranks this endpoint first")  # 2^-1000
+
+
+async def test_shared_prefixes_stick_to_one_endpoint_and_fail_over(
+    echo_triton_factory: EchoFactory,
+) -> None:
+    first, second = echo_triton_factory(0.0), echo_triton_factory(0.0)
+    urls = [first.grpc_url, second.grpc_url]
+    prefixes = {url: prefix_preferring(url, urls) for url in urls}
+    settings = echo_settings(*urls, max_concurrent_requests=64)
+    async with serve(create_app(settings)) as app, app.client() as client:
+
+        async def ask(prefix: str, tail: str) -> None:
+            body = {"prompt": prefix + tail, "max_tokens": 4}
+            response = await client.post("/generate", json=body)
+            assert response.status_code == 200, response.text
+
+        # One at a time (no load to bound): each prefix on the endpoint it ranks first,
+        # whatever the last line says.
+        for i in range(6):
+            for prefix in prefixes.values():
+                await ask(prefix, f"Question {i}?")
+        assert [await calls(app, url) for url in urls] == [6, 6]
+        metrics = await app.metrics()
+        assert sample(metrics, "frontend_routing_decisions_total", decision="affinity") == 12
+
+        # The first endpoint goes away: its prefix is served by the other.
+        first.stop()
+        pool_endpoint = next(e for e in app.state.pool.endpoints if e.url == first.grpc_url)
+        await wait_until(lambda: not pool_endpoint.ready)
+        for i in range(3):
+            await ask(prefixes[first.grpc_url], f"Later question {i}?")
+        assert [await calls(app, url) for url in urls] == [6, 9]
+        first.start()
+        first.wait_ready("echo", timeout=120)
+        await wait_until(lambda: pool_endpoint.ready)
+        await ask(prefixes[first.grpc_url], "Back again?")
+        assert [await calls(app, url) for url in urls] == [7, 9]
+
+
+async def test_a_hot_prefix_overflows_past_the_load_bound(
+    echo_triton_factory: EchoFactory,
+) -> None:
+    tritons = [echo_triton_factory(0.05), echo_triton_factory(0.05)]
+    urls = [t.grpc_url for t in tritons]
+    hot = prefix_preferring(urls[0], urls)
+    settings = echo_settings(*urls, max_concurrent_requests=64, prefix_routing_load_factor=1.0)
+    body = {"prompt": hot + " ".join(["word"] * 200), "max_tokens": 200, "stream": True}
+    async with (
+        serve(create_app(settings)) as app,
+        app.client() as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        # Four long streams of one prefix, each past its first text before the next
+        # starts: with a bound of the mean load, they split two and two.
+        readers = []  # kept: a collected line iterator closes its stream
+        for _ in range(4):
+            stream = await stack.enter_async_context(client.stream("POST", "/generate", json=body))
+            readers.append(stream.aiter_lines())
+            assert (await next_event(readers[-1]))["type"] == "delta"
+        assert [e.in_flight for e in app.state.pool.endpoints] == [2, 2]
+        metrics = await app.metrics()
+        assert sample(metrics, "frontend_routing_decisions_total", decision="affinity") == 2
+        assert sample(metrics, "frontend_routing_decisions_total", decision="overflow") == 2

@@ -123,6 +123,7 @@ def response_arrays(
         "output_offset": np.array([[offset]], dtype=np.int32),
         "num_input_tokens": np.array([[delta.num_input_tokens]], dtype=np.int32),
         "num_output_tokens": np.array([[delta.num_output_tokens]], dtype=np.int32),
+        "num_cached_tokens": np.array([[delta.num_cached_tokens]], dtype=np.int32),
         "finish_reason": np.array(
             [[(delta.finish_reason.value if delta.finish_reason else "").encode()]], dtype=object
         ),
