@@ -9,7 +9,7 @@ response; otherwise one response carries the whole completion.
 Environment (read once at load): LLM_STACK_ECHO_TOKEN_DELAY_S, seconds between words
 (default 0), so tests can keep a request in flight; LLM_STACK_ECHO_MAX_INPUT_TOKENS, the
 prompt limit (default 4096), over which the request fails with INVALID_ARG like the
-real preprocessing does.
+real preprocessing does, its errors coded as the real models code them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+from llm_stack.model_errors import ErrorCode, ModelError, error_response
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -81,17 +83,15 @@ class TritonPythonModel:
             words = _words(prompt)
             n_in = len(words)
             if n_in > self._max_input:
-                error = pb_utils.TritonError(
-                    f"prompt has {n_in} tokens, exceeds the limit of {self._max_input}",
-                    pb_utils.TritonError.INVALID_ARG,
-                )
-                sender.send(pb_utils.InferenceResponse(error=error), flags=final)
+                message = f"prompt has {n_in} tokens, exceeds the limit of {self._max_input}"
+                values = {"tokens": n_in, "limit": self._max_input}
+                error = ModelError(ErrorCode.PROMPT_TOO_LONG, message, "text_input", values)
+                sender.send(error_response(pb_utils, error), flags=final)
                 return
             if max_tokens < 1:
-                error = pb_utils.TritonError(
-                    f"max_tokens must be >= 1, got {max_tokens}", pb_utils.TritonError.INVALID_ARG
-                )
-                sender.send(pb_utils.InferenceResponse(error=error), flags=final)
+                message = f"max_tokens must be >= 1, got {max_tokens}"
+                error = ModelError(ErrorCode.INVALID_ARGUMENT, message, "max_tokens")
+                sender.send(error_response(pb_utils, error), flags=final)
                 return
             out: list[str] = []
             finish = "stop"
