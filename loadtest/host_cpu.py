@@ -27,20 +27,20 @@ class CpuSample:
     ours_s: float
 
 
-def _machine_seconds() -> tuple[float, float]:
-    fields = [int(v) for v in (_PROC / "stat").read_text().split("\n", 1)[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
+def _machine_seconds(proc: Path, tick: int) -> tuple[float, float]:
+    fields = [int(v) for v in (proc / "stat").read_text().split("\n", 1)[0].split()[1:]]
     busy = sum(fields[i] for i in _BUSY_FIELDS if i < len(fields))
     idle = sum(fields[i] for i in _IDLE_FIELDS)
     return busy / tick, (busy + idle) / tick
 
 
-def _process_times(pid: str) -> tuple[int, list[int]] | None:
+def _process_times(proc: Path, pid: str) -> tuple[int, list[int]] | None:
     """(process group, [utime, stime, cutime, cstime]) of a process, in ticks."""
     try:
-        text = (_PROC / pid / "stat").read_text()
+        text = (proc / pid / "stat").read_text()
     except OSError:  # gone since the listing
         return None
+    # The command name is in parentheses and may itself hold spaces and ")".
     fields = text[text.rindex(")") + 2 :].split()
     return int(fields[2]), [int(v) for v in fields[11:15]]
 
@@ -49,27 +49,38 @@ class CpuMeter:
     """Samples CPU use; `groups` are the process groups of the servers the test started.
 
     This process counts with the children it has waited for: Locust, once its level ended.
+    `proc`, `pid` (the process counted as this one) and `tick` (clock ticks per second)
+    default to the live system; tests pass their own.
     """
 
-    def __init__(self, groups: Iterable[int]) -> None:
+    def __init__(
+        self,
+        groups: Iterable[int],
+        *,
+        proc: Path = _PROC,
+        pid: int | None = None,
+        tick: int | None = None,
+    ) -> None:
         self.groups = frozenset(groups)
+        self._proc = proc
+        self._me = str(os.getpid() if pid is None else pid)
+        self._tick = os.sysconf("SC_CLK_TCK") if tick is None else tick
 
     def sample(self) -> CpuSample:
-        busy, total = _machine_seconds()
-        me = str(os.getpid())
+        busy, total = _machine_seconds(self._proc, self._tick)
         ours = 0
-        for entry in _PROC.iterdir():
+        for entry in self._proc.iterdir():
             if not entry.name.isdigit():
                 continue
-            times = _process_times(entry.name)
+            times = _process_times(self._proc, entry.name)
             if times is None:
                 continue
             group, (utime, stime, cutime, cstime) = times
-            if entry.name == me:
+            if entry.name == self._me:
                 ours += utime + stime + cutime + cstime
             elif group in self.groups:
                 ours += utime + stime
-        return CpuSample(time.time(), busy, total, ours / os.sysconf("SC_CLK_TCK"))
+        return CpuSample(time.time(), busy, total, ours / self._tick)
 
 
 @dataclass(frozen=True)
