@@ -1,6 +1,6 @@
 """What the frontend costs: its req/s and latency next to raw Triton gRPC, in one run.
 
-Triton serves only the echo model (loadtest/echo_model_repository), so the model costs
+Triton serves only the echo model (tests/echo_model_repository), so the model costs
 next to nothing and what remains is transport and the frontend itself. The same
 non-streaming request goes (a) straight to Triton with the gRPC aio client, as the
 frontend calls it, and (b) to POST /generate on a frontend process in front of that
@@ -8,6 +8,7 @@ Triton. Each side runs at every concurrency level for a fixed time after a warm-
 `--repeat` times alternately; the run with the median req/s is reported.
 
     python -m loadtest.frontend_bench [--concurrency 1,64] [--duration 10]
+        [--model-repository tests/echo_model_repository]
 
 Targets: at concurrency 64 the frontend reaches >= 0.6x Triton's req/s; at concurrency 1
 it adds <= 1 ms to the median latency. The load generator shares the machine with both
@@ -39,7 +40,8 @@ from llm_stack.ensemble_contract import (
 )
 from loadtest.stack import FrontendProcess
 
-ECHO_REPOSITORY = Path(__file__).resolve().parent / "echo_model_repository"
+# The tests' echo model, in a checkout; an installed loadtest takes --model-repository.
+ECHO_REPOSITORY = Path(__file__).resolve().parent.parent / "tests" / "echo_model_repository"
 ECHO_MODEL = "echo"
 PROMPT = "The quick brown fox jumps over the lazy dog"
 
@@ -222,7 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--frontend-log-level", default="warning", help="info writes an access-log line a request"
     )
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument(
+        "--model-repository",
+        type=Path,
+        default=ECHO_REPOSITORY,
+        help=f"a model repository with the {ECHO_MODEL!r} model (default: {ECHO_REPOSITORY})",
+    )
     args = parser.parse_args(argv)
+    if not (args.model_repository / ECHO_MODEL / "config.pbtxt").is_file():
+        parser.error(f"no {ECHO_MODEL!r} model in {args.model_repository}")
     levels = [int(level) for level in args.concurrency.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="frontend-bench-") as tmp:
@@ -230,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         triton = TritonServer(
             install=wheel_install(work / "triton"),
-            model_repository=ECHO_REPOSITORY,
+            model_repository=args.model_repository.resolve(),
             ports=TritonPorts.free(),
             log_file=work / "triton.log",
         )

@@ -7,7 +7,10 @@ image for the GPU Triton, and sources that exist.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -97,19 +100,73 @@ def test_frontend_image_installs_the_core_dependencies_only() -> None:
         assert not name.startswith(HEAVY), f"{name} is a core dependency"
 
 
+def image_env(path: Path) -> dict[str, str]:
+    """The variables the final stage's ENV instructions set."""
+    env: dict[str, str] = {}
+    for command in stages(parse(path))[-1]:
+        if command.cmd == "ENV":
+            pairs = command.value  # name, value, name, value, ...
+            env.update(zip(pairs[::2], pairs[1::2], strict=True))
+    return env
+
+
+def copied_sources(path: Path) -> set[str]:
+    """What the Dockerfile copies from the build context."""
+    return {
+        source.rstrip("/")
+        for command in parse(path)
+        if command.cmd == "COPY" and not any(f.startswith("--from") for f in command.flags)
+        for source in command.value[:-1]
+    }
+
+
 def test_frontend_image_serves_the_frontend() -> None:
     commands = parse(FRONTEND)
     cmd = next(c for c in reversed(commands) if c.cmd == "CMD")
     assert cmd.json
     assert list(cmd.value) == ["python", "-m", "frontend"]
-    pairs = next(c for c in reversed(commands) if c.cmd == "ENV").value  # name, value, ...
-    env = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    env = image_env(FRONTEND)
     assert env["LLM_FRONTEND_HOST"] == "0.0.0.0"  # reachable from the other containers
     assert env["LLM_FRONTEND_PORT"] == "8080"
     assert "8080" in next(c for c in commands if c.cmd == "EXPOSE").value
-    assert set(FrontendSettings.model_fields) >= {"host", "port"}
     health = next(c for c in commands if c.cmd == "HEALTHCHECK")
     assert "/health/ready" in " ".join(health.value)
+
+
+def test_frontend_image_environment_is_what_the_frontend_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The settings ignore unknown variables: a misspelt name would be dropped silently.
+    image = {k: v for k, v in image_env(FRONTEND).items() if k.startswith("LLM_FRONTEND_")}
+    fields = {"LLM_FRONTEND_" + name.upper(): name for name in FrontendSettings.model_fields}
+    assert set(image) <= set(fields)
+    for name in list(os.environ):
+        if name.startswith("LLM_FRONTEND_"):
+            monkeypatch.delenv(name)
+    for name, value in image.items():
+        monkeypatch.setenv(name, value)
+    settings = FrontendSettings()
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    for name, value in image.items():
+        assert str(getattr(settings, fields[name])) == value, name
+
+
+def test_frontend_image_leaves_out_the_load_tests() -> None:
+    sources = copied_sources(FRONTEND)
+    assert "loadtest" not in sources
+    assert "tests" not in sources
+    # The `llm-stack` command installed with the project must find its module.
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))["project"]["scripts"]
+    assert {target.split(".")[0] for target in scripts.values()} <= sources
+    # Nothing the image runs pulls the load tests in.
+    probe = (
+        "import sys, frontend.app, frontend.server, launcher.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'loadtest', 'locust', 'tests'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
 
 
 def test_gpu_triton_is_nvidias_tensorrt_llm_image() -> None:

@@ -24,7 +24,7 @@ from frontend.settings import FrontendSettings
 from launcher.triton_server import TritonPorts, TritonServer, wheel_install
 from tests.conftest import REPO_ROOT, free_port
 
-ECHO_REPOSITORY = REPO_ROOT / "loadtest" / "echo_model_repository"
+ECHO_REPOSITORY = REPO_ROOT / "tests" / "echo_model_repository"
 SERVE_TIMEOUT_S = 20.0
 
 
