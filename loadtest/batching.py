@@ -40,6 +40,8 @@ from loadtest.stats import Slo
 log = logging.getLogger(__name__)
 
 SHORT_PROMPTS = Path(__file__).resolve().parent / "prompts_short.json"
+# loadtest.prefix_bench's shared_prefix prompts: one ~400-token block, 48 last lines.
+SHARED_PREFIX_PROMPTS = Path(__file__).resolve().parent / "prompts_shared_prefix.json"
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,17 @@ WORKLOADS = {
         "The request mix as given: prompts of varied lengths, so prefill takes a share of "
         "the engine's compute",
         lambda given: given,
+    ),
+    "shared_prefix": Workload(
+        "shared_prefix",
+        "One instruction block of about 400 tokens with a distinct last line, 32 output "
+        "tokens, greedy: what the prefix cache serves from memory",
+        lambda given: dataclasses.replace(
+            given,
+            prompts=SHARED_PREFIX_PROMPTS,
+            max_tokens=TokenDistribution.parse("fixed:32"),
+            temperature=0.0,
+        ),
     ),
 }
 

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--triton-metrics", default="http://127.0.0.1:8002/metrics", help="Triton's /metrics"
     )
     run.add_argument(
+        "--workload",
+        choices=sorted(WORKLOADS),
+        default="mixed",
+        help="mixed: the request mix of the options below; short: short prompts, 64 tokens; "
+        "shared_prefix: one ~400-token instruction block with distinct last lines, 32 tokens",
+    )
+    run.add_argument(
         "--start-stack",
         action="store_true",
         help="start Triton and the frontend on free ports for this run (ignores --host)",
@@ -183,7 +190,9 @@ def _plan(args: argparse.Namespace) -> _Plan:
         users=list(args.users),
         duration_s=args.duration,
         spawn_rate=args.spawn_rate,
-        options=LoadOptions.from_namespace(args),
+        options=WORKLOADS[getattr(args, "workload", "mixed")].derive(
+            LoadOptions.from_namespace(args)
+        ),
         slo=Slo(ttft_s=args.slo_ttft_ms / 1000, itl_s=args.slo_itl_ms / 1000),
         html=args.locust_html,
     )

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from launcher.triton_server import DEFAULT_MODEL_REPOSITORY
+from llm_stack.model_repository_config import read_model_config
+from loadtest.batching import SHARED_PREFIX_PROMPTS
 from loadtest.load_options import LoadOptions, add_load_arguments
 from loadtest.locust_process import LocustLevel, read_locust_json
-from loadtest.prompt_set import TokenDistribution
-from loadtest.runner import _command_line, build_parser, duration_s, main
+from loadtest.prompt_set import PromptSet, TokenDistribution
+from loadtest.runner import _command_line, _plan, build_parser, duration_s, main
 from loadtest.stack import StackError, without_dynamic_batching
 
 
@@ -97,19 +98,20 @@ def test_without_dynamic_batching(tmp_path: Path) -> None:
     models = ("preprocessing", "postprocessing")
     copy = without_dynamic_batching(DEFAULT_MODEL_REPOSITORY, tmp_path / "repo", models)
     for model in models:
-        original = (DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt").read_text()
-        changed = (copy / model / "config.pbtxt").read_text()
-        assert "dynamic_batching" in original
-        assert "dynamic_batching" not in changed
-        # Nothing else changes: the block's lines are the whole difference.
-        block = re.search(r"dynamic_batching\s*\{[^}]*\}\n", original)
-        assert block is not None
-        assert changed == original.replace(block[0], "")
+        original = read_model_config(DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt")
+        changed = read_model_config(copy / model / "config.pbtxt")
+        assert original.HasField("dynamic_batching")
+        assert not changed.HasField("dynamic_batching")
+        assert "dynamic_batching" not in (copy / model / "config.pbtxt").read_text()
+        # Nothing else changes: the same config, less the block.
+        original.ClearField("dynamic_batching")
+        assert changed == original
+        assert changed.name == model
     for model in ("ensemble", "tensorrt_llm"):
         assert (copy / model / "config.pbtxt").read_text() == (
             DEFAULT_MODEL_REPOSITORY / model / "config.pbtxt"
         ).read_text()
-    with pytest.raises(StackError, match="found 0"):
+    with pytest.raises(StackError, match="has no dynamic_batching block"):
         without_dynamic_batching(copy, tmp_path / "again", models)
 
 
@@ -131,3 +133,17 @@ def test_locust_json_rows(tmp_path: Path) -> None:
     # Locust's percentile: the smallest time with at most (1 - q) of the requests above it.
     assert (row.median, row.p95, row.average) == (100.0, 300.0, 150.0)
     assert row.requests_per_s == pytest.approx(2.0)
+
+
+def test_shared_prefix_workload_sends_one_block_with_distinct_last_lines() -> None:
+    plan = _plan(build_parser().parse_args(["run", "--out", "x", "--workload", "shared_prefix"]))
+    assert plan.options.prompts == SHARED_PREFIX_PROMPTS
+    assert plan.options.max_tokens == TokenDistribution.parse("fixed:32")
+    assert plan.options.temperature == 0.0
+    prompts = PromptSet.load(SHARED_PREFIX_PROMPTS).prompts
+    block = prompts[0].split("Question ")[0]
+    assert len(block) > 1500  # several hundred tokens
+    assert all(p.startswith(block) for p in prompts)
+    assert len(set(prompts)) == len(prompts)
+    default = _plan(build_parser().parse_args(["run", "--out", "x"]))
+    assert default.options.prompts != SHARED_PREFIX_PROMPTS
