@@ -8,7 +8,6 @@ dynamic batching of pre- and postprocessing.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -28,8 +27,7 @@ from launcher.triton_server import (
     free_port,
     wheel_install,
 )
-
-_DYNAMIC_BATCHING = re.compile(r"^dynamic_batching\s*\{[^}]*\}\s*\n?", re.MULTILINE)
+from llm_stack.model_repository_config import read_model_config, write_model_config
 
 
 class StackError(RuntimeError):
@@ -37,14 +35,18 @@ class StackError(RuntimeError):
 
 
 def without_dynamic_batching(source: Path, target: Path, models: tuple[str, ...]) -> Path:
-    """Copy a model repository to `target`, removing `models`' dynamic_batching blocks."""
+    """Copy a model repository to `target`, removing `models`' dynamic_batching blocks.
+
+    The rewritten configs lose their comments: the copy is only ever served, never read.
+    """
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     for model in models:
-        config = target / model / "config.pbtxt"
-        text, count = _DYNAMIC_BATCHING.subn("", config.read_text())
-        if count != 1:
-            raise StackError(f"{config}: expected one dynamic_batching block, found {count}")
-        config.write_text(text)
+        path = target / model / "config.pbtxt"
+        config = read_model_config(path)
+        if not config.HasField("dynamic_batching"):
+            raise StackError(f"{path}: has no dynamic_batching block to remove")
+        config.ClearField("dynamic_batching")
+        write_model_config(path, config)
     return target
 
 
