@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import tempfile
 import time
@@ -35,17 +34,14 @@ from llm_stack.engine.factory import create_engine
 from llm_stack.ensemble_client import generate
 from llm_stack.ensemble_contract import NUM_OUTPUT_TOKENS, TEXT_OUTPUT
 from llm_stack.model_config import ModelParameters
+from llm_stack.model_repository_config import model_parameters
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
-
-_PARAM = re.compile(r'key:\s*"([^"]+)"\s*value:\s*\{\s*string_value:\s*"([^"]*)"')
 
 
 def engine_parameters(repository: Path) -> ModelParameters:
     """The `tensorrt_llm` model's parameters (with LLM_STACK_* overrides), as Triton sees them."""
-    text = (repository / "tensorrt_llm" / "config.pbtxt").read_text()
-    params = {k: {"string_value": v} for k, v in _PARAM.findall(text)}
-    return ModelParameters({"name": "tensorrt_llm", "parameters": params})
+    return model_parameters(repository / "tensorrt_llm" / "config.pbtxt")
 
 
 def prompts(count: int) -> list[str]:
