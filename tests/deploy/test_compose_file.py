@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from frontend.settings import FrontendSettings
+from llm_stack.model_repository_config import read_model_config
 from loadtest.load_options import API_KEY_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -197,7 +198,7 @@ def test_triton_switches_the_model_to_tensorrt_llm() -> None:
 def _parameters_in_model_repository() -> set[str]:
     names: set[str] = set()
     for config in (REPO / "model_repository").glob("*/config.pbtxt"):
-        names |= set(re.findall(r'parameters\s*\{\s*key:\s*"(\w+)"', config.read_text("utf-8")))
+        names |= set(read_model_config(config).parameters)
     return names
 
 

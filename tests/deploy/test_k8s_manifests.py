@@ -17,6 +17,7 @@ import yaml
 
 from frontend.metrics import FrontendMetrics
 from frontend.settings import FrontendSettings
+from llm_stack.model_repository_config import read_model_config
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -184,7 +185,7 @@ def test_frontend_config_names_real_settings() -> None:
 def test_triton_env_names_real_model_parameters() -> None:
     parameters: set[str] = set()
     for config in (REPO / "model_repository").glob("*/config.pbtxt"):
-        parameters |= set(re.findall(r'key:\s*"(\w+)"', config.read_text(encoding="utf-8")))
+        parameters |= set(read_model_config(config).parameters)
     (container,) = containers(objects("StatefulSet")["triton"])
     for name in env_of(container):
         if name.startswith("LLM_STACK_"):
