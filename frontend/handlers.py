@@ -93,7 +93,8 @@ def _http_error(exc: StarletteHTTPException) -> FrontendError:
     if exc.status_code == 404:
         return NotFoundError("no such route")
     if exc.status_code == 405:
-        return MethodNotAllowedError("method not allowed on this route")
+        # The router names the route's methods in the exception it raises.
+        return MethodNotAllowedError((exc.headers or {}).get("Allow", ""))
     if exc.status_code == 400:
         return MalformedBodyError("request body could not be read")
     return InternalError()
