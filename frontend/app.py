@@ -16,6 +16,7 @@ from frontend.deps import FrontendState
 from frontend.handlers import install_error_handlers
 from frontend.metrics import FrontendMetrics
 from frontend.middleware import FrontendMiddleware
+from frontend.openapi import install_openapi
 from frontend.rate_limit import Clock, RateLimiter, make_storage
 from frontend.routes import generate, health, openai
 from frontend.routing import PrefixRouting
@@ -37,15 +38,14 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         if settings.auth_enabled
         else None
     )
-    validator = RequestValidator(
-        ValidationLimits(
-            max_prompt_chars=settings.max_prompt_chars,
-            max_tokens=settings.max_tokens_limit,
-            max_stop_sequences=settings.max_stop_sequences,
-            max_stop_chars=settings.max_stop_chars,
-            max_top_k=settings.max_top_k,
-        )
+    limits = ValidationLimits(
+        max_prompt_chars=settings.max_prompt_chars,
+        max_tokens=settings.max_tokens_limit,
+        max_stop_sequences=settings.max_stop_sequences,
+        max_stop_chars=settings.max_stop_chars,
+        max_top_k=settings.max_top_k,
     )
+    validator = RequestValidator(limits)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,6 +101,8 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
     app.include_router(generate.router)
     app.include_router(openai.router)
     app.include_router(health.router)
+    # The document states the limits of these settings, as the validator applies them.
+    install_openapi(app, settings, limits, [*generate.STREAM_EVENTS, *openai.STREAM_EVENTS])
 
     # The routes that take a body have no path parameters: their paths name them exactly.
     known_paths = {

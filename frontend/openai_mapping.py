@@ -17,6 +17,8 @@ from frontend.validation import ChatMessage, GenerationRequest, RequestValidator
 # OpenAI's documented defaults.
 COMPLETION_MAX_TOKENS = 16
 TEMPERATURE = 1.0
+# OpenAI's other names for the validator's roles: developer is its newer name for system.
+ROLE_ALIASES = {"developer": "system"}
 
 
 def check_model(model: str, served_model_name: str) -> None:
@@ -127,8 +129,7 @@ def _single_prompt(prompt: str | list[str] | list[int] | list[list[int]]) -> str
 
 def _message(index: int, message: ChatMessageIn) -> ChatMessage:
     where = f"messages[{index}]"
-    # OpenAI's newer name for the system role.
-    role = "system" if message.role == "developer" else message.role
+    role = ROLE_ALIASES.get(message.role, message.role)
     if role in ("tool", "function"):
         raise UnsupportedParameterError(
             f"{where}.role", f"{where}.role {role!r} is not supported: tools are not"

@@ -35,7 +35,7 @@ class GenerateRequest(BaseModel):
 FinishReasonName = Literal["stop", "length"]
 
 
-class Usage(BaseModel):
+class GenerateUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     tokens_used: int = Field(description="prompt_tokens + completion_tokens")
@@ -71,7 +71,7 @@ class DoneEvent(BaseModel):
 
     type: Literal["done"] = "done"
     finish_reason: FinishReasonName
-    usage: Usage
+    usage: GenerateUsage
     model_version: str
     request_id: str
 

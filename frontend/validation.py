@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from frontend.errors import (
     AssistantMessageLastError,
@@ -47,6 +48,45 @@ class ValidationLimits:
     max_stop_sequences: int
     max_stop_chars: int
     max_top_k: int
+
+
+# JSON Schema keywords by JSON type, e.g. {"integer": {"minimum": 1}}; see field_schemas.
+TypedKeywords = dict[str, dict[str, Any]]
+
+
+def field_schemas(limits: ValidationLimits) -> dict[str, TypedKeywords]:
+    """The rules below that concern one field alone, as JSON Schema keywords for the API document.
+
+    Built from the same constants and limits as the checks, so the document cannot drift from
+    them; rules across fields (min_tokens within max_tokens, the messages' total length, the
+    last role) stay in the descriptions. The validator remains the one place rules are applied.
+    """
+    text = {"minLength": 1, "maxLength": limits.max_prompt_chars}
+    stop_sequence = {"minLength": 1, "maxLength": limits.max_stop_chars}
+    max_tokens = {"integer": {"minimum": 1, "maximum": limits.max_tokens}}
+    penalty = {"number": {"minimum": -PENALTY_MAX, "maximum": PENALTY_MAX}}
+    return {
+        "prompt": {"string": text},
+        "max_tokens": max_tokens,
+        "max_completion_tokens": max_tokens,
+        "temperature": {"number": {"minimum": 0, "maximum": TEMPERATURE_MAX}},
+        "top_p": {"number": {"exclusiveMinimum": 0, "maximum": 1}},
+        "top_k": {"integer": {"minimum": 0, "maximum": limits.max_top_k}},
+        "stop": {
+            "array": {"maxItems": limits.max_stop_sequences, "items": stop_sequence},
+            "string": stop_sequence,
+        },
+        "seed": {"integer": {"minimum": 0, "maximum": SEED_MAX}},
+        "presence_penalty": penalty,
+        "frequency_penalty": penalty,
+        "repetition_penalty": {
+            "number": {"exclusiveMinimum": 0, "maximum": REPETITION_PENALTY_MAX}
+        },
+        "min_tokens": {"integer": {"minimum": 0, "maximum": limits.max_tokens}},
+        "messages": {"array": {"minItems": 1}},
+        "role": {"string": {"enum": list(ROLES)}},
+        "content": {"string": {"maxLength": limits.max_prompt_chars}},
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,21 @@ While the request runs, a client that goes away cancels the generation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from starlette.types import Receive
 
 from frontend.errors import ClientClosedRequestError, FrontendError, error_kind
@@ -23,7 +32,8 @@ from frontend.metrics import FrontendMetrics
 from frontend.service import Admitted, Completed, GenerationEvent, TextDelta
 
 T = TypeVar("T")
-DONE = b"data: [DONE]\n\n"
+DONE_DATA = "[DONE]"
+DONE = f"data: {DONE_DATA}\n\n".encode()
 
 Events = AsyncGenerator[GenerationEvent, None]
 # Event → the `data:` payloads it becomes (none, one, or several).
@@ -107,12 +117,22 @@ async def start_stream(request: Request, events: Events) -> tuple[Admitted, Gene
         raise
 
 
-def stream_doc(description: str) -> dict[str, Any]:
-    """OpenAPI entry for a 200 that is JSON, or an event stream when `stream` is true."""
-    return {
-        "description": description,
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+def stream_doc(description: str, events: Sequence[type[BaseModel]]) -> dict[str, Any]:
+    """OpenAPI entry for a 200 that is JSON, or a stream of `events` when `stream` is true.
+
+    Before OpenAPI 3.2 an event stream's schema describes one event; each `data:` holds one
+    of `events` as JSON, the last one `[DONE]`. The models must be components of the
+    document (frontend.openapi adds the ones no route returns as JSON).
+    """
+    payload = {"anyOf": [{"$ref": f"#/components/schemas/{event.__name__}"} for event in events]}
+    data = {
+        "anyOf": [
+            {"const": DONE_DATA},
+            {"type": "string", "contentMediaType": "application/json", "contentSchema": payload},
+        ]
     }
+    event_schema = {"type": "object", "required": ["data"], "properties": {"data": data}}
+    return {"description": description, "content": {"text/event-stream": {"schema": event_schema}}}
 
 
 def sse(payload: str) -> bytes:

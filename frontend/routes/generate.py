@@ -22,7 +22,7 @@ from frontend.protocol import (
     ErrorResponse,
     GenerateRequest,
     GenerateResponse,
-    Usage,
+    GenerateUsage,
 )
 from frontend.routes.events import (
     ErrorRenderer,
@@ -59,15 +59,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     },
     504: {"model": ErrorResponse, "description": "The model server did not answer in time."},
 }
+STREAM_EVENTS = (DeltaEvent, DoneEvent, ErrorEvent)
 _STREAM_DOC = stream_doc(
     "With stream false: the completion. With stream true: text/event-stream of "
-    "`data:` lines holding DeltaEvent, then DoneEvent, then `[DONE]` (or an ErrorEvent)."
+    "`data:` lines holding DeltaEvent, then DoneEvent, then `[DONE]` (or an ErrorEvent).",
+    STREAM_EVENTS,
 )
 
 
-def _usage(completed: Completed) -> Usage:
+def _usage(completed: Completed) -> GenerateUsage:
     usage = completed.usage
-    return Usage(
+    return GenerateUsage(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         tokens_used=usage.total_tokens,

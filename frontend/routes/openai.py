@@ -51,6 +51,8 @@ from frontend.service import Caller, Completed, GenerationEvent, GenerationRecor
 from frontend.validation import GenerationRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+# Models streamed as `data:` payloads that no route returns as JSON.
+STREAM_EVENTS = (ChatCompletionChunk,)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
@@ -87,10 +89,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _stream_doc(chunk: str) -> dict[str, Any]:
+def _stream_doc(chunk: type[BaseModel]) -> dict[str, Any]:
     return stream_doc(
-        f"With stream false: the answer. With stream true: text/event-stream "
-        f"of `data:` lines holding {chunk} objects, then `[DONE]` (or an error object)."
+        f"With stream false: the answer. With stream true: text/event-stream of `data:` "
+        f"lines holding {chunk.__name__} objects, then `[DONE]` (or an error object).",
+        (chunk, OpenAIErrorResponse),
     )
 
 
@@ -260,7 +263,7 @@ async def _run(
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    responses={200: _stream_doc("CompletionResponse"), **_ERRORS},
+    responses={200: _stream_doc(CompletionResponse), **_ERRORS},
     summary="Complete a prompt (OpenAI completions)",
 )
 async def completions(
@@ -281,7 +284,7 @@ async def completions(
 @router.post(
     "/chat/completions",
     response_model=ChatCompletionResponse,
-    responses={200: _stream_doc("ChatCompletionChunk"), **_ERRORS},
+    responses={200: _stream_doc(ChatCompletionChunk), **_ERRORS},
     summary="Answer a conversation, rendered with the model's chat template (OpenAI chat)",
 )
 async def chat_completions(

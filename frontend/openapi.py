@@ -1,0 +1,190 @@
+"""The OpenAPI document, made to say what this server does with the settings it runs with.
+
+FastAPI derives the shapes from the protocol models. Added here, from the settings and the
+validator's own limits: each field's rules (frontend.validation.field_schemas), the served
+model's id, whether an API key is required, and the headers responses carry. The document
+only describes: requests are still checked by the validator alone, with its own errors.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from frontend.openai_mapping import ROLE_ALIASES
+from frontend.settings import FrontendSettings
+from frontend.validation import ROLES, TypedKeywords, ValidationLimits, field_schemas
+
+BEARER_SCHEME = "HTTPBearer"  # the name FastAPI gives frontend.deps' HTTPBearer
+# Request bodies (and their parts) whose properties the validator's rules apply to.
+_RULED_SCHEMAS = ("GenerateRequest", "CompletionRequest", "ChatCompletionRequest", "ChatMessageIn")
+_OPENAI_REQUESTS = ("CompletionRequest", "ChatCompletionRequest")
+
+_STRING = {"type": "string"}
+_SECONDS = {"type": "integer", "minimum": 1}
+_COUNT = {"type": "integer", "minimum": 0}
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": ("The tightest per-minute budget of this caller.", _COUNT),
+    "X-RateLimit-Remaining": ("What is left of it.", _COUNT),
+    "X-RateLimit-Reset": ("Seconds until it is whole again.", _COUNT),
+}
+
+
+def install_openapi(
+    app: FastAPI,
+    settings: FrontendSettings,
+    limits: ValidationLimits,
+    stream_models: Sequence[type[BaseModel]],
+) -> None:
+    """Make `app` serve `openapi_document` (built on first use) as its /openapi.json."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(app, settings, limits, stream_models)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def openapi_document(
+    app: FastAPI,
+    settings: FrontendSettings,
+    limits: ValidationLimits,
+    stream_models: Sequence[type[BaseModel]] = (),
+) -> dict[str, Any]:
+    """FastAPI's document for `app`, with the rules, model id, auth and headers of `settings`.
+
+    `stream_models` are the `data:` payloads of event streams, which FastAPI does not see.
+    """
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=app.description,
+        routes=app.routes,
+    )
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    _add_components(schemas, stream_models)
+    rules = field_schemas(limits)
+    for name in _RULED_SCHEMAS:
+        for field, prop in schemas[name]["properties"].items():
+            if field in rules:
+                _constrain(prop, rules[field])
+    for name in _OPENAI_REQUESTS:
+        schemas[name]["properties"]["model"]["enum"] = [settings.served_model_name]
+    _declare_completion_prompt(schemas["CompletionRequest"]["properties"]["prompt"], rules)
+    _declare_message(schemas["ChatMessageIn"])
+    _declare_auth(document, required=settings.auth_enabled)
+    _declare_headers(document)
+    _drop_unused_validation_error(document)
+    return document
+
+
+def _add_components(schemas: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:
+    if not models:
+        return
+    _, top = models_json_schema(
+        [(model, "serialization") for model in models], ref_template="#/components/schemas/{model}"
+    )
+    for name, schema in top.get("$defs", {}).items():
+        if "__" in name:
+            # pydantic qualifies a name two models share; refs by class name would be ambiguous.
+            raise ValueError(f"two models are named {name.rsplit('__', 1)[-1]}")
+        schemas.setdefault(name, schema)
+
+
+def _constrain(prop: dict[str, Any], by_type: TypedKeywords) -> None:
+    """Add keywords to the member of `prop` (itself, or a member of its anyOf) of each type."""
+    for member in prop.get("anyOf", [prop]):
+        keywords = by_type.get(member.get("type", ""))
+        for keyword, value in (keywords or {}).items():
+            if keyword == "items" and isinstance(member.get("items"), dict):
+                member["items"] = {**member["items"], **copy.deepcopy(value)}
+            else:
+                member[keyword] = copy.deepcopy(value)
+
+
+def _declare_completion_prompt(prop: dict[str, Any], rules: dict[str, TypedKeywords]) -> None:
+    # A list holding one string is that string (openai_mapping); several are refused (400).
+    for member in prop["anyOf"]:
+        if member.get("type") == "array" and member["items"].get("type") == "string":
+            member.update(minItems=1, maxItems=1)
+            _constrain(member["items"], rules["prompt"])
+
+
+def _declare_message(schema: dict[str, Any]) -> None:
+    properties = schema["properties"]
+    properties["role"]["enum"] = [*ROLES, *ROLE_ALIASES]
+    # A message without content is refused (422): only tool calls could stand in for it.
+    content = properties["content"]
+    content["anyOf"] = [m for m in content["anyOf"] if m.get("type") != "null"]
+    content.pop("default", None)
+    schema["required"] = [*schema.get("required", []), "content"]
+
+
+def _each_operation(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [operation for path in document["paths"].values() for operation in path.values()]
+
+
+def _is_error(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return str(schema.get("$ref", "")).endswith("ErrorResponse")
+
+
+def _declare_auth(document: dict[str, Any], *, required: bool) -> None:
+    scheme = document["components"]["securitySchemes"][BEARER_SCHEME]
+    if required:
+        scheme["description"] = "An API key of this server: required."
+        return
+    scheme["description"] = "Not required: this server has no API keys configured."
+    for operation in _each_operation(document):
+        if "security" in operation:
+            # `{}` (no requirement) first: a request without the header is served.
+            operation["security"] = [{}, {BEARER_SCHEME: []}]
+            operation["responses"].pop("401", None)
+
+
+def _header(description: str, schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": dict(schema)}
+
+
+def _declare_headers(document: dict[str, Any]) -> None:
+    request_id = _header(
+        "The request's id: the client's X-Request-ID when usable, else a new one.",
+        _STRING,
+        required=True,
+    )
+    for operation in _each_operation(document):
+        generates = "requestBody" in operation
+        for status, response in operation["responses"].items():
+            headers = response.setdefault("headers", {})
+            headers["X-Request-ID"] = request_id
+            if status == "401":
+                headers["WWW-Authenticate"] = _header("The scheme: Bearer.", _STRING, required=True)
+            if status in ("429", "503") and _is_error(response):
+                headers["Retry-After"] = _header("Seconds to wait.", _SECONDS, required=True)
+            if status == "429" or (status == "200" and generates):
+                # A 200 carries them only while rate limits are configured.
+                for name, (text, schema) in _RATE_LIMIT_HEADERS.items():
+                    headers[name] = _header(text, schema, required=status == "429")
+
+
+def _drop_unused_validation_error(document: dict[str, Any]) -> None:
+    """FastAPI's default 422 body: never sent, the error handlers answer in the frontend's shape."""
+    validation_ref = "#/components/schemas/HTTPValidationError"
+    for operation in _each_operation(document):
+        response = operation["responses"].get("422")
+        if response is None:
+            continue
+        schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+        if schema.get("$ref") == validation_ref:
+            del operation["responses"]["422"]
+    schemas = document["components"]["schemas"]
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
