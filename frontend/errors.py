@@ -261,6 +261,15 @@ class OverloadedError(FrontendError):
         )
 
 
+class ShuttingDownError(FrontendError):
+    """The server stopped the request: shutting down, its graceful shutdown time ran out."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the server is shutting down, retry the request", headers={"Retry-After": "1"}
+        )
+
+
 class TritonError(FrontendError):
     """Base of the failures of the call to Triton; `code` labels the metrics."""
 
@@ -329,6 +338,7 @@ ERROR_TABLE: Final[Mapping[type[FrontendError], ErrorKind]] = {
     AuthenticationError: ErrorKind(401, "authentication_failed"),
     RateLimitedError: ErrorKind(429, "rate_limited"),
     OverloadedError: ErrorKind(503, "overloaded"),
+    ShuttingDownError: ErrorKind(503, "shutting_down"),
     TritonUnavailableError: ErrorKind(503, "model_unavailable"),
     TritonQueueFullError: ErrorKind(503, "model_overloaded"),
     TritonTimeoutError: ErrorKind(504, "model_timeout"),

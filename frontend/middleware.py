@@ -8,13 +8,14 @@ once the response has been sent completely (after the last byte of a stream).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from frontend.errors import BodyTooLargeError, FrontendError, InternalError
+from frontend.errors import BodyTooLargeError, FrontendError, InternalError, ShuttingDownError
 from frontend.handlers import render_error, uses_openai_errors
 from frontend.logs import ACCESS_LOGGER
 from frontend.metrics import FrontendMetrics
@@ -60,14 +61,17 @@ class FrontendMiddleware:
         request_id_header = (b"x-request-id", context.request_id.encode("latin-1"))
         status = 500
         response_started = False
+        response_complete = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status, response_started, response_complete
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
                 headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
                 message = {**message, "headers": [*headers, request_id_header]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                response_complete = True
             await send(message)
 
         self.metrics.http_in_flight.inc()
@@ -81,6 +85,25 @@ class FrontendMiddleware:
                 error, context.request_id, self.metrics, openai=uses_openai_errors(scope["path"])
             )
             await response(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            # Only the server cancels a request's task: uvicorn, once the graceful shutdown
+            # time has run out (a client that leaves ends its request through the routes).
+            # Not an application error: the request ends here, answered where it still can be.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            log.warning("request %s cut short: the server is shutting down", context.request_id)
+            if not response_started:
+                response = render_error(
+                    ShuttingDownError(),
+                    context.request_id,
+                    self.metrics,
+                    openai=uses_openai_errors(scope["path"]),
+                )
+                await response(scope, receive, send_with_id)
+            elif not response_complete:
+                # A stream ends without its [DONE]: the client sees it did not finish.
+                await send_with_id({"type": "http.response.body", "body": b"", "more_body": False})
         except Exception:
             log.exception("unhandled error in request %s", context.request_id)
             if response_started:

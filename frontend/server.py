@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+
 import uvicorn
 
 from frontend.app import create_app
 from frontend.logs import configure_logging
 from frontend.settings import FrontendSettings
+
+
+class ShutdownTimeoutIsAWarning(logging.Filter):
+    """uvicorn logs the end of the graceful shutdown time as an error; here it is the end
+    the settings give a shutdown (each request it cuts short logs a warning of its own)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and "timeout graceful shutdown exceeded" in str(
+            record.msg
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def uvicorn_config(settings: FrontendSettings) -> uvicorn.Config:
@@ -28,4 +42,5 @@ def run(settings: FrontendSettings | None = None) -> None:
     """Build the app and serve it until SIGTERM/SIGINT, shutting down gracefully."""
     settings = settings if settings is not None else FrontendSettings()
     configure_logging(settings.log_level)
+    logging.getLogger("uvicorn.error").addFilter(ShutdownTimeoutIsAWarning())
     uvicorn.Server(uvicorn_config(settings)).run()

@@ -54,8 +54,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"model": ErrorResponse, "description": "The model server failed the request."},
     503: {
         "model": ErrorResponse,
-        "description": "At capacity, or the model server is unavailable or its queue is "
-        "full; see Retry-After.",
+        "description": "At capacity, the model server unavailable or its queue full, or "
+        "this server shutting down before the answer; see Retry-After.",
     },
     504: {"model": ErrorResponse, "description": "The model server did not answer in time."},
 }

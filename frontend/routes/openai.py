@@ -79,8 +79,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"model": OpenAIErrorResponse, "description": "The model server failed the request."},
     503: {
         "model": OpenAIErrorResponse,
-        "description": "At capacity, or the model server is unavailable or its queue is "
-        "full; see Retry-After.",
+        "description": "At capacity, the model server unavailable or its queue full, or "
+        "this server shutting down before the answer; see Retry-After.",
     },
     504: {
         "model": OpenAIErrorResponse,
