@@ -5,10 +5,16 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# llama-cpp-python ships as source only: pip builds it once (about 7 minutes on
-# 2 cores) and keeps the wheel in its cache for every later install.
-export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
+# llama-cpp-python ships as source only: it is built once (about 7 minutes on 2
+# cores) into a wheel folder keyed by its version and build flags, which every later
+# install takes. The build is portable (AVX2, no -march=native): pip's own wheel cache
+# is keyed by the sdist alone and outlives the machine, and a native build taken to
+# another CPU crashes (AMX tile instructions fault on hosts that advertise but do not
+# enable AMX).
+export CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+LLAMA_CPP := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_WHEELS := $(HOME)/.cache/llm-stack/wheels/$(shell echo '$(LLAMA_CPP) $(CMAKE_ARGS)' | sha1sum | cut -c1-12)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install up test lint unit bench system-deps
@@ -16,7 +22,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[triton,cpu,loadtest,dev]'
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		$(BIN)/python -m pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) '$(LLAMA_CPP)'
+	$(BIN)/python -m pip install -q --find-links $(LLAMA_WHEELS) -e '.[triton,cpu,loadtest,dev]'
 	touch $@
 
 install: $(STAMP)
