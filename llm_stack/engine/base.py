@@ -133,6 +133,13 @@ class EngineStats:
     peak_step_batch: int = 0  # most sequences ever decoded in one step
     generated_tokens: int = 0
     finished: dict[str, int] = field(default_factory=dict)  # by finish reason
+    # Prefix cache: prompt tokens taken from it vs computed; KV cells in use.
+    prompt_tokens_cached: int = 0
+    prompt_tokens_computed: int = 0
+    kv_cache_tokens: int = 0  # cells in all
+    kv_reserved_tokens: int = 0  # held for running sequences (prompt + max_tokens each)
+    prefix_cache_tokens: int = 0  # held by cached prefix blocks
+    block_tokens: int = 0  # tokens per cache block (0: no blocks)
 
 
 class Engine(Protocol):

@@ -31,6 +31,8 @@ def create_engine(params: ModelParameters) -> Engine:
                 max_seq_len=max_seq_len,
                 max_step_tokens=params.get_int("max_step_tokens", minimum=1),
                 n_threads=params.get_int("n_threads", minimum=0),
+                enable_prefix_cache=params.get_bool("enable_prefix_cache"),
+                prefix_cache_block_tokens=params.get_int("prefix_cache_block_tokens", minimum=1),
             )
         )
     from llm_stack.engine.trtllm_engine import TrtLlmEngine

@@ -28,12 +28,13 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
-from llm_stack.engine.scheduler import Scheduler, SchedulerLimits, StepItem
+from llm_stack.engine.scheduler import CacheCopy, Scheduler, SchedulerLimits, StepItem
 from llm_stack.llama_loader import load_model
 
 log = logging.getLogger(__name__)
 
 _PENALTY_WINDOW = 64
+_MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,17 @@ class LlamaCppConfig:
     max_seq_len: int = 4096  # prompt + output of one sequence
     max_step_tokens: int = 256  # tokens per llama_decode call (prefill chunk budget)
     n_threads: int = 0  # 0: the cores this process may run on
+    # Whole prompt blocks kept in the KV cache after their sequence ends, for later
+    # prompts that start with them; each cached prefix holds a sequence id of its own.
+    enable_prefix_cache: bool = True
+    prefix_cache_block_tokens: int = 64
+
+    @property
+    def cache_slots(self) -> int:
+        """Sequence ids for cached prefixes, after the running sequences' ones."""
+        if not self.enable_prefix_cache:
+            return 0
+        return min(self.max_batch_size, _MAX_SEQUENCES - self.max_batch_size)
 
 
 def available_cores() -> int:
@@ -71,7 +83,7 @@ class _Llama:
         cparams.n_ctx = config.kv_cache_tokens
         cparams.n_batch = config.max_step_tokens
         cparams.n_ubatch = config.max_step_tokens
-        cparams.n_seq_max = config.max_batch_size
+        cparams.n_seq_max = config.max_batch_size + config.cache_slots
         cparams.kv_unified = True  # one KV pool shared by all sequences, not n_ctx / n_seq_max each
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
@@ -120,6 +132,20 @@ class _Llama:
         for token in prompt[-_PENALTY_WINDOW:]:
             lc.llama_sampler_accept(chain, token)
         self.samplers[request_id] = chain
+
+    def copy_cells(self, copies: list[CacheCopy]) -> None:
+        """Apply the scheduler's prefix-cache copies and clears, in order."""
+        lc = self.lc
+        for copy in copies:
+            if copy.tokens == 0:
+                lc.llama_memory_seq_rm(self.memory, copy.src, -1, -1)
+            else:
+                lc.llama_memory_seq_rm(self.memory, copy.dst, -1, -1)
+                lc.llama_memory_seq_cp(self.memory, copy.src, copy.dst, 0, copy.tokens)
+
+    def last_positions(self, seq_ids: range) -> dict[int, int]:
+        """The highest position each sequence id holds in the KV cache (-1: none)."""
+        return {i: int(self.lc.llama_memory_seq_pos_max(self.memory, i)) for i in seq_ids}
 
     def free_sequence(self, request_id: str, slot: int | None) -> None:
         chain = self.samplers.pop(request_id, None)
@@ -178,6 +204,8 @@ class LlamaCppEngine:
                 kv_capacity=config.kv_cache_tokens,
                 max_seq_len=config.max_seq_len,
                 max_step_tokens=config.max_step_tokens,
+                cache_slots=config.cache_slots,
+                block_tokens=config.prefix_cache_block_tokens,
             )
         )
         self._lock = threading.Condition()
@@ -236,6 +264,21 @@ class LlamaCppEngine:
         with self._lock:
             return self._scheduler.stats()
 
+    def cell_owners(self) -> dict[int, int]:
+        """Sequence ids holding KV cells, with the highest position each holds.
+
+        For leak checks: once idle, only live prefix-cache entries hold cells.
+        """
+        assert self._llama is not None
+        with self._lock:
+            ids = range(self.config.max_batch_size + self.config.cache_slots)
+            return {i: p for i, p in self._llama.last_positions(ids).items() if p >= 0}
+
+    def cached_prefixes(self) -> dict[int, int]:
+        """Each cache entry's sequence id and its tokens."""
+        with self._lock:
+            return self._scheduler.cache_ids()
+
     async def shutdown(self) -> None:
         """Cancel every sequence, stop the loop and free the model."""
         with self._lock:
@@ -291,13 +334,18 @@ class LlamaCppEngine:
                 result = self._scheduler.abort(rid)
                 if result is not None:
                     delta, slot = result
+                    # Its prompt blocks go to the cache before its slot is cleared.
+                    llama.copy_cells(self._scheduler.take_copies())
                     llama.free_sequence(rid, slot)
                     aborted.append((rid, delta))
             self._aborts.clear()
             self._deliver(aborted)
             items = self._scheduler.plan()
+            # Cached prefixes copied into newly admitted sequences (also those admitted
+            # by `add` since the last step) before the step reads them.
+            llama.copy_cells(self._scheduler.take_copies())
             for item in items:
-                if item.start_pos == 0:
+                if item.request_id not in llama.samplers:
                     request = self._scheduler.request(item.request_id)
                     assert request is not None
                     llama.new_sampler(item.request_id, request.sampling, request.prompt_ids)
@@ -312,6 +360,7 @@ class LlamaCppEngine:
         sampled = {rid: llama.sample(rid, idx, banned[rid]) for rid, idx in logits_at.items()}
         with self._lock:
             deltas, _ = self._scheduler.complete(sampled, llama.end_tokens.__contains__)
+            llama.copy_cells(self._scheduler.take_copies())
             for rid, delta in deltas:
                 if delta.finished:
                     llama.free_sequence(rid, self._slot_of(items, rid))

@@ -8,8 +8,11 @@ turns sampled tokens into deltas, applying stop words, end ids and length limits
 
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+from array import array
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
+from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 
 from llm_stack.engine.base import (
@@ -24,6 +27,37 @@ from llm_stack.engine.stops import StopMatcher, banned_next_tokens
 from llm_stack.model_errors import ErrorCode
 
 
+def block_hashes(tokens: Seq[int], block_tokens: int) -> tuple[bytes, ...]:
+    """One hash per whole block of `tokens`, each of the block and every block before it.
+
+    Chained as vLLM and TensorRT-LLM chain theirs: equal hashes mean equal prefixes.
+    """
+    hashes: list[bytes] = []
+    previous = b""
+    for end in range(block_tokens, len(tokens) + 1, block_tokens):
+        block = array("i", tokens[end - block_tokens : end]).tobytes()
+        previous = hashlib.blake2b(previous + block, digest_size=16).digest()
+        hashes.append(previous)
+    return tuple(hashes)
+
+
+@dataclass(frozen=True)
+class CacheCopy:
+    """Make `dst` hold the cells of `src` for positions [0, tokens); tokens 0: clear `src`."""
+
+    src: int
+    dst: int
+    tokens: int
+
+
+@dataclass
+class _CachedPrefix:
+    """Whole prompt blocks kept in the KV cache under a sequence id of their own."""
+
+    seq_id: int
+    hashes: tuple[bytes, ...]
+
+
 @dataclass
 class Sequence:
     """One request's state inside the scheduler."""
@@ -36,6 +70,8 @@ class Sequence:
     output: list[int] = field(default_factory=list)
     emitted: int = 0
     next_token: int | None = None
+    hashes: tuple[bytes, ...] = ()
+    cached: int = 0  # prompt tokens copied from the prefix cache
 
     @property
     def request_id(self) -> str:
@@ -74,6 +110,10 @@ class SchedulerLimits:
     kv_capacity: int  # KV cache cells shared by all sequences
     max_seq_len: int  # prompt + output tokens of one sequence
     max_step_tokens: int  # tokens fed to the model in one step
+    # Sequence ids for cached prefixes (0: no prefix cache), taken after the slots', and
+    # the size of a cache block in tokens.
+    cache_slots: int = 0
+    block_tokens: int = 64
 
     def __post_init__(self) -> None:
         for name in ("max_active", "kv_capacity", "max_seq_len", "max_step_tokens"):
@@ -81,6 +121,11 @@ class SchedulerLimits:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_waiting < 0:
             raise ValueError(f"max_waiting must be >= 0, got {self.max_waiting}")
+        if self.cache_slots < 0 or self.block_tokens < 1:
+            raise ValueError(
+                f"cache_slots must be >= 0 and block_tokens >= 1, got {self.cache_slots} "
+                f"and {self.block_tokens}"
+            )
 
 
 class Scheduler:
@@ -98,6 +143,13 @@ class Scheduler:
         self._last_scheduled = 0
         self._last_context = 0
         self._generated = 0
+        # Prefix cache: LRU order, oldest first; the copies the engine must make, in order.
+        self._cache: OrderedDict[int, _CachedPrefix] = OrderedDict()
+        first = limits.max_active
+        self._free_cache_ids = list(range(first + limits.cache_slots - 1, first - 1, -1))
+        self._copies: list[CacheCopy] = []
+        self._prompt_cached = 0
+        self._prompt_computed = 0
         self._finished: dict[str, int] = {}
 
     # -- admission ---------------------------------------------------------------
@@ -130,12 +182,23 @@ class Scheduler:
                 f"engine queue is full: {len(self._waiting)} requests waiting",
                 waiting=len(self._waiting),
             )
+        hashes = (
+            block_hashes(request.prompt_ids, self.limits.block_tokens)
+            if self.limits.cache_slots
+            else ()
+        )
         self._waiting.append(
-            Sequence(request=request, stops=StopMatcher(request.stop_sequences), reserved=need)
+            Sequence(
+                request=request,
+                stops=StopMatcher(request.stop_sequences),
+                reserved=need,
+                hashes=hashes,
+            )
         )
         self._admit()
 
     def _can_admit_now(self, need: int) -> bool:
+        # Cached blocks never hold a request back: they are evicted to make room.
         return (
             not self._waiting
             and bool(self._free_slots)
@@ -148,10 +211,89 @@ class Scheduler:
             head = self._waiting[0]
             if self._reserved + head.reserved > self.limits.kv_capacity:
                 break
+            match = self._longest_match(head)
+            keep = {match.seq_id} if match else set()
+            if not self._make_room(head.reserved, keep):
+                match = None
+                self._make_room(head.reserved, set())
             self._waiting.popleft()
             head.slot = self._free_slots.pop()
             self._reserved += head.reserved
             self._active[head.request_id] = head
+            reused = 0
+            if match is not None:
+                # Running sequences share the copied cells; the last prompt token is
+                # always computed, so there are logits to sample from.
+                usable = (head.prompt_len - 1) // self.limits.block_tokens
+                blocks = _common(match.hashes, head.hashes[:usable])
+                reused = blocks * self.limits.block_tokens
+                self._copies.append(CacheCopy(match.seq_id, head.slot, reused))
+                self._cache.move_to_end(match.seq_id)
+            head.prefilled = head.cached = reused
+            self._prompt_cached += reused
+            self._prompt_computed += head.prompt_len - reused
+
+    # -- prefix cache ----------------------------------------------------------------
+
+    def _longest_match(self, seq: Sequence) -> _CachedPrefix | None:
+        usable = seq.hashes[: (seq.prompt_len - 1) // self.limits.block_tokens]
+        best, best_blocks = None, 0
+        for entry in self._cache.values():
+            blocks = _common(entry.hashes, usable)
+            if blocks > best_blocks:
+                best, best_blocks = entry, blocks
+        return best
+
+    @property
+    def _cache_tokens(self) -> int:
+        return sum(len(e.hashes) for e in self._cache.values()) * self.limits.block_tokens
+
+    def _make_room(self, tokens: int, keep: set[int]) -> bool:
+        """Evict least recently used entries (not `keep`) until `tokens` more cells fit."""
+        while self._reserved + self._cache_tokens + tokens > self.limits.kv_capacity:
+            victim = next((i for i in self._cache if i not in keep), None)
+            if victim is None:
+                return False
+            self._drop(victim)
+        return True
+
+    def _drop(self, seq_id: int) -> None:
+        del self._cache[seq_id]
+        self._free_cache_ids.append(seq_id)
+        self._copies.append(CacheCopy(seq_id, seq_id, 0))
+
+    def _store(self, seq: Sequence) -> None:
+        """Keep the prompt's computed whole blocks of a sequence that leaves its slot."""
+        blocks = min(seq.prefilled, seq.prompt_len) // self.limits.block_tokens
+        if not self.limits.cache_slots or blocks == 0:
+            return
+        hashes = seq.hashes[:blocks]
+        for entry in self._cache.values():
+            if _common(entry.hashes, hashes) == blocks:  # already held, maybe longer
+                self._cache.move_to_end(entry.seq_id)
+                return
+        for entry in list(self._cache.values()):
+            if _common(entry.hashes, hashes) == len(entry.hashes):  # ours extends it
+                self._drop(entry.seq_id)
+        if not self._free_cache_ids and self._cache:
+            self._drop(next(iter(self._cache)))
+        if not self._free_cache_ids:
+            return
+        if not self._make_room(blocks * self.limits.block_tokens, set()):
+            return
+        seq_id = self._free_cache_ids.pop()
+        self._cache[seq_id] = _CachedPrefix(seq_id, hashes)
+        self._copies.append(CacheCopy(seq.slot, seq_id, blocks * self.limits.block_tokens))
+
+    def take_copies(self) -> list[CacheCopy]:
+        """The cache copies and clears planned since the last call, to apply in order
+        before clearing any freed slot and before the next step runs."""
+        copies, self._copies = self._copies, []
+        return copies
+
+    def cache_ids(self) -> dict[int, int]:
+        """Each live cache entry's sequence id and its tokens (for checks and tests)."""
+        return {i: len(e.hashes) * self.limits.block_tokens for i, e in self._cache.items()}
 
     # -- abort -------------------------------------------------------------------
 
@@ -270,6 +412,7 @@ class Scheduler:
         del self._active[seq.request_id]
         self._free_slots.append(seq.slot)
         self._reserved -= seq.reserved
+        self._store(seq)
 
     def _final_delta(self, seq: Sequence, finish: FinishReason) -> TokenDelta:
         new = tuple(seq.output[seq.emitted :])
@@ -284,6 +427,7 @@ class Scheduler:
             num_input_tokens=seq.prompt_len,
             num_output_tokens=seq.emitted,
             finish_reason=finish,
+            num_cached_tokens=seq.cached,
         )
 
     def stats(self) -> EngineStats:
@@ -299,4 +443,20 @@ class Scheduler:
             peak_step_batch=self._peak,
             generated_tokens=self._generated,
             finished=dict(self._finished),
+            prompt_tokens_cached=self._prompt_cached,
+            prompt_tokens_computed=self._prompt_computed,
+            kv_cache_tokens=self.limits.kv_capacity,
+            kv_reserved_tokens=self._reserved,
+            prefix_cache_tokens=self._cache_tokens,
+            block_tokens=self.limits.block_tokens,
         )
+
+
+def _common(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> int:
+    """How many leading blocks two hash chains share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

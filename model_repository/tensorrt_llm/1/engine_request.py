@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llm_stack.engine.base import (
+    EngineStats,
     GenerationRequest,
     InvalidRequestError,
     SamplingParams,
@@ -128,3 +129,15 @@ def response_arrays(
             [[(delta.finish_reason.value if delta.finish_reason else "").encode()]], dtype=object
         ),
     }
+
+
+def kv_cache_blocks(stats: EngineStats) -> dict[str, int]:
+    """KV cache blocks as TensorRT-LLM's backend reports them: max, used (running
+    sequences' reservations and cached prefixes), free, reused (cached prefixes)."""
+    size = stats.block_tokens
+    if size <= 0:
+        return {"max": 0, "used": 0, "free": 0, "reused": 0, "tokens_per": 0}
+    total = stats.kv_cache_tokens // size
+    reused = stats.prefix_cache_tokens // size
+    used = min(total, -(-stats.kv_reserved_tokens // size) + reused)
+    return {"max": total, "used": used, "free": total - used, "reused": reused, "tokens_per": size}

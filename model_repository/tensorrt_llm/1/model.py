@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from engine_request import build_request, response_arrays
+from engine_request import build_request, kv_cache_blocks, response_arrays
 
 from llm_stack.engine.base import (
     EngineError,
@@ -198,6 +198,25 @@ class _EngineMetrics:
         self.tokens = self._single(
             "llm_engine_generated_tokens_total", "Tokens the engine generated", counter
         )
+        blocks = pb_utils.MetricFamily(
+            name="nv_trt_llm_kv_cache_block_metrics",
+            description="TRT LLM KV cache block metrics",
+            kind=gauge,
+        )
+        prompt = pb_utils.MetricFamily(
+            name="llm_engine_prompt_tokens_total",
+            description="Prompt tokens taken from the prefix cache (cached) or computed",
+            kind=counter,
+        )
+        self.families += [blocks, prompt]
+        self.blocks = {
+            kind: blocks.Metric(labels={"kv_cache_block_type": kind, "model": "tensorrt_llm"})
+            for kind in ("max", "used", "free", "reused", "tokens_per")
+        }
+        self.prompt = {
+            source: prompt.Metric(labels={"source": source, "model": "tensorrt_llm"})
+            for source in ("cached", "computed")
+        }
         self._last = EngineStats()
         self._at = 0.0
 
@@ -224,4 +243,12 @@ class _EngineMetrics:
         self.peak.set(stats.peak_step_batch)
         self.steps.increment(max(0, stats.steps - self._last.steps))
         self.tokens.increment(max(0, stats.generated_tokens - self._last.generated_tokens))
+        for kind, value in kv_cache_blocks(stats).items():
+            self.blocks[kind].set(value)
+        self.prompt["cached"].increment(
+            max(0, stats.prompt_tokens_cached - self._last.prompt_tokens_cached)
+        )
+        self.prompt["computed"].increment(
+            max(0, stats.prompt_tokens_computed - self._last.prompt_tokens_computed)
+        )
         self._last = stats
