@@ -74,6 +74,15 @@ class ModelParameters:
         """A float parameter, optionally bounded below."""
         return float(self._number(name, float, "a number", minimum))
 
+    def get_fraction(self, name: str) -> float:
+        """A fraction in (0, 1], e.g. a share of GPU memory."""
+        value = self.get_float(name)
+        if not 0.0 < value <= 1.0:  # written this way round, it refuses nan too
+            raise ModelConfigError(
+                f"model '{self.model_name}': parameter '{name}' must be in (0, 1], got {value}"
+            )
+        return value
+
     def _number(
         self, name: str, cast: type[int] | type[float], kind: str, minimum: float | None
     ) -> float:

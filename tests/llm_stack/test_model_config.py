@@ -106,6 +106,25 @@ def test_float_parsing() -> None:
         p.get_float("h", minimum=1.0)
 
 
+@pytest.mark.parametrize(("value", "expected"), [("0.9", 0.9), ("1", 1.0), ("1e-3", 0.001)])
+def test_fraction_parsing(value: str, expected: float) -> None:
+    assert params(f=value).get_fraction("f") == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "1.01", "nan", "inf"])
+def test_fraction_outside_zero_to_one_is_refused(value: str) -> None:
+    with pytest.raises(ModelConfigError) as err:
+        params(f=value).get_fraction("f")
+    assert str(err.value) == (
+        f"model 'tensorrt_llm': parameter 'f' must be in (0, 1], got {float(value)}"
+    )
+
+
+def test_fraction_must_be_a_number() -> None:
+    with pytest.raises(ModelConfigError, match=r"parameter 'f' must be a number, got 'most'"):
+        params(f="most").get_fraction("f")
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
