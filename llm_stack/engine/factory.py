@@ -16,6 +16,7 @@ def create_engine(params: ModelParameters) -> Engine:
     max_batch_size = params.get_int("max_batch_size", minimum=1)
     max_queue = params.get_int("max_queue_size", minimum=0)
     max_seq_len = params.get_int("max_seq_len", minimum=2)
+    enable_prefix_cache = params.get_bool("enable_prefix_cache")
     if kind == "cpu":
         from llm_stack.engine.llama_cpp_engine import (
             LlamaCppConfig,
@@ -31,7 +32,7 @@ def create_engine(params: ModelParameters) -> Engine:
                 max_seq_len=max_seq_len,
                 max_step_tokens=params.get_int("max_step_tokens", minimum=1),
                 n_threads=params.get_int("n_threads", minimum=0),
-                enable_prefix_cache=params.get_bool("enable_prefix_cache"),
+                enable_prefix_cache=enable_prefix_cache,
                 prefix_cache_block_tokens=params.get_int("prefix_cache_block_tokens", minimum=1),
             )
         )
@@ -43,4 +44,6 @@ def create_engine(params: ModelParameters) -> Engine:
         max_queue=max_queue,
         max_input_len=params.get_int("max_input_len", minimum=1),
         max_seq_len=max_seq_len,
+        enable_block_reuse=enable_prefix_cache,
+        free_gpu_memory_fraction=params.get_fraction("kv_cache_free_gpu_memory_fraction"),
     )

@@ -1,10 +1,24 @@
 """GPU engine: the TensorRT-LLM LLM API (`tensorrt_llm.LLM`) behind the `Engine` interface.
 
-TensorRT-LLM does the in-flight batching, KV cache paging and sampling itself; this
-adapter maps our requests onto `SamplingParams`, turns the LLM API's cumulative streamed
-outputs into token deltas, bounds the sequences in flight and keeps the figures the
-Triton metrics need. `tensorrt_llm` is imported in `start()` only, so the CPU path never
-loads it.
+TensorRT-LLM does the in-flight batching, KV cache paging, KV block reuse and sampling
+itself; this adapter maps our requests onto `SamplingParams`, turns the LLM API's
+cumulative streamed outputs into token deltas, bounds the sequences in flight and keeps
+the figures the Triton metrics need. `tensorrt_llm` is imported in `start()` only, so the
+CPU path never loads it.
+
+What it loads (`start()`):
+- By default a Hugging Face checkpoint directory through the PyTorch backend,
+  `tensorrt_llm.LLM(model=..., backend="pytorch")`, as NVIDIA's own Triton model does
+  (`triton_backend/all_models/llmapi`, the only Triton flavour NVIDIA keeps). In
+  TensorRT-LLM 1.x `tensorrt_llm.LLM` is the PyTorch-backend class (`_TorchLLM` in
+  `llmapi/llm.py`), whose `backend` defaults to "pytorch"; saying so keeps it explicit.
+- Legacy: a directory `trtllm-build` wrote (`rank*.engine` beside `config.json`) through
+  the TensorRT backend's LLM, `tensorrt_llm._tensorrt_engine.LLM` (the class the PyTorch
+  LLM's own error message names for TensorRT-backend arguments).
+- Either way `kv_cache_config=KvCacheConfig(enable_block_reuse, free_gpu_memory_fraction)`
+  (`tensorrt_llm.llmapi.KvCacheConfig`, defined in `llmapi/llm_args.py`; both fields exist
+  for both backends). Block reuse on a TensorRT engine needs one built with paged context
+  attention (`trtllm-build --use_paged_context_fmha enable`).
 
 The mapping follows the LLM API of TensorRT-LLM 1.0 (`tensorrt_llm/sampling_params.py`,
 `tensorrt_llm/executor/result.py`, `tensorrt_llm/llmapi/llm.py` at version 1.0.0rc4; the
@@ -22,6 +36,10 @@ field names are unchanged in the 1.4 reference docs):
 - `RequestOutput.abort()` cancels the request; its final output then says 'cancelled'.
 - `LLM.get_stats_async(timeout)` yields one dict per engine iteration (C++ IterationStats
   as JSON: `numActiveRequests`, `inflightBatchingStats.numScheduledRequests`, ...).
+- `RequestOutput.cached_tokens` (newer versions; `executor/result.py`, set from each
+  response's `cached_tokens`, 0 until known): prompt tokens reused from the KV cache, what
+  TensorRT-LLM's OpenAI server reports as `prompt_tokens_details.cached_tokens`. Versions
+  without it read as 0.
 """
 
 from __future__ import annotations
@@ -75,7 +93,7 @@ class CompletionLike(Protocol):
 
 
 class RequestOutputLike(Protocol):
-    """What we read of `tensorrt_llm.llmapi.RequestOutput`."""
+    """What we read of `tensorrt_llm.llmapi.RequestOutput` (and `cached_tokens` if it has it)."""
 
     @property
     def outputs(self) -> Sequence[CompletionLike]: ...
@@ -140,9 +158,13 @@ def _single_tokens(sequences: Iterable[Sequence[int]]) -> list[int]:
 
 
 def delta_from_output(
-    previous_len: int, output: RequestOutputLike, num_input_tokens: int
+    previous_len: int, output: RequestOutputLike, num_input_tokens: int, previous_cached: int = 0
 ) -> TokenDelta:
-    """The tokens after the first `previous_len` of a cumulative output, and its finish."""
+    """The tokens after the first `previous_len` of a cumulative output, and its finish.
+
+    The cached-token count is the largest reported so far: a response that leaves it
+    unset does not undo what the request's prompt already got from the cache.
+    """
     completion = output.outputs[0]
     token_ids = completion.token_ids or ()
     # A final output may be shorter than the last one (a stop token cut from it).
@@ -158,6 +180,7 @@ def delta_from_output(
         num_input_tokens=num_input_tokens,
         num_output_tokens=previous_len + len(new),
         finish_reason=finish,
+        num_cached_tokens=max(previous_cached, int(getattr(output, "cached_tokens", 0) or 0)),
     )
 
 
@@ -196,6 +219,7 @@ class StopSequenceFilter:
             num_input_tokens=delta.num_input_tokens,
             num_output_tokens=self._emitted,
             finish_reason=finish,
+            num_cached_tokens=delta.num_cached_tokens,
         )
 
 
@@ -226,9 +250,12 @@ class IterationFigures:
             self.peak_step_batch = max(self.peak_step_batch, scheduled)
 
 
-
 def is_engine_dir(path: Path) -> bool:
-    """A directory `trtllm-build` wrote: `rank*.engine` files beside its config.json."""
+    """A directory `trtllm-build` wrote: `rank*.engine` files beside its config.json.
+
+    Such a directory loads through the legacy TensorRT backend; anything else (a Hugging
+    Face checkpoint) through the PyTorch backend.
+    """
     return path.is_dir() and any(path.glob("rank*.engine")) and (path / "config.json").is_file()
 
 
@@ -244,11 +271,15 @@ class TrtLlmEngine:
         max_seq_len: int,
         llm_kwargs: Mapping[str, Any] | None = None,
         *,
+        enable_block_reuse: bool = True,
+        free_gpu_memory_fraction: float = 0.9,
         llm_factory: Callable[[], Any] | None = None,
         sampling_params_factory: Callable[..., Any] | None = None,
         collect_iteration_stats: bool = True,
     ) -> None:
-        """`llm_kwargs` go to `tensorrt_llm.LLM`; the factories replace it (tests, custom LLMs)."""
+        """`llm_kwargs` go to the LLM class, over ours; the factories replace it (tests,
+        custom LLMs). `enable_block_reuse` and `free_gpu_memory_fraction` (of the GPU
+        memory free after loading the model, in (0, 1]) make its `KvCacheConfig`."""
         for name, value, minimum in (
             ("max_batch_size", max_batch_size, 1),
             ("max_queue", max_queue, 0),
@@ -261,12 +292,19 @@ class TrtLlmEngine:
             raise ValueError(
                 f"max_input_len ({max_input_len}) must be below max_seq_len ({max_seq_len})"
             )
+        if not 0.0 < free_gpu_memory_fraction <= 1.0:
+            raise ValueError(
+                f"free_gpu_memory_fraction must be in (0, 1], got {free_gpu_memory_fraction}"
+            )
         self.model_path = model_path
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.max_input_len = max_input_len
         self.max_seq_len = max_seq_len
         self.llm_kwargs = dict(llm_kwargs or {})
+        self.enable_block_reuse = enable_block_reuse
+        self.free_gpu_memory_fraction = free_gpu_memory_fraction
+        self.backend: str | None = None  # "pytorch" or "tensorrt" once start() built the LLM
         self._llm_factory = llm_factory
         self._sampling_params_factory = sampling_params_factory
         self._collect_iteration_stats = collect_iteration_stats
@@ -292,23 +330,7 @@ class TrtLlmEngine:
                 raise EngineStoppedError("tensorrt_llm is not installed") from exc
             params_factory = params_factory or tensorrt_llm.SamplingParams
             if llm_factory is None:
-                if is_engine_dir(Path(self.model_path)):
-                    # Prebuilt TensorRT engines load through the TensorRT backend's LLM;
-                    # tensorrt_llm.LLM (PyTorch backend) takes Hugging Face checkpoints.
-                    from tensorrt_llm import _tensorrt_engine
-
-                    llm_cls = _tensorrt_engine.LLM
-                else:
-                    llm_cls = tensorrt_llm.LLM
-
-                def llm_factory() -> Any:
-                    return llm_cls(
-                        model=self.model_path,
-                        max_batch_size=self.max_batch_size,
-                        max_input_len=self.max_input_len,
-                        max_seq_len=self.max_seq_len,
-                        **self.llm_kwargs,
-                    )
+                llm_factory = self._llm_api_factory(tensorrt_llm)
 
         try:
             # Built on the caller's thread: TensorRT-LLM sets up CUDA and MPI there, and
@@ -320,13 +342,47 @@ class TrtLlmEngine:
         self._make_sampling_params = params_factory
         self._stopping = False
         log.info(
-            "TensorRT-LLM engine ready: %s, batch %d, queue %d, input %d, sequence %d",
+            "TensorRT-LLM engine ready: %s (%s backend), batch %d, queue %d, input %d, "
+            "sequence %d, KV block reuse %s, KV cache %.0f%% of free GPU memory",
             self.model_path,
+            self.backend or "custom",
             self.max_batch_size,
             self.max_queue,
             self.max_input_len,
             self.max_seq_len,
+            "on" if self.enable_block_reuse else "off",
+            self.free_gpu_memory_fraction * 100,
         )
+
+    def _llm_api_factory(self, tensorrt_llm: Any) -> Callable[[], Any]:
+        """How to build the LLM: PyTorch backend for a checkpoint, TensorRT for an engine dir."""
+        kwargs: dict[str, Any] = {
+            "model": self.model_path,
+            "max_batch_size": self.max_batch_size,
+            "max_input_len": self.max_input_len,
+            "max_seq_len": self.max_seq_len,
+        }
+        engine_dir = is_engine_dir(Path(self.model_path))
+        self.backend = "tensorrt" if engine_dir else "pytorch"
+        if not engine_dir:
+            kwargs["backend"] = "pytorch"
+
+        def build() -> Any:  # imports here: a failing one fails the load like the LLM's own
+            from tensorrt_llm.llmapi import KvCacheConfig
+
+            if engine_dir:  # legacy: prebuilt TensorRT engines
+                from tensorrt_llm import _tensorrt_engine
+
+                llm_cls = _tensorrt_engine.LLM
+            else:
+                llm_cls = tensorrt_llm.LLM
+            kv_cache_config = KvCacheConfig(
+                enable_block_reuse=self.enable_block_reuse,
+                free_gpu_memory_fraction=self.free_gpu_memory_fraction,
+            )
+            return llm_cls(**{**kwargs, "kv_cache_config": kv_cache_config, **self.llm_kwargs})
+
+        return build
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
         """Stream the deltas of one sequence; closing the iterator early aborts it."""
@@ -335,6 +391,7 @@ class TrtLlmEngine:
         num_input = len(request.prompt_ids)
         stops = StopSequenceFilter(request.stop_sequences)
         received = 0
+        cached = 0
         engine_done = False
         finished = False
         failed = False
@@ -349,8 +406,8 @@ class TrtLlmEngine:
                     failed = True
                     log.error("TensorRT-LLM request %s failed: %r", request_id, exc)
                     raise EngineError("the TensorRT-LLM request failed") from exc
-                raw = delta_from_output(received, output, num_input)
-                received = raw.num_output_tokens
+                raw = delta_from_output(received, output, num_input, cached)
+                received, cached = raw.num_output_tokens, raw.num_cached_tokens
                 self._generated += len(raw.token_ids)
                 engine_done = raw.finished
                 delta = stops.push(raw)
@@ -367,9 +424,7 @@ class TrtLlmEngine:
             # The output iterator ended without a final output: treat it as cancelled.
             finished = True
             self._finish(request_id, FinishReason.CANCELLED)
-            last = stops.push(
-                TokenDelta((), num_input, received, finish_reason=FinishReason.CANCELLED)
-            )
+            last = stops.push(TokenDelta((), num_input, received, FinishReason.CANCELLED, cached))
             if last is not None:
                 yield last
         finally:

@@ -4,7 +4,10 @@ TensorRT-LLM needs an NVIDIA GPU and its CUDA wheels, so it cannot run on the ma
 these tests run on. The engine tests therefore inject a fake of the LLM API object
 (`generate_async` returning a streamed `RequestOutput`, `abort()`, `get_stats_async`,
 `shutdown`) shaped after tensorrt_llm 1.0's `llmapi/llm.py` and `executor/result.py`:
-one output object, updated in place, whose `outputs[0].token_ids` is cumulative.
+one output object, updated in place, whose `outputs[0].token_ids` is cumulative and whose
+`cached_tokens` says how many prompt tokens came from the KV cache. Loading is tested
+against a fake `tensorrt_llm` package: `LLM` (PyTorch backend), `_tensorrt_engine.LLM`
+(TensorRT backend) and `llmapi.KvCacheConfig`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
+from llm_stack.engine.factory import create_engine
 from llm_stack.engine.trtllm_engine import (
     IterationFigures,
     StopSequenceFilter,
@@ -38,6 +42,8 @@ from llm_stack.engine.trtllm_engine import (
     is_engine_dir,
     to_sampling_kwargs,
 )
+from llm_stack.model_config import ModelConfigError
+from llm_stack.model_repository_config import model_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -70,6 +76,9 @@ class FakeCompletion:
     finish_reason: str | None = None
 
 
+State = tuple[list[int], str | None, int | None]
+
+
 class FakeRequestOutput:
     """A streamed RequestOutput: the test pushes cumulative states, abort() cancels."""
 
@@ -77,10 +86,13 @@ class FakeRequestOutput:
         self.outputs = [FakeCompletion()]
         self.finished = False
         self.aborted = False
-        self._states: asyncio.Queue[tuple[list[int], str | None] | BaseException] = asyncio.Queue()
+        self.cached_tokens = 0  # set from each response that carries it
+        self._states: asyncio.Queue[State | BaseException] = asyncio.Queue()
 
-    def emit(self, token_ids: list[int], finish_reason: str | None = None) -> None:
-        self._states.put_nowait((token_ids, finish_reason))
+    def emit(
+        self, token_ids: list[int], finish_reason: str | None = None, cached: int | None = None
+    ) -> None:
+        self._states.put_nowait((token_ids, finish_reason, cached))
 
     def fail(self, error: BaseException) -> None:
         self._states.put_nowait(error)
@@ -98,9 +110,11 @@ class FakeRequestOutput:
         state = await self._states.get()
         if isinstance(state, BaseException):
             raise state
-        token_ids, reason = state
+        token_ids, reason, cached = state
         self.outputs[0].token_ids = token_ids
         self.outputs[0].finish_reason = reason
+        if cached is not None:
+            self.cached_tokens = cached
         self.finished = reason is not None
         return self
 
@@ -329,6 +343,24 @@ def test_finished_without_reason_is_cancelled() -> None:
     assert delta.finish_reason is FinishReason.CANCELLED
 
 
+@dataclass
+class CachedOutput(Output):
+    cached_tokens: int | None = 0
+
+
+def test_cached_tokens_are_the_largest_reported_and_zero_without_the_field() -> None:
+    first = delta_from_output(0, CachedOutput([FakeCompletion([5])], cached_tokens=64), 100)
+    assert first.num_cached_tokens == 64
+    unset = CachedOutput([FakeCompletion([5, 6])], cached_tokens=None)
+    assert delta_from_output(1, unset, 100, previous_cached=64).num_cached_tokens == 64
+    assert (
+        delta_from_output(1, CachedOutput([FakeCompletion([5, 6])]), 100, 64).num_cached_tokens
+        == 64
+    )
+    # An LLM API without RequestOutput.cached_tokens (older versions) reports none.
+    assert delta_from_output(0, out([5]), num_input_tokens=100).num_cached_tokens == 0
+
+
 def test_missing_token_ids_read_as_none_yet() -> None:
     delta = delta_from_output(0, Output([FakeCompletion(None, None)]), num_input_tokens=1)  # type: ignore[arg-type]
     assert delta.token_ids == ()
@@ -361,6 +393,12 @@ def test_filter_flushes_held_tokens_when_the_engine_finishes() -> None:
     stops = StopSequenceFilter([(7, 8)])
     assert stops.push(raw((3, 7))) == TokenDelta((3,), 2, 1)
     assert stops.push(raw((), FinishReason.LENGTH)) == TokenDelta((7,), 2, 2, FinishReason.LENGTH)
+
+
+def test_filter_keeps_the_cached_token_count() -> None:
+    stops = StopSequenceFilter([(7, 8)])
+    delta = TokenDelta((3, 7), 2, 0, num_cached_tokens=32)
+    assert stops.push(delta) == TokenDelta((3,), 2, 1, num_cached_tokens=32)
 
 
 def test_filter_without_multi_token_stops_passes_deltas_through() -> None:
@@ -413,6 +451,32 @@ async def test_streams_deltas_and_counts() -> None:
     assert (stats.active, stats.waiting, stats.generated_tokens) == (0, 0, 3)
     assert stats.finished == {"stop": 1}
     assert not handle.aborted
+
+
+async def test_streamed_deltas_carry_the_cached_prompt_tokens() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(prompt=(1, 2, 3), stops=((8, 9),)))
+    handle = llm.handles[0]
+    handle.emit([5], cached=2)
+    assert await stream.next() == TokenDelta((5,), 3, 1, num_cached_tokens=2)
+    handle.emit([5, 6])  # a response without the figure keeps the request's count
+    assert await stream.next() == TokenDelta((6,), 3, 2, num_cached_tokens=2)
+    handle.emit([5, 6, 8, 9])  # a multi-token stop, cut by the stream filter
+    assert await stream.next() == TokenDelta((), 3, 2, FinishReason.STOP, num_cached_tokens=2)
+
+
+async def test_outputs_ending_without_a_final_one_cancel_and_keep_the_cached_count() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(prompt=(1, 2, 3)))
+    handle = llm.handles[0]
+    handle.emit([5], cached=3)
+    assert await stream.next() == TokenDelta((5,), 3, 1, num_cached_tokens=3)
+    handle.fail(StopAsyncIteration())  # the output iterator just ends
+    final = await stream.next()
+    assert final == TokenDelta((), 3, 1, FinishReason.CANCELLED, num_cached_tokens=3)
+    assert engine.stats().finished == {"cancelled": 1}
 
 
 async def test_closing_the_stream_early_aborts_the_request() -> None:
@@ -588,36 +652,187 @@ async def test_generate_before_start_is_refused() -> None:
         await anext(engine.generate(make_request()))
 
 
-async def test_start_builds_the_llm_from_tensorrt_llm(monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[dict[str, Any]] = []
-    fake = types.ModuleType("tensorrt_llm")
+@dataclass
+class FakeKvCacheConfig:
+    """`tensorrt_llm.llmapi.KvCacheConfig` (llmapi/llm_args.py): the fields we set."""
 
-    def fake_llm(**kwargs: Any) -> FakeLLM:
-        built.append(kwargs)
-        return FakeLLM()
+    enable_block_reuse: bool = True
+    free_gpu_memory_fraction: float | None = 0.9
 
-    fake.LLM = fake_llm  # type: ignore[attr-defined]
-    fake.SamplingParams = sampling_params_dict  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tensorrt_llm", fake)
+
+@dataclass
+class FakeTensorRtLlm:
+    """What the fake `tensorrt_llm` package built: (LLM class, its keyword arguments)."""
+
+    built: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@pytest.fixture
+def fake_tensorrt_llm(monkeypatch: pytest.MonkeyPatch) -> FakeTensorRtLlm:
+    """A `tensorrt_llm` package with both LLM classes and `llmapi.KvCacheConfig`."""
+    fake = FakeTensorRtLlm()
+
+    def llm_class(name: str) -> Any:
+        def build(**kwargs: Any) -> FakeLLM:
+            fake.built.append((name, kwargs))
+            return FakeLLM()
+
+        return build
+
+    package = types.ModuleType("tensorrt_llm")
+    package.LLM = llm_class("pytorch")  # type: ignore[attr-defined]
+    package.SamplingParams = sampling_params_dict  # type: ignore[attr-defined]
+    llmapi = types.ModuleType("tensorrt_llm.llmapi")
+    llmapi.KvCacheConfig = FakeKvCacheConfig  # type: ignore[attr-defined]
+    tensorrt_engine = types.ModuleType("tensorrt_llm._tensorrt_engine")
+    tensorrt_engine.LLM = llm_class("tensorrt")  # type: ignore[attr-defined]
+    package.llmapi = llmapi  # type: ignore[attr-defined]
+    package._tensorrt_engine = tensorrt_engine  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", package)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", llmapi)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm._tensorrt_engine", tensorrt_engine)
+    return fake
+
+
+def hf_checkpoint(path: Path) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(b"")
+    return path
+
+
+def engine_dir(path: Path) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    (path / "rank0.engine").write_bytes(b"")
+    return path
+
+
+async def test_a_checkpoint_loads_through_the_pytorch_backend_with_block_reuse(
+    fake_tensorrt_llm: FakeTensorRtLlm, tmp_path: Path
+) -> None:
+    model = hf_checkpoint(tmp_path / "llama")
     engine = TrtLlmEngine(
-        "/models/llama",
-        max_batch_size=8,
-        max_queue=2,
-        max_input_len=1024,
-        max_seq_len=2048,
-        llm_kwargs={"tensor_parallel_size": 2, "kv_cache_config": "cfg"},
+        str(model), max_batch_size=8, max_queue=2, max_input_len=1024, max_seq_len=2048
     )
     await engine.start()
-    assert built == [
-        {
-            "model": "/models/llama",
-            "max_batch_size": 8,
-            "max_input_len": 1024,
-            "max_seq_len": 2048,
-            "tensor_parallel_size": 2,
-            "kv_cache_config": "cfg",
-        }
+    assert fake_tensorrt_llm.built == [
+        (
+            "pytorch",
+            {
+                "model": str(model),
+                "max_batch_size": 8,
+                "max_input_len": 1024,
+                "max_seq_len": 2048,
+                "backend": "pytorch",
+                "kv_cache_config": FakeKvCacheConfig(True, 0.9),
+            },
+        )
     ]
+    assert engine.backend == "pytorch"
+
+
+async def test_an_engine_dir_loads_through_the_legacy_tensorrt_backend(
+    fake_tensorrt_llm: FakeTensorRtLlm, tmp_path: Path
+) -> None:
+    model = engine_dir(tmp_path / "engine")
+    engine = TrtLlmEngine(str(model), 8, 2, 1024, 2048, free_gpu_memory_fraction=0.5)
+    await engine.start()
+    [(cls, kwargs)] = fake_tensorrt_llm.built
+    assert cls == "tensorrt"
+    assert "backend" not in kwargs
+    assert kwargs["kv_cache_config"] == FakeKvCacheConfig(True, 0.5)
+    assert engine.backend == "tensorrt"
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+@pytest.mark.parametrize("fraction", [0.25, 1.0])
+async def test_kv_cache_config_follows_the_parameters(
+    fake_tensorrt_llm: FakeTensorRtLlm, reuse: bool, fraction: float
+) -> None:
+    engine = TrtLlmEngine(
+        "/models/hub-name",  # not a directory: a checkpoint the LLM API resolves itself
+        8,
+        2,
+        1024,
+        2048,
+        enable_block_reuse=reuse,
+        free_gpu_memory_fraction=fraction,
+    )
+    await engine.start()
+    [(cls, kwargs)] = fake_tensorrt_llm.built
+    assert cls == "pytorch"
+    assert kwargs["kv_cache_config"] == FakeKvCacheConfig(reuse, fraction)
+
+
+async def test_llm_kwargs_add_to_and_override_ours(
+    fake_tensorrt_llm: FakeTensorRtLlm,
+) -> None:
+    mine = FakeKvCacheConfig(False, 0.3)
+    llm_kwargs = {"tensor_parallel_size": 2, "kv_cache_config": mine}
+    engine = TrtLlmEngine("/models/llama", 8, 2, 1024, 2048, llm_kwargs=llm_kwargs)
+    await engine.start()
+    [(_, kwargs)] = fake_tensorrt_llm.built
+    assert kwargs["tensor_parallel_size"] == 2
+    assert kwargs["kv_cache_config"] is mine
+
+
+async def test_a_tensorrt_llm_without_the_legacy_backend_fails_the_load(
+    fake_tensorrt_llm: FakeTensorRtLlm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "tensorrt_llm._tensorrt_engine", None)
+    monkeypatch.delattr(sys.modules["tensorrt_llm"], "_tensorrt_engine")
+    model = engine_dir(tmp_path / "engine")
+    with pytest.raises(EngineStoppedError, match="could not load"):
+        await TrtLlmEngine(str(model), 8, 2, 1024, 2048).start()
+    assert fake_tensorrt_llm.built == []
+
+
+@pytest.mark.parametrize("fraction", [0.0, -0.1, 1.5, float("nan")])
+def test_a_gpu_memory_fraction_outside_zero_to_one_is_refused(fraction: float) -> None:
+    with pytest.raises(ValueError, match=r"free_gpu_memory_fraction must be in \(0, 1\]"):
+        TrtLlmEngine("/m", 1, 1, 8, 16, free_gpu_memory_fraction=fraction)
+
+
+# -- the factory, from the real config.pbtxt ------------------------------------------
+
+CONFIG = REPO_ROOT / "model_repository" / "tensorrt_llm" / "config.pbtxt"
+
+
+def trtllm_from_config(model: Path, **env: str) -> TrtLlmEngine:
+    environ = {"LLM_STACK_ENGINE": "tensorrt_llm", "LLM_STACK_MODEL_PATH": str(model), **env}
+    engine = create_engine(model_parameters(CONFIG, environ=environ))
+    assert isinstance(engine, TrtLlmEngine)
+    return engine
+
+
+def test_config_turns_block_reuse_on_with_nine_tenths_of_free_gpu_memory(tmp_path: Path) -> None:
+    engine = trtllm_from_config(hf_checkpoint(tmp_path / "llama"))
+    assert (engine.enable_block_reuse, engine.free_gpu_memory_fraction) == (True, 0.9)
+
+
+def test_env_overrides_reach_the_kv_cache_parameters(tmp_path: Path) -> None:
+    engine = trtllm_from_config(
+        hf_checkpoint(tmp_path / "llama"),
+        LLM_STACK_ENABLE_PREFIX_CACHE="false",
+        LLM_STACK_KV_CACHE_FREE_GPU_MEMORY_FRACTION="0.6",
+    )
+    assert (engine.enable_block_reuse, engine.free_gpu_memory_fraction) == (False, 0.6)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0", "must be in \\(0, 1\\], got 0.0"), ("1.2", "must be in"), ("most", "must be a number")],
+)
+def test_a_bad_gpu_memory_fraction_fails_the_load_naming_it(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    with pytest.raises(
+        ModelConfigError, match=f"parameter 'kv_cache_free_gpu_memory_fraction' {message}"
+    ):
+        trtllm_from_config(
+            hf_checkpoint(tmp_path / "llama"), LLM_STACK_KV_CACHE_FREE_GPU_MEMORY_FRACTION=value
+        )
 
 
 async def test_start_without_tensorrt_llm_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
