@@ -16,7 +16,13 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
-from llm_stack.engine.scheduler import Scheduler, SchedulerLimits, StepItem
+from llm_stack.engine.scheduler import (
+    CacheCopy,
+    Scheduler,
+    SchedulerLimits,
+    StepItem,
+    block_hashes,
+)
 
 END = 0  # the fake model's end-of-generation token
 
@@ -529,3 +535,156 @@ def test_scheduled_and_context_describe_the_last_step() -> None:
     s.plan()
     stats = s.stats()
     assert (stats.scheduled, stats.context) == (2, 1)
+
+
+# -- prefix cache ----------------------------------------------------------------
+
+BLOCK = 4
+
+
+def cache_limits(
+    max_active: int = 2, kv_capacity: int = 1000, cache_slots: int = 2
+) -> SchedulerLimits:
+    return SchedulerLimits(
+        max_active=max_active,
+        max_waiting=4,
+        kv_capacity=kv_capacity,
+        max_seq_len=100,
+        max_step_tokens=64,
+        cache_slots=cache_slots,
+        block_tokens=BLOCK,
+    )
+
+
+def finish_alone(scheduler: Scheduler, request: GenerationRequest, token: int = 7) -> FakeModel:
+    """Run one request to its end (one output token, then the end token)."""
+    model = FakeModel({request.request_id: iter([token, END])})
+    scheduler.add(request)
+    model.run(scheduler, max_steps=20)
+    return model
+
+
+def test_block_hashes_chain_over_whole_blocks_only() -> None:
+    a = block_hashes(range(10), BLOCK)
+    assert len(a) == 2  # the two tokens after the second block make no block
+    assert block_hashes(range(8), BLOCK) == a
+    # A change in the first block changes every later hash, not only the first.
+    b = block_hashes([99, *range(1, 10)], BLOCK)
+    assert b[0] != a[0]
+    assert b[1] != a[1]
+    # The same second block after another first block hashes otherwise.
+    c = block_hashes([9, 9, 9, 9, *range(4, 8)], BLOCK)
+    assert c[1] != a[1]
+
+
+def test_finished_prompt_blocks_are_cached_and_copied_into_the_next_prompt() -> None:
+    s = Scheduler(cache_limits())
+    finish_alone(s, req("a", prompt=range(1, 11)))  # 10 tokens: 2 whole blocks
+    stored = s.take_copies()
+    assert len(stored) == 1
+    assert stored[0].tokens == 2 * BLOCK
+    assert stored[0].src == 0
+    cache_id = stored[0].dst
+    assert s.cache_ids() == {cache_id: 8}
+    assert cache_id >= s.limits.max_active  # cache ids come after the slots'
+
+    s.add(req("b", prompt=[*range(1, 9), 50, 51, 52]))
+    assert s.take_copies() == [CacheCopy(cache_id, 0, 8)]
+    items = s.plan()
+    # Only the tokens after the cached blocks are fed, at their own positions.
+    assert [(i.tokens, i.start_pos) for i in items] == [((50, 51, 52), 8)]
+    stats = s.stats()
+    assert (stats.prompt_tokens_cached, stats.prompt_tokens_computed) == (8, 10 + 3)
+
+
+def test_the_last_prompt_token_is_always_computed() -> None:
+    s = Scheduler(cache_limits())
+    finish_alone(s, req("a", prompt=range(1, 9)))  # exactly 2 blocks
+    s.take_copies()
+    s.add(req("b", prompt=range(1, 9)))  # the same prompt again
+    (copy,) = s.take_copies()
+    assert copy.tokens == BLOCK  # not 8: the last block holds the token to sample from
+    (item,) = s.plan()
+    assert item.start_pos == BLOCK
+    assert item.tokens == (5, 6, 7, 8)
+    assert item.sample
+
+
+def test_delta_reports_the_cached_tokens() -> None:
+    s = Scheduler(cache_limits())
+    finish_alone(s, req("a", prompt=range(1, 11)))
+    second = finish_alone(s, req("b", prompt=[*range(1, 9), 60, 61]))
+    assert {d.num_cached_tokens for d in second.deltas["b"]} == {8}
+
+
+def test_a_longer_prompt_replaces_the_entry_it_extends() -> None:
+    s = Scheduler(cache_limits())
+    finish_alone(s, req("a", prompt=range(1, 6)))  # 1 block
+    finish_alone(s, req("b", prompt=range(1, 14)))  # 3 blocks, extending a's
+    assert sorted(s.cache_ids().values()) == [12]
+
+
+def test_running_sequences_evict_cached_blocks_least_recently_used_first() -> None:
+    s = Scheduler(cache_limits(max_active=1, kv_capacity=40, cache_slots=2))
+    finish_alone(s, req("a", prompt=range(100, 109), max_tokens=2))  # 8 cached
+    finish_alone(s, req("b", prompt=range(200, 209), max_tokens=2))  # 8 cached
+    ids = list(s.cache_ids())
+    s.take_copies()
+    # 30 reserved + 16 cached > 40: the oldest entry (a's) goes, b's stays.
+    s.add(req("c", prompt=range(300, 320), max_tokens=10))
+    copies = s.take_copies()
+    assert CacheCopy(ids[0], ids[0], 0) in copies
+    assert list(s.cache_ids()) == [ids[1]]
+    assert s.stats().active == 1
+
+
+def test_cache_never_holds_a_request_back() -> None:
+    s = Scheduler(cache_limits(max_active=1, kv_capacity=40, cache_slots=2))
+    finish_alone(s, req("a", prompt=range(100, 117), max_tokens=2))  # 16 cached
+    s.add(req("b", prompt=range(300, 330), max_tokens=10))  # needs all 40 cells
+    assert s.stats().active == 1
+    assert s.cache_ids() == {}
+
+
+def test_a_match_that_does_not_fit_is_given_up_not_the_request() -> None:
+    s = Scheduler(cache_limits(max_active=1, kv_capacity=40, cache_slots=2))
+    finish_alone(s, req("a", prompt=range(100, 117), max_tokens=2))  # 16 cached
+    s.take_copies()
+    # Shares a's first block but needs all 40 cells: a's entry is evicted, no copy.
+    s.add(req("b", prompt=[*range(100, 104), *range(400, 426)], max_tokens=10))
+    copies = s.take_copies()
+    assert all(c.tokens == 0 for c in copies)
+    assert s.stats().prompt_tokens_cached == 0
+    assert s.plan()[0].start_pos == 0
+
+
+def test_aborted_sequences_cache_only_what_they_computed() -> None:
+    s = Scheduler(cache_limits())
+    s.add(req("a", prompt=range(1, 41), max_tokens=4))
+    s.take_copies()
+    items = s.plan()
+    assert items[0].tokens == tuple(range(1, 41))  # one chunk: all 40 prompt tokens
+    result = s.abort("a")
+    assert result is not None
+    assert result[1] == 0
+    (copy,) = s.take_copies()
+    assert copy.tokens == 40
+    assert copy.src == 0
+
+
+def test_abort_before_any_prefill_caches_nothing() -> None:
+    s = Scheduler(cache_limits())
+    s.add(req("a", prompt=range(1, 41), max_tokens=4))
+    s.take_copies()
+    assert s.abort("a") is not None
+    assert s.take_copies() == []
+    assert s.cache_ids() == {}
+
+
+def test_without_cache_slots_nothing_is_cached() -> None:
+    s = Scheduler(cache_limits(cache_slots=0))
+    finish_alone(s, req("a", prompt=range(1, 11)))
+    finish_alone(s, req("b", prompt=range(1, 11)))
+    assert s.take_copies() == []
+    assert s.cache_ids() == {}
+    assert s.stats().prompt_tokens_cached == 0
