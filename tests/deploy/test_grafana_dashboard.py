@@ -39,6 +39,9 @@ REQUIRED = {
     "queue time": "nv_inference_queue_duration_us",
     "Triton pending requests": "nv_inference_pending_request_count",
     "KV cache": "nv_trt_llm_kv_cache_block_metrics",
+    # Issue 10: prefix-cache hits and prefix-aware routing.
+    "prefix cache": "llm_engine_prompt_tokens_total",
+    "routing": "frontend_routing_decisions_total",
 }
 
 

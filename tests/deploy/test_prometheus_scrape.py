@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "llm-stack.json"
 # Triton metrics the rules and the dashboard read that the CPU engine also exports
-# (nv_gpu_* and TensorRT-LLM's KV cache gauges exist on GPU hosts only).
+# (nv_gpu_* exist on GPU hosts only).
 TRITON_METRICS = (
     "nv_inference_request_success",
     "nv_inference_request_failure",
@@ -42,6 +42,8 @@ TRITON_METRICS = (
     "nv_inference_pending_request_count",
     "nv_trt_llm_request_metrics",
     "llm_engine_generated_tokens_total",
+    "nv_trt_llm_kv_cache_block_metrics",
+    "llm_engine_prompt_tokens_total",
 )
 # Dashboard panels whose every query has data once one request went through the stack
 # (the others need errors, rate limiting or a GPU).
@@ -58,6 +60,8 @@ PANELS_WITH_DATA = (
     "Triton queue time per request",
     "Triton pending requests",
     "Triton endpoints seen by the frontend",
+    "KV cache blocks",
+    "Prefix cache: prompt tokens",
 )
 START_TIMEOUT_S = 30.0
 SCRAPE_TIMEOUT_S = 45.0
