@@ -210,6 +210,51 @@ async def test_streamed_chat_reassembles_into_the_plain_answer(served: ServedApp
     assert usage.usage == plain.usage
 
 
+async def test_a_repeated_system_prompt_is_reported_as_cached_tokens(
+    served: ServedApp, triton: TritonServer
+) -> None:
+    # A system prompt of several cache blocks (64 tokens each) that no other test sends.
+    system = "You keep the stock list: " + ", ".join(
+        f"shelf {i} has {i * 3} jars" for i in range(1, 30)
+    )
+    client = sdk(served)
+
+    def chat(question: str) -> list[Any]:
+        return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+    first = await client.chat.completions.create(
+        model=MODEL, messages=chat("Which shelf is first?"), max_tokens=4, temperature=0
+    )
+    second = await client.chat.completions.create(
+        model=MODEL, messages=chat("Which shelf is last?"), max_tokens=4, temperature=0
+    )
+    stream = await client.chat.completions.create(
+        model=MODEL,
+        messages=chat("How many shelves?"),
+        max_tokens=4,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    *_, usage_chunk = [chunk async for chunk in stream]
+    engine = await engine_result(triton, 4, messages=chat("Which shelf is last?"))
+    assert first.usage is not None
+    assert second.usage is not None
+    assert usage_chunk.usage is not None
+    cached = []
+    for usage in (first.usage, second.usage, usage_chunk.usage):
+        assert usage.prompt_tokens_details is not None
+        assert usage.prompt_tokens_details.cached_tokens is not None
+        cached.append(usage.prompt_tokens_details.cached_tokens)
+    assert cached[0] == 0
+    # The shared system turn, in whole blocks; the engine says the same over gRPC.
+    assert cached[1] > 0
+    assert cached[1] % 64 == 0
+    assert cached[2] == cached[1]
+    assert engine.num_cached_tokens >= cached[1]
+    assert second.usage.prompt_tokens == engine.num_input_tokens
+
+
 async def test_streamed_chat_without_usage_ends_with_the_finish_chunk(served: ServedApp) -> None:
     async with served.client() as client:
         response = await client.post(

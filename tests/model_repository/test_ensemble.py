@@ -236,3 +236,35 @@ async def test_metrics_count_ensemble_and_steps(
     assert after["preprocessing"] == before["preprocessing"] + 1
     assert after["tensorrt_llm"] == before["tensorrt_llm"] + 1
     assert after["postprocessing"] >= before["postprocessing"] + 1
+
+
+# A prompt prefix of several cache blocks (64 tokens each in config.pbtxt) that no other
+# test sends, so its first call computes it and later ones take it from the cache.
+SHARED = "inventory: " + ", ".join(f"crate {i} holds {i * 7} bolts" for i in range(1, 30)) + ".\n"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_repeated_prefix_is_served_from_the_cache_with_the_same_text(
+    client: grpcclient.InferenceServerClient, triton: TritonServer, stream: bool
+) -> None:
+    def cached_total() -> float:
+        return metric_value(triton.metrics_url, "llm_engine_prompt_tokens_total", source="cached")
+
+    # Each case's own first word: the other case's calls must not have cached it.
+    prompt = ("Streamed " if stream else "Plain ") + SHARED + "Question: which crate is first?"
+    first = await generate(client, prompt, 12, temperature=0.0, min_tokens=12, stream=stream)
+    before = cached_total()
+    again = await generate(client, prompt, 12, temperature=0.0, min_tokens=12, stream=stream)
+    assert first.error is None
+    assert again.error is None
+    assert again.text == first.text
+    assert first.num_cached_tokens == 0
+    # Whole blocks only, and never the last prompt token (its logits are sampled from).
+    assert again.num_cached_tokens % 64 == 0
+    assert 0 < again.num_cached_tokens < again.num_input_tokens
+    # The engine's counter (Triton's metrics endpoint) moves by what the response said,
+    # once the engine's figures are next published.
+    deadline = time.monotonic() + 10
+    while cached_total() < before + again.num_cached_tokens:
+        assert time.monotonic() < deadline, (cached_total(), before, again.num_cached_tokens)
+        await asyncio.sleep(0.2)
