@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from llm_stack.guided_decoding import Guide
 from llm_stack.model_errors import CodedError, ErrorCode
 
 
@@ -94,6 +95,9 @@ class GenerationRequest:
     stop_sequences: tuple[tuple[int, ...], ...] = ()
     bad_sequences: tuple[tuple[int, ...], ...] = ()
     end_id: int | None = None  # None: the model's own end-of-generation tokens
+    # Structured output: the output must be this JSON value; the sequence ends with `stop`
+    # when the value is complete.
+    guide: Guide | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from llm_stack.engine.base import (
     EngineStats,
     EngineStoppedError,
@@ -28,6 +32,7 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
+from llm_stack.engine.grammar import GRAMMAR_ROOT, GrammarCache
 from llm_stack.engine.scheduler import CacheCopy, Scheduler, SchedulerLimits, StepItem
 from llm_stack.llama_loader import load_model
 
@@ -35,6 +40,10 @@ log = logging.getLogger(__name__)
 
 _PENALTY_WINDOW = 64
 _MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
+# llama.cpp's llama_token_data: id, logit, p.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+# The likeliest tokens a refused sample is redrawn from first (see _sample_guided).
+_GRAMMAR_SHORTLIST = 512
 
 
 @dataclass(frozen=True)
@@ -98,11 +107,40 @@ class _Llama:
             t for t in range(self.n_vocab) if lc.llama_vocab_is_eog(self.vocab, t)
         )
         self.samplers: dict[str, Any] = {}
+        # Grammar samplers of guided sequences, apart from their chains: the chains are
+        # fed the prompt (for penalties), a grammar only the output.
+        self.grammars: dict[str, Any] = {}
+        self._ids = np.arange(self.n_vocab, dtype=np.int32)
+        self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
+        self._shortlist = np.zeros(min(_GRAMMAR_SHORTLIST, self.n_vocab), dtype=_TOKEN_DATA)
+        self._one = np.zeros(1, dtype=_TOKEN_DATA)
+        self._eog = min(self.end_tokens) if self.end_tokens else -1
+
+    def grammar_compiles(self, gbnf: str) -> bool:
+        """Whether llama.cpp accepts this grammar (it only reads the vocabulary: any thread)."""
+        sampler = self.lc.llama_sampler_init_grammar(
+            self.vocab, gbnf.encode(), GRAMMAR_ROOT.encode()
+        )
+        if not sampler:
+            return False
+        self.lc.llama_sampler_free(sampler)
+        return True
 
     def new_sampler(
-        self, request_id: str, sampling: SamplingParams, prompt: tuple[int, ...]
+        self,
+        request_id: str,
+        sampling: SamplingParams,
+        prompt: tuple[int, ...],
+        grammar: str | None = None,
     ) -> None:
         lc = self.lc
+        if grammar is not None:
+            sampler = lc.llama_sampler_init_grammar(
+                self.vocab, grammar.encode(), GRAMMAR_ROOT.encode()
+            )
+            if not sampler:  # checked when the request came in: only out of memory
+                raise EngineStoppedError("llama.cpp could not create a grammar sampler")
+            self.grammars[request_id] = sampler
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         if (
             sampling.repetition_penalty != 1.0
@@ -148,9 +186,10 @@ class _Llama:
         return {i: int(self.lc.llama_memory_seq_pos_max(self.memory, i)) for i in seq_ids}
 
     def free_sequence(self, request_id: str, slot: int | None) -> None:
-        chain = self.samplers.pop(request_id, None)
-        if chain is not None:
-            self.lc.llama_sampler_free(chain)
+        for samplers in (self.samplers, self.grammars):
+            sampler = samplers.pop(request_id, None)
+            if sampler is not None:
+                self.lc.llama_sampler_free(sampler)
         if slot is not None:
             self.lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
 
@@ -176,13 +215,77 @@ class _Llama:
             raise EngineStoppedError(f"llama_decode failed with code {rc}")
         return logits_at
 
-    def sample(self, request_id: str, index: int, banned: set[int]) -> int:
+    def sample(self, request_id: str, index: int, banned: set[int]) -> int | FinishReason:
+        """The next token, or for a guided sequence the end of its value (stop) or a dead
+        end (length: nothing the grammar allows is left, e.g. bad words ban it all)."""
         if banned:
             logits = self.lc.llama_get_logits_ith(self.ctx, index)
             for token in banned:
                 if 0 <= token < self.n_vocab:
                     logits[token] = -math.inf
+        if request_id in self.grammars:
+            return self._sample_guided(request_id, index)
         return int(self.lc.llama_sampler_sample(self.samplers[request_id], self.ctx, index))
+
+    def _sample_guided(self, request_id: str, index: int) -> int | FinishReason:
+        # llama.cpp's common sampler: sample as usual and check the grammar on that token
+        # alone; only when it is refused, mask by the grammar and sample again. Masking
+        # costs every candidate's text against the grammar (about 50 ms for the 262k
+        # tokens of Gemma 3), so the likeliest tokens are masked first and the whole
+        # vocabulary only when none of them fits: greedy picks the same token either way.
+        lc = self.lc
+        chain, grammar = self.samplers[request_id], self.grammars[request_id]
+        logits = np.ctypeslib.as_array(
+            lc.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,)
+        )
+        candidates = self._fill(self._candidates, self._ids, logits)
+        lc.llama_sampler_apply(chain, ctypes.byref(candidates))
+        token = int(candidates.data[candidates.selected].id)
+        if not self._allows(grammar, token):
+            size = len(self._shortlist)
+            likeliest = np.argpartition(logits, -size)[-size:].astype(np.int32)
+            for data, ids in ((self._shortlist, likeliest), (self._candidates, self._ids)):
+                candidates = self._fill(data, ids, logits[ids])
+                lc.llama_sampler_apply(grammar, ctypes.byref(candidates))
+                if np.isfinite(data["logit"]).any():
+                    break
+            else:
+                return (
+                    FinishReason.STOP if self._allows(grammar, self._eog) else FinishReason.LENGTH
+                )
+            lc.llama_sampler_apply(chain, ctypes.byref(candidates))
+            token = int(candidates.data[candidates.selected].id)
+        if token in self.end_tokens:
+            return FinishReason.STOP  # the grammar allowed it: the value is complete
+        lc.llama_sampler_accept(chain, token)
+        lc.llama_sampler_accept(grammar, token)
+        return token
+
+    def _fill(
+        self, data: npt.NDArray[Any], ids: npt.NDArray[np.int32], logits: npt.NDArray[np.float32]
+    ) -> Any:
+        """`data` holding these candidates, as llama.cpp's array (samplers sort and cut it
+        in place, so it is refilled each time)."""
+        data["id"] = ids
+        data["logit"] = logits
+        data["p"] = 0.0
+        return self.lc.llama_token_data_array(
+            data=data.ctypes.data_as(self.lc.llama_token_data_p),
+            size=len(data),
+            selected=-1,
+            sorted=False,
+        )
+
+    def _allows(self, grammar: Any, token: int) -> bool:
+        if token < 0:
+            return False
+        one = self._one
+        one["id"], one["logit"], one["p"] = token, 0.0, 0.0
+        array = self.lc.llama_token_data_array(
+            data=one.ctypes.data_as(self.lc.llama_token_data_p), size=1, selected=-1, sorted=False
+        )
+        self.lc.llama_sampler_apply(grammar, ctypes.byref(array))
+        return bool(np.isfinite(one["logit"][0]))
 
     def close(self) -> None:
         for rid in list(self.samplers):
@@ -215,6 +318,11 @@ class LlamaCppEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failure: str | None = None
+        self.grammars = GrammarCache(self._grammar_compiles)
+
+    def _grammar_compiles(self, gbnf: str) -> bool:
+        assert self._llama is not None
+        return self._llama.grammar_compiles(gbnf)
 
     async def start(self) -> None:
         """Load the model (in a worker thread) and start the step loop."""
@@ -231,6 +339,8 @@ class LlamaCppEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         """Stream the deltas of one sequence; closing early aborts it."""
         queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
+        if request.guide is not None and self._llama is not None:
+            self.grammars.get(request.guide)  # converted and checked once: refused here
         with self._lock:
             if self._stopping or self._failure or self._llama is None:
                 raise EngineStoppedError(self._failure or "the engine is not running")
@@ -348,7 +458,10 @@ class LlamaCppEngine:
                 if item.request_id not in llama.samplers:
                     request = self._scheduler.request(item.request_id)
                     assert request is not None
-                    llama.new_sampler(item.request_id, request.sampling, request.prompt_ids)
+                    grammar = self.grammars.get(request.guide) if request.guide else None
+                    llama.new_sampler(
+                        item.request_id, request.sampling, request.prompt_ids, grammar
+                    )
             banned = {
                 item.request_id: self._scheduler.banned_tokens(item.request_id, llama.end_tokens)
                 for item in items
@@ -357,9 +470,16 @@ class LlamaCppEngine:
         if not items:
             return True
         logits_at = llama.decode(items)  # the long part, outside the lock
-        sampled = {rid: llama.sample(rid, idx, banned[rid]) for rid, idx in logits_at.items()}
+        sampled: dict[str, int] = {}
+        ended: dict[str, FinishReason] = {}
+        for rid, idx in logits_at.items():
+            token = llama.sample(rid, idx, banned[rid])
+            if isinstance(token, FinishReason):
+                ended[rid] = token
+            else:
+                sampled[rid] = token
         with self._lock:
-            deltas, _ = self._scheduler.complete(sampled, llama.end_tokens.__contains__)
+            deltas, _ = self._scheduler.complete(sampled, llama.end_tokens.__contains__, ended)
             llama.copy_cells(self._scheduler.take_copies())
             for rid, delta in deltas:
                 if delta.finished:

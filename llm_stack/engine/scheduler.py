@@ -367,16 +367,24 @@ class Scheduler:
         return seq.banned_tokens(end_tokens) if seq else set()
 
     def complete(
-        self, sampled: Mapping[str, int], is_end: Callable[[int], bool]
+        self,
+        sampled: Mapping[str, int],
+        is_end: Callable[[int], bool],
+        ended: Mapping[str, FinishReason] | None = None,
     ) -> tuple[list[tuple[str, TokenDelta]], list[int]]:
-        """Apply sampled tokens; returns the deltas to send and the slots freed."""
+        """Apply sampled tokens; returns the deltas to send and the slots freed.
+
+        `ended`: sequences the sampler ended without a token (a guided sequence whose
+        value is complete), with their finish reason.
+        """
         deltas: list[tuple[str, TokenDelta]] = []
         freed: list[int] = []
-        for request_id, token in sampled.items():
+        steps: list[tuple[str, int | FinishReason]] = [*sampled.items(), *(ended or {}).items()]
+        for request_id, token in steps:
             seq = self._active.get(request_id)
             if seq is None:  # aborted while the step ran
                 continue
-            finish = self._apply(seq, token, is_end)
+            finish = token if isinstance(token, FinishReason) else self._apply(seq, token, is_end)
             if finish is not None:
                 freed.append(seq.slot)
                 self._release(seq)

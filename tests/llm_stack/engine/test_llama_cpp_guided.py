@@ -1,0 +1,213 @@
+"""The CPU engine's structured outputs on the real default model (Gemma 3 270M).
+
+Each guided sequence has its own grammar sampler inside in-flight batching; every output
+that finishes with `stop` must parse and validate against its schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jsonschema
+import pytest
+
+from llm_stack.engine.base import (
+    FinishReason,
+    GenerationRequest,
+    InvalidRequestError,
+    SamplingParams,
+    TokenDelta,
+)
+from llm_stack.engine.llama_cpp_engine import LlamaCppConfig, LlamaCppEngine
+from llm_stack.guided_decoding import Guide, GuideType, check_schema, schema_text
+from llm_stack.model_source import resolve_model_path
+from llm_stack.tokenizer import GgufTokenizer
+
+# Bounded strings, integers and arrays: each value is complete well within MAX_TOKENS.
+NESTED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 10},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 10}, "zip": {"type": "integer"}},
+            "required": ["city", "zip"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "address"],
+    "additionalProperties": False,
+}
+ARRAY_ENUM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "colours": {
+            "type": "array",
+            "items": {"enum": ["red", "green", "blue"]},
+            "minItems": 1,
+            "maxItems": 3,
+        },
+        "ok": {"type": "boolean"},
+    },
+    "required": ["colours", "ok"],
+    "additionalProperties": False,
+}
+NULLABLE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "label": {"anyOf": [{"type": "string", "maxLength": 8}, {"type": "null"}]},
+        "note": {"type": "string", "maxLength": 8},
+    },
+    "required": ["id", "label"],
+}
+SCHEMAS = {"nested": NESTED, "array_enum": ARRAY_ENUM, "nullable": NULLABLE}
+MAX_TOKENS = 160
+PROMPT = "Here is the record as JSON:"
+FREE_PROMPT = "1, 2, 3, 4, 5,"  # greedy tokens lead by a wide margin (test_llama_cpp_engine)
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> GgufTokenizer:
+    return GgufTokenizer(resolve_model_path("gemma3-270m"))
+
+
+@pytest.fixture(scope="module")
+async def engine() -> AsyncIterator[LlamaCppEngine]:
+    eng = LlamaCppEngine(
+        LlamaCppConfig(
+            model_path=resolve_model_path("gemma3-270m"),
+            max_batch_size=8,
+            max_queue=8,
+            kv_cache_tokens=4096,
+            max_seq_len=512,
+            max_step_tokens=128,
+            n_threads=2,
+        )
+    )
+    await eng.start()
+    try:
+        yield eng
+    finally:
+        await eng.shutdown()
+
+
+def request(
+    tokenizer: GgufTokenizer,
+    guide: Guide | None,
+    *,
+    prompt: str = PROMPT,
+    temperature: float = 0.0,
+    max_tokens: int = MAX_TOKENS,
+    min_tokens: int = 0,
+    seed: int = 7,
+) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=f"g{next(_ids)}",
+        prompt_ids=tuple(tokenizer.encode(prompt, add_special=True)),
+        sampling=SamplingParams(
+            max_tokens=max_tokens, temperature=temperature, min_tokens=min_tokens, seed=seed
+        ),
+        guide=guide,
+    )
+
+
+def schema_guide(schema: dict[str, Any]) -> Guide:
+    check_schema(schema)
+    return Guide(GuideType.JSON_SCHEMA, schema_text(schema))
+
+
+async def run(engine: LlamaCppEngine, req: GenerationRequest) -> tuple[list[int], TokenDelta]:
+    deltas = [d async for d in engine.generate(req)]
+    return [t for d in deltas for t in d.token_ids], deltas[-1]
+
+
+async def test_outputs_validate_for_every_schema_and_temperature(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    cases = [(name, temp) for name in SCHEMAS for temp in (0.0, 0.8)]
+    requests = [
+        request(tokenizer, schema_guide(SCHEMAS[name]), temperature=temp) for name, temp in cases
+    ]
+    results = await asyncio.gather(*(run(engine, r) for r in requests))
+    for (name, temp), (tokens, last) in zip(cases, results, strict=True):
+        text = tokenizer.decode(tokens)
+        assert last.finish_reason is FinishReason.STOP, (name, temp, text)
+        jsonschema.validate(json.loads(text), SCHEMAS[name])
+
+
+async def test_json_object_is_an_object(engine: LlamaCppEngine, tokenizer: GgufTokenizer) -> None:
+    tokens, last = await run(engine, request(tokenizer, Guide(GuideType.JSON), max_tokens=64))
+    if last.finish_reason is FinishReason.STOP:
+        assert isinstance(json.loads(tokenizer.decode(tokens)), dict)
+    else:  # an unbounded object may run past the budget; it is still one in the making
+        assert tokenizer.decode(tokens).lstrip().startswith("{")
+
+
+async def test_a_tight_budget_ends_with_length(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    tokens, last = await run(engine, request(tokenizer, schema_guide(NESTED), max_tokens=4))
+    assert last.finish_reason is FinishReason.LENGTH
+    assert len(tokens) == 4
+    assert tokenizer.decode(tokens).startswith("{")
+
+
+async def test_a_complete_value_stops_even_before_min_tokens(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    # min_tokens bans the end tokens; the grammar then allows nothing else after the value.
+    schema = {"enum": ["yes", "no"]}
+    tokens, last = await run(
+        engine, request(tokenizer, schema_guide(schema), max_tokens=32, min_tokens=32)
+    )
+    assert last.finish_reason is FinishReason.STOP
+    assert json.loads(tokenizer.decode(tokens)) in ("yes", "no")
+
+
+async def test_guided_and_free_sequences_share_steps_unaffected(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    def free() -> GenerationRequest:
+        return request(tokenizer, None, prompt=FREE_PROMPT, max_tokens=12, min_tokens=12)
+
+    alone, _ = await run(engine, free())
+    before = engine.stats()
+    (free_tokens, free_last), (guided_tokens, guided_last) = await asyncio.gather(
+        run(engine, free()), run(engine, request(tokenizer, schema_guide(ARRAY_ENUM)))
+    )
+    after = engine.stats()
+    assert free_tokens == alone
+    assert free_last.finish_reason is FinishReason.LENGTH
+    assert guided_last.finish_reason is FinishReason.STOP
+    jsonschema.validate(json.loads(tokenizer.decode(guided_tokens)), ARRAY_ENUM)
+    # More sequences than steps: some steps held both.
+    assert after.step_sequences - before.step_sequences > after.steps - before.steps
+
+
+async def test_each_schema_is_converted_once(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    first = engine.grammars.conversions
+    for _ in range(2):
+        await run(engine, request(tokenizer, schema_guide(schema), max_tokens=2))
+    assert engine.grammars.conversions == first + 1
+
+
+async def test_a_guide_without_a_grammar_is_refused_before_any_token(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    # Past the schema check (a client of the engine itself): the converter cannot take it.
+    guide = Guide(GuideType.JSON_SCHEMA, '{"type": "string", "pattern": "no anchors"}')
+    with pytest.raises(InvalidRequestError) as caught:
+        await run(engine, request(tokenizer, guide))
+    assert caught.value.field == "guided_decoding_guide"
+    tokens, last = await run(engine, request(tokenizer, None, prompt=FREE_PROMPT, max_tokens=2))
+    assert (len(tokens), last.finish_reason) == (2, FinishReason.LENGTH)
