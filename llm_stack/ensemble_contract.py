@@ -82,6 +82,10 @@ class EnsembleRequest:
     bad_words: Sequence[str] | None = _input(_WORDS)
     return_num_input_tokens: bool | None = _input(_BOOL)
     return_num_output_tokens: bool | None = _input(_BOOL)
+    # Structured output (TensorRT-LLM backend's names): "json" (any JSON object) or
+    # "json_schema" with the schema as JSON text (llm_stack.guided_decoding).
+    guided_decoding_guide_type: str | None = _input(_BYTES)
+    guided_decoding_guide: str | None = _input(_BYTES)
 
     def inputs(self) -> list[grpcclient.InferInput]:
         """The input tensors (batch dimension 1) of the fields that are set."""

@@ -10,6 +10,7 @@ import pytest
 from engine_request import build_request, response_arrays
 
 from llm_stack.engine.base import FinishReason, InvalidRequestError, TokenDelta
+from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.word_lists import encode_word_list
 
 MAX_INPUT_LEN = 16
@@ -178,6 +179,83 @@ def test_empty_word_lists_mean_none() -> None:
     empty = encode_word_list([])[np.newaxis]
     request, _ = build(stop_words_list=empty, bad_words_list=empty)
     assert (request.stop_sequences, request.bad_sequences) == ((), ())
+
+
+def text(value: str | bytes) -> npt.NDArray[Any]:
+    """A [1, 1] string tensor, as Triton hands TYPE_STRING inputs over: bytes."""
+    return np.array([[value.encode() if isinstance(value, str) else value]], dtype=np.object_)
+
+
+SCHEMA = '{"type":"object","properties":{"a":{"enum":[1,2]}},"required":["a"]}'
+
+
+def test_guides_are_mapped() -> None:
+    request, _ = build()
+    assert request.guide is None
+    request, _ = build(guided_decoding_guide_type=text("json"))
+    assert request.guide == Guide(GuideType.JSON)
+    request, _ = build(
+        guided_decoding_guide_type=text("json_schema"), guided_decoding_guide=text(SCHEMA)
+    )
+    assert request.guide == Guide(GuideType.JSON_SCHEMA, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (
+            {"guided_decoding_guide_type": text("regex"), "guided_decoding_guide": text("a+")},
+            "guided_decoding_guide_type",
+            "guided_decoding_guide_type 'regex' is not supported: only json, json_schema",
+        ),
+        (
+            {"guided_decoding_guide": text(SCHEMA)},
+            "guided_decoding_guide_type",
+            "guided_decoding_guide needs guided_decoding_guide_type",
+        ),
+        (
+            {"guided_decoding_guide_type": text("json_schema")},
+            "guided_decoding_guide",
+            "guided_decoding_guide is required for json_schema",
+        ),
+        (
+            {"guided_decoding_guide_type": text("json_schema"), "guided_decoding_guide": text("{")},
+            "guided_decoding_guide",
+            "guided_decoding_guide is not JSON",
+        ),
+        (
+            {
+                "guided_decoding_guide_type": text("json_schema"),
+                "guided_decoding_guide": text(b"\xff"),
+            },
+            "guided_decoding_guide",
+            "guided_decoding_guide is not UTF-8",
+        ),
+        (
+            {
+                "guided_decoding_guide_type": text("json_schema"),
+                "guided_decoding_guide": text('{"type":"string","pattern":"^a$"}'),
+            },
+            "guided_decoding_guide",
+            "guided_decoding_guide: /pattern: keyword 'pattern' is not supported",
+        ),
+        (
+            {
+                "guided_decoding_guide_type": text("json_schema"),
+                "guided_decoding_guide": text('{"type":"object","required":["x"]}'),
+            },
+            "guided_decoding_guide",
+            "guided_decoding_guide: /required: 'x' is required but not in properties",
+        ),
+    ],
+)
+def test_bad_guides_name_their_tensor(
+    overrides: dict[str, npt.NDArray[Any]], field: str, message: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        build(**overrides)
+    assert err.value.field == field
+    assert str(err.value).startswith(message)
 
 
 def test_response_arrays_shapes_and_types() -> None:

@@ -15,6 +15,13 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
+from llm_stack.guided_decoding import (
+    GUIDE_FIELD,
+    GUIDE_TYPE_FIELD,
+    Guide,
+    InvalidGuideError,
+    parse_guide,
+)
 from llm_stack.model_errors import ErrorCode
 from llm_stack.word_lists import decode_word_list
 
@@ -73,6 +80,30 @@ def _words(tensors: Tensors, name: str) -> tuple[tuple[int, ...], ...]:
         raise InvalidRequestError(f"{field}: {exc}", field=field) from None
 
 
+def _text(tensors: Tensors, name: str) -> str | None:
+    value = tensors.get(name)
+    if value is None or value.size == 0:
+        return None
+    if value.size != 1:
+        raise InvalidRequestError(
+            f"{name} must hold one value, got shape {list(value.shape)}", field=name
+        )
+    item = value.reshape(-1)[0]
+    if isinstance(item, bytes):
+        try:
+            return item.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequestError(f"{name} is not UTF-8", field=name) from None
+    return str(item)
+
+
+def _guide(tensors: Tensors) -> Guide | None:
+    try:
+        return parse_guide(_text(tensors, GUIDE_TYPE_FIELD), _text(tensors, GUIDE_FIELD))
+    except InvalidGuideError as exc:
+        raise InvalidRequestError(str(exc), field=exc.field) from None
+
+
 def build_request(
     request_id: str, tensors: Tensors, max_input_len: int
 ) -> tuple[GenerationRequest, bool]:
@@ -110,6 +141,7 @@ def build_request(
         stop_sequences=_words(tensors, "stop_words_list"),
         bad_sequences=_words(tensors, "bad_words_list"),
         end_id=end_id if end_id >= 0 else None,
+        guide=_guide(tensors),
     )
     return request, _scalar(tensors, "streaming", bool, False)
 

@@ -32,6 +32,7 @@ INPUTS = (
     "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "runtime_top_k",
     "runtime_top_p", "temperature", "repetition_penalty", "presence_penalty",
     "frequency_penalty", "min_tokens", "seed", "streaming", "stop_words_list", "bad_words_list",
+    "guided_decoding_guide_type", "guided_decoding_guide",
 )  # fmt: skip
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_S = 0.5  # each check is a round trip to the Triton process

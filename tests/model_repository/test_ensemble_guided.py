@@ -1,0 +1,67 @@
+"""Structured outputs through the real Triton's ensemble: the guide tensors, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+import tritonclient.grpc.aio as grpcclient
+
+from llm_stack.ensemble_client import generate
+from llm_stack.guided_decoding import schema_text
+from llm_stack.model_errors import ErrorCode, decode_model_error
+
+pytestmark = pytest.mark.integration
+
+PROMPT = "A city and its population, as JSON:"
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 12},
+        "population": {"type": "integer"},
+        "capital": {"type": "boolean"},
+    },
+    "required": ["city", "population", "capital"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_json_schema_output_validates(
+    client: grpcclient.InferenceServerClient, stream: bool
+) -> None:
+    result = await generate(
+        client,
+        PROMPT,
+        96,
+        temperature=0.0,
+        stream=stream,
+        guided_decoding_guide_type="json_schema",
+        guided_decoding_guide=schema_text(SCHEMA),
+    )
+    assert result.error is None
+    assert result.finish_reason == "stop", result.text
+    jsonschema.validate(json.loads(result.text), SCHEMA)
+
+
+async def test_a_bad_guide_is_refused_alone(client: grpcclient.InferenceServerClient) -> None:
+    bad = generate(
+        client,
+        PROMPT,
+        16,
+        guided_decoding_guide_type="json_schema",
+        guided_decoding_guide='{"type": "string", "pattern": "^a+$"}',
+    )
+    good = generate(client, PROMPT, 8, temperature=0.0, guided_decoding_guide_type="json")
+    refused, served = await asyncio.gather(bad, good)
+    assert refused.error is not None
+    assert refused.error.status() == "StatusCode.INVALID_ARGUMENT"
+    error = decode_model_error(refused.error.message())
+    assert error is not None
+    assert (error.code, error.field) == (ErrorCode.INVALID_ARGUMENT, "guided_decoding_guide")
+    assert "/pattern: keyword 'pattern' is not supported" in error.message
+    assert served.error is None
+    assert served.text.startswith("{")
