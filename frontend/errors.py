@@ -197,6 +197,18 @@ class UnsupportedParameterError(InvalidRequestError):
         self.field = field
 
 
+class UnsupportedSchemaKeywordError(UnsupportedParameterError):
+    """A JSON Schema keyword (or a use of one) that structured outputs do not enforce;
+    `field` leads to the keyword, e.g. response_format.json_schema.schema.properties.a.pattern."""
+
+
+class InvalidSchemaError(FieldRuleViolationError):
+    """A response_format schema that breaks a rule (e.g. required names no property)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, None, None, message)
+
+
 class BodyTooLargeError(FrontendError):
     def __init__(self, size: int | None, limit: int) -> None:
         shown = f"of {size:,} bytes " if size is not None else ""

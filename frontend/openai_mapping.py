@@ -12,7 +12,14 @@ from frontend.openai_protocol import (
     ChatMessageIn,
     CompletionRequest,
 )
-from frontend.validation import ChatMessage, GenerationRequest, RequestValidator, Sampling
+from frontend.protocol import ResponseFormat
+from frontend.validation import (
+    ChatMessage,
+    GenerationRequest,
+    OutputFormat,
+    RequestValidator,
+    Sampling,
+)
 
 # OpenAI's documented defaults.
 COMPLETION_MAX_TOKENS = 16
@@ -59,11 +66,6 @@ def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> Ge
     for name, choice in (("tool_choice", body.tool_choice), ("function_call", body.function_call)):
         if choice not in (None, "none"):
             raise UnsupportedParameterError(name, f"{name} is not supported (only \"none\")")
-    if body.response_format is not None and body.response_format.type != "text":
-        raise UnsupportedParameterError(
-            "response_format",
-            f"response_format {body.response_format.type!r} is not supported: only text",
-        )
     messages = [_message(index, message) for index, message in enumerate(body.messages)]
     if body.max_completion_tokens is not None:
         max_tokens, field = body.max_completion_tokens, "max_completion_tokens"
@@ -106,6 +108,19 @@ def _sampling(
         repetition_penalty=body.repetition_penalty,
         min_tokens=min_tokens,
         max_tokens_field=field,
+        response_format=output_format(body.response_format),
+    )
+
+
+def output_format(response_format: ResponseFormat | None) -> OutputFormat | None:
+    """The validator's view of a response_format (shared with /generate)."""
+    if response_format is None:
+        return None
+    member = response_format.json_schema
+    return OutputFormat(
+        type=response_format.type,
+        has_json_schema=member is not None,
+        schema=member.schema_ if member is not None else None,
     )
 
 

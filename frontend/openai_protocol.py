@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from frontend.protocol import ResponseFormat
+
 FinishReasonName = Literal["stop", "length"]
 
 
@@ -53,6 +55,9 @@ class _RequestBase(BaseModel):
     ignore_eos: bool | None = Field(
         default=None, description="Extension: generate exactly max_tokens tokens."
     )
+    response_format: ResponseFormat | None = Field(
+        default=None, description="Structured output (on completions too, as vLLM has it)."
+    )
 
 
 class CompletionRequest(_RequestBase):
@@ -91,12 +96,6 @@ class ChatMessageIn(BaseModel):
     function_call: dict[str, Any] | None = Field(default=None, description="Not supported.")
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    type: str = Field(description="Only text is supported.")
-
-
 class ChatCompletionRequest(_RequestBase):
     """POST /v1/chat/completions body."""
 
@@ -111,7 +110,6 @@ class ChatCompletionRequest(_RequestBase):
     )
     logprobs: bool | None = Field(default=None, description="Not supported.")
     top_logprobs: int | None = Field(default=None, description="Not supported.")
-    response_format: ResponseFormat | None = None
     tools: list[Any] | None = Field(default=None, description="Not supported.")
     tool_choice: str | dict[str, Any] | None = Field(default=None, description="Not supported.")
     parallel_tool_calls: bool | None = Field(

@@ -6,9 +6,43 @@ settings) live in frontend.validation so every rule has its own error.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's `response_format.json_schema`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$", description="The schema's name."
+    )
+    description: str | None = Field(default=None, description="What the output is for.")
+    schema_: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="A JSON Schema of the supported keywords (see the README); others are "
+        "refused with 400 naming the keyword. Absent: any JSON value.",
+    )
+    strict: bool | None = Field(
+        default=None, description="Accepted; the schema is always enforced."
+    )
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: text, any JSON object, or JSON valid against a schema."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["text", "json_object", "json_schema"] = Field(
+        description="json_object: a JSON object; json_schema: a value valid against "
+        "json_schema.schema. Generation stops (finish_reason stop) when the value is complete."
+    )
+    json_schema: JsonSchemaFormat | None = Field(
+        default=None, description="Required with type json_schema, refused otherwise."
+    )
 
 
 class GenerateRequest(BaseModel):
@@ -30,6 +64,9 @@ class GenerateRequest(BaseModel):
     )
     seed: int | None = Field(default=None, description="Sampling seed, unsigned 64-bit.")
     stream: bool = Field(default=False, description="Answer with Server-Sent Events.")
+    response_format: ResponseFormat | None = Field(
+        default=None, description="Structured output, in OpenAI's shape."
+    )
 
 
 FinishReasonName = Literal["stop", "length"]

@@ -158,6 +158,8 @@ def ensemble_request(request: GenerationRequest) -> EnsembleRequest:
         repetition_penalty=request.repetition_penalty,
         min_tokens=request.min_tokens,
         stop_words=request.stop or None,
+        guided_decoding_guide_type=request.guide.type.value if request.guide else None,
+        guided_decoding_guide=request.guide.schema if request.guide else None,
     )
 
 

@@ -19,10 +19,12 @@ from frontend.errors import (
     EmptyMessagesError,
     EmptyPromptError,
     EmptyStopSequenceError,
+    InvalidSchemaError,
     MaxTokensOutOfRangeError,
     MinTokensOutOfRangeError,
     PenaltyOutOfRangeError,
     PromptTooLongError,
+    SchemaViolationError,
     SeedOutOfRangeError,
     StopSequenceTooLongError,
     TemperatureOutOfRangeError,
@@ -30,7 +32,9 @@ from frontend.errors import (
     TopKOutOfRangeError,
     TopPOutOfRangeError,
     UnknownRoleError,
+    UnsupportedSchemaKeywordError,
 )
+from llm_stack.guided_decoding import Guide, GuideType, Path, SchemaError, check_schema, schema_text
 
 TEMPERATURE_MAX = 2.0
 SEED_MAX = 2**64 - 1
@@ -90,6 +94,16 @@ def field_schemas(limits: ValidationLimits) -> dict[str, TypedKeywords]:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """A requested response format before validation, in OpenAI's terms."""
+
+    type: str  # text, json_object or json_schema
+    has_json_schema: bool = False  # whether response_format.json_schema was sent
+    schema: Any = None  # response_format.json_schema.schema (None: absent)
+    field: str = "response_format"
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
     content: str
@@ -116,6 +130,7 @@ class GenerationRequest:
     frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     min_tokens: int | None = None
+    guide: Guide | None = None  # structured output
 
     @property
     def input_text(self) -> str:
@@ -143,6 +158,7 @@ class Sampling:
     # The request field max_tokens came from (OpenAI chat also calls it
     # max_completion_tokens), so its errors name what the client sent.
     max_tokens_field: str = "max_tokens"
+    response_format: OutputFormat | None = None
 
 
 class RequestValidator:
@@ -162,11 +178,14 @@ class RequestValidator:
         stop: Sequence[str],
         seed: int | None,
         stream: bool,
+        response_format: OutputFormat | None = None,
     ) -> GenerationRequest:
         """Validate one generation request's fields."""
-        return self.completion(
-            prompt, Sampling(max_tokens, temperature, top_p, top_k, stop, seed, stream)
-        )
+        sampling = Sampling(
+            max_tokens, temperature, top_p, top_k, stop, seed, stream,
+            response_format=response_format,
+        )  # fmt: skip
+        return self.completion(prompt, sampling)
 
     def completion(self, prompt: str, sampling: Sampling) -> GenerationRequest:
         """Validate a prompt and its sampling fields."""
@@ -233,6 +252,7 @@ class RequestValidator:
             )
         if s.min_tokens is not None and not 0 <= s.min_tokens <= s.max_tokens:
             raise MinTokensOutOfRangeError("min_tokens", s.min_tokens, f"0..{s.max_tokens}")
+        guide = guide_for(s.response_format) if s.response_format else None
         return GenerationRequest(
             prompt=prompt,
             max_tokens=s.max_tokens,
@@ -247,4 +267,37 @@ class RequestValidator:
             frequency_penalty=s.frequency_penalty,
             repetition_penalty=s.repetition_penalty,
             min_tokens=s.min_tokens,
+            guide=guide,
         )
+
+
+def guide_for(fmt: OutputFormat) -> Guide | None:
+    """The engine's guide for a response format (None for text); raises naming the field.
+
+    The schema's keywords are checked against the list both engines enforce
+    (llm_stack.guided_decoding): an unsupported one is a 400 naming it and its path.
+    """
+    member = f"{fmt.field}.json_schema"
+    if fmt.type != "json_schema":
+        if fmt.has_json_schema:
+            raise SchemaViolationError(f"{member} is only allowed with type json_schema", member)
+        return Guide(GuideType.JSON) if fmt.type == "json_object" else None
+    if not fmt.has_json_schema:
+        raise SchemaViolationError(f"{member} is required with type json_schema", member)
+    schema = {} if fmt.schema is None else fmt.schema
+    field = f"{member}.schema"
+    try:
+        check_schema(schema)
+        text = schema_text(schema)
+    except SchemaError as error:
+        where = field + _dotted(error.path)
+        if error.unsupported:
+            raise UnsupportedSchemaKeywordError(where, f"{where}: {error.rule}") from None
+        raise InvalidSchemaError(where, f"{where}: {error.rule}") from None
+    except ValueError:  # NaN or Infinity somewhere: JSON has no such numbers
+        raise InvalidSchemaError(field, f"{field}: numbers must be finite") from None
+    return Guide(GuideType.JSON_SCHEMA, text)
+
+
+def _dotted(path: Path) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)

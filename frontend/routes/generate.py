@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from frontend.deps import CallerDep, ContextDep, StateDep
 from frontend.errors import FrontendError, error_body
+from frontend.openai_mapping import output_format
 from frontend.protocol import (
     DeltaEvent,
     DoneEvent,
@@ -38,7 +39,11 @@ from frontend.service import Completed, GenerationEvent, GenerationRecord, TextD
 router = APIRouter(tags=["generation"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body is not JSON."},
+    400: {
+        "model": ErrorResponse,
+        "description": "The body is not JSON, or response_format's schema uses a JSON Schema "
+        "keyword structured outputs do not enforce (`field` names it).",
+    },
     401: {"model": ErrorResponse, "description": "API key missing or unknown (when keys are on)."},
     413: {"model": ErrorResponse, "description": "The body exceeds the configured size."},
     422: {
@@ -123,6 +128,7 @@ async def generate(
         stop=body.stop,
         seed=body.seed,
         stream=body.stream,
+        response_format=output_format(body.response_format),
     )
     record = GenerationRecord(caller.key_id)
     context.generation = record

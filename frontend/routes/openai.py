@@ -58,8 +58,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": OpenAIErrorResponse,
         "description": "The body is not JSON, or asks for a parameter this server does not "
-        "implement (n > 1, logprobs, echo, best_of, logit_bias, suffix, tools, "
-        "response_format other than text): `param` names it.",
+        "implement (n > 1, logprobs, echo, best_of, logit_bias, suffix, tools), or a "
+        "response_format schema with a JSON Schema keyword structured outputs do not "
+        "enforce: `param` names it (e.g. response_format.json_schema.schema.properties.a."
+        "pattern).",
     },
     401: {
         "model": OpenAIErrorResponse,

@@ -21,6 +21,7 @@ from frontend.auth import key_digest
 from launcher.triton_server import TritonServer
 from llm_stack.ensemble_client import Result, call
 from llm_stack.ensemble_contract import EnsembleRequest
+from llm_stack.guided_decoding import SUPPORTED_KEYWORDS
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
 from tests.conftest import REPO_ROOT, free_port
@@ -315,8 +316,12 @@ async def test_chat_stop_and_max_completion_tokens(served: ServedApp) -> None:
         ("chat", {"logprobs": True}, "logprobs", "logprobs is not supported"),
         ("chat", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools",
          "tools are not supported"),
-        ("chat", {"response_format": {"type": "json_object"}}, "response_format",
-         "response_format 'json_object' is not supported: only text"),
+        ("chat", {"response_format": {"type": "json_schema", "json_schema": {
+            "name": "n", "schema": {"type": "string", "pattern": "^a$"}}}},
+         "response_format.json_schema.schema.pattern",
+         "response_format.json_schema.schema.pattern: keyword 'pattern' is not supported; "
+         f"supported: {', '.join(SUPPORTED_KEYWORDS)}, and annotations such as title and "
+         "description"),
         ("chat", {"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
          "messages[0].role", "messages[0].role 'tool' is not supported: tools are not"),
     ],

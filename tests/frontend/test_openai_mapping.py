@@ -7,14 +7,17 @@ from typing import Any
 import pytest
 
 from frontend.errors import (
+    InvalidSchemaError,
     ModelNotFoundError,
     SchemaViolationError,
     UnsupportedParameterError,
+    UnsupportedSchemaKeywordError,
     error_kind,
 )
 from frontend.openai_mapping import chat_request, check_model, completion_request
 from frontend.openai_protocol import ChatCompletionRequest, CompletionRequest
 from frontend.validation import ChatMessage, RequestValidator, ValidationLimits
+from llm_stack.guided_decoding import Guide, GuideType
 
 VALIDATOR = RequestValidator(
     ValidationLimits(
@@ -97,7 +100,10 @@ def test_ignore_eos_asks_for_every_token() -> None:
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"tool_choice": "auto"}, "tool_choice"),
         ({"function_call": {"name": "f"}}, "function_call"),
-        ({"response_format": {"type": "json_schema", "json_schema": {}}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object",
+            "properties": {"a": {"anyOf": [{"type": "string"}, {"type": "number", "minimum": 0}]}},
+        }}}}, "response_format.json_schema.schema.properties.a.anyOf[1].minimum"),
         ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "x", "name": "ann"}]}, "messages[0].name"),
         ({"messages": [{"role": "assistant", "content": None, "tool_calls": []}, USER]},
@@ -154,3 +160,73 @@ def test_unknown_model() -> None:
     assert caught.value.field == "model"
     kind = error_kind(caught.value)
     assert (kind.status, kind.type) == (404, "model_not_found")
+
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+
+
+def json_schema(schema: object, **member: object) -> dict[str, object]:
+    return {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, **member}}
+
+
+def test_response_formats_become_guides() -> None:
+    assert chat(response_format={"type": "text"}).guide is None
+    assert chat(response_format={"type": "json_object"}).guide == Guide(GuideType.JSON)
+    compact = '{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}'
+    expected = Guide(GuideType.JSON_SCHEMA, compact)
+    assert chat(response_format=json_schema(SCHEMA, strict=True)).guide == expected
+    assert completion(response_format=json_schema(SCHEMA)).guide == expected
+    no_schema = {"type": "json_schema", "json_schema": {"name": "any"}}
+    assert chat(response_format=no_schema).guide == Guide(GuideType.JSON_SCHEMA, "{}")
+
+
+@pytest.mark.parametrize("request_of", [chat, completion])
+def test_an_unsupported_schema_keyword_is_a_400_naming_it(request_of: Any) -> None:
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}
+    with pytest.raises(UnsupportedSchemaKeywordError) as caught:
+        request_of(response_format=json_schema(schema))
+    field = "response_format.json_schema.schema.properties.tags.uniqueItems"
+    assert caught.value.field == field
+    assert caught.value.message.startswith(f"{field}: keyword 'uniqueItems' is not supported")
+    assert error_kind(caught.value).status == 400
+
+
+@pytest.mark.parametrize(
+    ("response_format", "field", "message"),
+    [
+        (json_schema({"type": "object", "required": ["a"]}),
+         "response_format.json_schema.schema.required",
+         "response_format.json_schema.schema.required: 'a' is required but not in properties"),
+        (json_schema({"enum": []}), "response_format.json_schema.schema.enum",
+         "response_format.json_schema.schema.enum: enum must be a non-empty list"),
+        (json_schema({"const": float("inf")}), "response_format.json_schema.schema.const",
+         "response_format.json_schema.schema.const: numbers must be finite"),
+        (json_schema({"type": "string", "default": float("nan")}),
+         "response_format.json_schema.schema",
+         "response_format.json_schema.schema: numbers must be finite"),
+    ],
+)  # fmt: skip
+def test_a_broken_schema_rule_is_a_422_naming_it(
+    response_format: dict[str, object], field: str, message: str
+) -> None:
+    with pytest.raises(InvalidSchemaError) as caught:
+        chat(response_format=response_format)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert error_kind(caught.value).status == 422
+
+
+@pytest.mark.parametrize(
+    ("response_format", "message"),
+    [
+        ({"type": "json_schema"}, "response_format.json_schema is required with type json_schema"),
+        ({"type": "json_object", "json_schema": {"name": "x"}},
+         "response_format.json_schema is only allowed with type json_schema"),
+    ],
+)  # fmt: skip
+def test_the_json_schema_member_goes_with_its_type(
+    response_format: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SchemaViolationError) as caught:
+        chat(response_format=response_format)
+    assert (caught.value.field, caught.value.message) == ("response_format.json_schema", message)
+    assert error_kind(caught.value).status == 422
