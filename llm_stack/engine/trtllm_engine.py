@@ -40,6 +40,12 @@ field names are unchanged in the 1.4 reference docs):
   response's `cached_tokens`, 0 until known): prompt tokens reused from the KV cache, what
   TensorRT-LLM's OpenAI server reports as `prompt_tokens_details.cached_tokens`. Versions
   without it read as 0.
+- Structured outputs: `SamplingParams(guided_decoding=GuidedDecodingParams(json=<schema>))`
+  or `GuidedDecodingParams(json_object=True)` (`tensorrt_llm/sampling_params.py`), as
+  TensorRT-LLM's own OpenAI server maps `response_format`; they are enforced only when the
+  LLM has a grammar backend, `guided_decoding_backend="xgrammar"` (`llmapi/llm_args.py`,
+  default None; xgrammar serves both backends, llguidance only PyTorch). The value ends
+  with the end id, hence finish reason 'stop'.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from llm_stack.engine.base import (
     TokenDelta,
 )
 from llm_stack.engine.stops import StopMatcher
+from llm_stack.guided_decoding import GUIDE_TYPE_FIELD, Guide, GuideType
 from llm_stack.model_errors import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -151,6 +158,13 @@ def to_sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     if bad_ids:
         kwargs["bad_token_ids"] = bad_ids
     return kwargs
+
+
+def guided_decoding_kwargs(guide: Guide) -> dict[str, Any]:
+    """Keyword arguments for `tensorrt_llm.sampling_params.GuidedDecodingParams`."""
+    if guide.type is GuideType.JSON:
+        return {"json_object": True}
+    return {"json": guide.schema}
 
 
 def _single_tokens(sequences: Iterable[Sequence[int]]) -> list[int]:
@@ -275,6 +289,7 @@ class TrtLlmEngine:
         free_gpu_memory_fraction: float = 0.9,
         llm_factory: Callable[[], Any] | None = None,
         sampling_params_factory: Callable[..., Any] | None = None,
+        guided_decoding_params_factory: Callable[..., Any] | None = None,
         collect_iteration_stats: bool = True,
     ) -> None:
         """`llm_kwargs` go to the LLM class, over ours; the factories replace it (tests,
@@ -307,9 +322,11 @@ class TrtLlmEngine:
         self.backend: str | None = None  # "pytorch" or "tensorrt" once start() built the LLM
         self._llm_factory = llm_factory
         self._sampling_params_factory = sampling_params_factory
+        self._guided_decoding_params_factory = guided_decoding_params_factory
         self._collect_iteration_stats = collect_iteration_stats
         self._llm: Any = None
         self._make_sampling_params: Callable[..., Any] | None = None
+        self._make_guided_decoding_params: Callable[..., Any] | None = None
         self._stopping = False
         self._inflight: dict[str, Any] = {}  # request id → RequestOutput handle
         self._peak_inflight = 0
@@ -323,12 +340,17 @@ class TrtLlmEngine:
         if self._llm is not None:
             return
         llm_factory, params_factory = self._llm_factory, self._sampling_params_factory
+        guided_factory = self._guided_decoding_params_factory
         if llm_factory is None or params_factory is None:
             try:
                 import tensorrt_llm  # here only: the CPU path must never load it
             except ImportError as exc:
                 raise EngineStoppedError("tensorrt_llm is not installed") from exc
             params_factory = params_factory or tensorrt_llm.SamplingParams
+            if guided_factory is None:
+                from tensorrt_llm.sampling_params import GuidedDecodingParams
+
+                guided_factory = GuidedDecodingParams
             if llm_factory is None:
                 llm_factory = self._llm_api_factory(tensorrt_llm)
 
@@ -340,6 +362,7 @@ class TrtLlmEngine:
             log.exception("TensorRT-LLM could not load %s", self.model_path)
             raise EngineStoppedError(f"TensorRT-LLM could not load {self.model_path}") from exc
         self._make_sampling_params = params_factory
+        self._make_guided_decoding_params = guided_factory  # None: guides are refused
         self._stopping = False
         log.info(
             "TensorRT-LLM engine ready: %s (%s backend), batch %d, queue %d, input %d, "
@@ -361,6 +384,8 @@ class TrtLlmEngine:
             "max_batch_size": self.max_batch_size,
             "max_input_len": self.max_input_len,
             "max_seq_len": self.max_seq_len,
+            # Without a grammar backend the LLM API does not enforce guided decoding.
+            "guided_decoding_backend": "xgrammar",
         }
         engine_dir = is_engine_dir(Path(self.model_path))
         self.backend = "tensorrt" if engine_dir else "pytorch"
@@ -472,6 +497,13 @@ class TrtLlmEngine:
         if not request.sampling.greedy and "seed" not in kwargs:
             # Unset, the runtime seeds every request with 0: equal prompts, equal samples.
             kwargs["seed"] = secrets.randbits(64)
+        if request.guide is not None:
+            make_guided = self._make_guided_decoding_params
+            if make_guided is None:
+                raise InvalidRequestError(
+                    "this engine has no guided decoding", field=GUIDE_TYPE_FIELD
+                )
+            kwargs["guided_decoding"] = make_guided(**guided_decoding_kwargs(request.guide))
         try:
             handle = llm.generate_async(
                 list(request.prompt_ids),
@@ -587,5 +619,6 @@ __all__ = [
     "StopSequenceFilter",
     "TrtLlmEngine",
     "delta_from_output",
+    "guided_decoding_kwargs",
     "to_sampling_kwargs",
 ]

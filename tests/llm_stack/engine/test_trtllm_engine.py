@@ -7,7 +7,7 @@ these tests run on. The engine tests therefore inject a fake of the LLM API obje
 one output object, updated in place, whose `outputs[0].token_ids` is cumulative and whose
 `cached_tokens` says how many prompt tokens came from the KV cache. Loading is tested
 against a fake `tensorrt_llm` package: `LLM` (PyTorch backend), `_tensorrt_engine.LLM`
-(TensorRT backend) and `llmapi.KvCacheConfig`.
+(TensorRT backend), `llmapi.KvCacheConfig` and `sampling_params.GuidedDecodingParams`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ from llm_stack.engine.trtllm_engine import (
     StopSequenceFilter,
     TrtLlmEngine,
     delta_from_output,
+    guided_decoding_kwargs,
     is_engine_dir,
     to_sampling_kwargs,
 )
+from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.model_config import ModelConfigError
 from llm_stack.model_repository_config import model_parameters
 
@@ -54,6 +56,7 @@ def make_request(
     stops: tuple[tuple[int, ...], ...] = (),
     bad: tuple[tuple[int, ...], ...] = (),
     end_id: int | None = None,
+    guide: Guide | None = None,
     **sampling: Any,
 ) -> GenerationRequest:
     sampling.setdefault("max_tokens", 8)
@@ -64,6 +67,7 @@ def make_request(
         stop_sequences=stops,
         bad_sequences=bad,
         end_id=end_id,
+        guide=guide,
     )
 
 
@@ -660,6 +664,14 @@ class FakeKvCacheConfig:
     free_gpu_memory_fraction: float | None = 0.9
 
 
+@dataclass(kw_only=True)
+class FakeGuidedDecodingParams:
+    """`tensorrt_llm.sampling_params.GuidedDecodingParams`: the fields we set."""
+
+    json: str | None = None
+    json_object: bool = False
+
+
 @dataclass
 class FakeTensorRtLlm:
     """What the fake `tensorrt_llm` package built: (LLM class, its keyword arguments)."""
@@ -688,8 +700,12 @@ def fake_tensorrt_llm(monkeypatch: pytest.MonkeyPatch) -> FakeTensorRtLlm:
     tensorrt_engine.LLM = llm_class("tensorrt")  # type: ignore[attr-defined]
     package.llmapi = llmapi  # type: ignore[attr-defined]
     package._tensorrt_engine = tensorrt_engine  # type: ignore[attr-defined]
+    sampling_params = types.ModuleType("tensorrt_llm.sampling_params")
+    sampling_params.GuidedDecodingParams = FakeGuidedDecodingParams  # type: ignore[attr-defined]
+    package.sampling_params = sampling_params  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tensorrt_llm", package)
     monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", llmapi)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.sampling_params", sampling_params)
     monkeypatch.setitem(sys.modules, "tensorrt_llm._tensorrt_engine", tensorrt_engine)
     return fake
 
@@ -724,12 +740,29 @@ async def test_a_checkpoint_loads_through_the_pytorch_backend_with_block_reuse(
                 "max_batch_size": 8,
                 "max_input_len": 1024,
                 "max_seq_len": 2048,
+                "guided_decoding_backend": "xgrammar",
                 "backend": "pytorch",
                 "kv_cache_config": FakeKvCacheConfig(True, 0.9),
             },
         )
     ]
     assert engine.backend == "pytorch"
+
+
+async def test_guides_reach_sampling_params_as_guided_decoding_params(
+    fake_tensorrt_llm: FakeTensorRtLlm, tmp_path: Path
+) -> None:
+    engine = TrtLlmEngine(str(engine_dir(tmp_path / "engine")), 8, 2, 1024, 2048)
+    await engine.start()
+    [(_, kwargs)] = fake_tensorrt_llm.built
+    assert kwargs["guided_decoding_backend"] == "xgrammar"  # the TensorRT backend's too
+    llm = engine._llm
+    assert isinstance(llm, FakeLLM)
+    guide = Guide(GuideType.JSON_SCHEMA, '{"type":"string"}')
+    await submit(engine, make_request(guide=guide))
+    assert llm.calls[-1]["params"]["guided_decoding"] == FakeGuidedDecodingParams(
+        json='{"type":"string"}'
+    )
 
 
 async def test_an_engine_dir_loads_through_the_legacy_tensorrt_backend(
@@ -896,3 +929,35 @@ def test_engine_dir_is_told_from_a_checkpoint(tmp_path: Path) -> None:
     assert not is_engine_dir(checkpoint)
     assert is_engine_dir(engine)
     assert not is_engine_dir(tmp_path / "missing")
+
+
+# -- structured outputs -------------------------------------------------------------------
+
+
+def test_guides_map_to_guided_decoding_params_fields() -> None:
+    schema = '{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}'
+    assert guided_decoding_kwargs(Guide(GuideType.JSON_SCHEMA, schema)) == {"json": schema}
+    assert guided_decoding_kwargs(Guide(GuideType.JSON)) == {"json_object": True}
+
+
+async def test_a_guided_request_carries_its_guided_decoding_params() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, guided_decoding_params_factory=FakeGuidedDecodingParams)
+    await submit(engine, make_request("plain"))
+    await submit(engine, make_request("object", guide=Guide(GuideType.JSON)))
+    schema = '{"enum":["a","b"]}'
+    await submit(engine, make_request("schema", guide=Guide(GuideType.JSON_SCHEMA, schema)))
+    plain, json_object, json_schema = (call["params"] for call in llm.calls)
+    assert "guided_decoding" not in plain
+    assert json_object["guided_decoding"] == FakeGuidedDecodingParams(json_object=True)
+    assert json_schema["guided_decoding"] == FakeGuidedDecodingParams(json=schema)
+    assert json_schema["max_tokens"] == 8  # the sampling fields stay as they were
+
+
+async def test_a_guided_request_without_guided_decoding_is_refused() -> None:
+    llm = FakeLLM()
+    engine = await started(llm)  # custom factories, no GuidedDecodingParams
+    with pytest.raises(InvalidRequestError) as caught:
+        await anext(engine.generate(make_request(guide=Guide(GuideType.JSON))))
+    assert caught.value.field == "guided_decoding_guide_type"
+    assert llm.calls == []
