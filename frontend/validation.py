@@ -32,6 +32,7 @@ from frontend.errors import (
     TopKOutOfRangeError,
     TopPOutOfRangeError,
     UnknownRoleError,
+    UnsupportedParameterError,
     UnsupportedSchemaKeywordError,
 )
 from llm_stack.guided_decoding import Guide, GuideType, Path, SchemaError, check_schema, schema_text
@@ -253,6 +254,12 @@ class RequestValidator:
         if s.min_tokens is not None and not 0 <= s.min_tokens <= s.max_tokens:
             raise MinTokensOutOfRangeError("min_tokens", s.min_tokens, f"0..{s.max_tokens}")
         guide = guide_for(s.response_format) if s.response_format else None
+        if guide is not None and s.stop:
+            # A stop sequence inside the value would cut it short, and `stop` promises a
+            # complete value; the value's own end already ends the generation.
+            raise UnsupportedParameterError(
+                "stop", "stop is not supported with a JSON response_format"
+            )
         return GenerationRequest(
             prompt=prompt,
             max_tokens=s.max_tokens,

@@ -230,3 +230,11 @@ def test_the_json_schema_member_goes_with_its_type(
         chat(response_format=response_format)
     assert (caught.value.field, caught.value.message) == ("response_format.json_schema", message)
     assert error_kind(caught.value).status == 422
+
+
+def test_stop_sequences_do_not_go_with_a_json_format() -> None:
+    with pytest.raises(UnsupportedParameterError) as caught:
+        completion(stop="}", response_format={"type": "json_object"})
+    assert caught.value.field == "stop"
+    assert error_kind(caught.value).status == 400
+    assert completion(stop="}", response_format={"type": "text"}).stop == ("}",)
