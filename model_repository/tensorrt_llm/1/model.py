@@ -19,7 +19,6 @@ from llm_stack.engine.base import (
     EngineError,
     EngineOverloadedError,
     EngineStats,
-    FinishReason,
     InvalidRequestError,
 )
 from llm_stack.engine.factory import create_engine
@@ -121,9 +120,11 @@ class TritonPythonModel:
                 async for delta in self.engine.generate(gen_request):
                     output.extend(delta.token_ids)
                     self.metrics.update(self.engine.stats, force=delta.finished)
-                    if delta.finish_reason is FinishReason.CANCELLED:
-                        _send_error(sender, ModelError(ErrorCode.CANCELLED, "request cancelled"))
-                        return
+                    # An aborted sequence ends like any other, with a final response whose
+                    # finish_reason is "cancelled". An error here would fail the ensemble
+                    # while its postprocessing step may still work on an earlier response,
+                    # and Triton 2.51 then never releases the ensemble request (it waits
+                    # out its exit timeout for it when it stops).
                     if not (delta.finished or (streaming and delta.token_ids)):
                         continue
                     arrays = response_arrays(output, offset, delta)
