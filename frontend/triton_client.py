@@ -8,9 +8,11 @@ out at once. A call that fails to connect before any response is retried on anot
 endpoint; once text has been produced it is never retried.
 
 Every call is one `ModelStreamInfer` stream on the decoupled model with a deadline.
-Going away mid-call cancels the stream and, when `abort_model` is set, also sends that
-model a `stop` request with the call's request id: cancelling an ensemble's stream does
-not reach its decoupled step in Triton 2.51, the stop request does.
+Going away mid-call sends the engine model (`abort_model`) a `stop` request with the
+call's request id and reads the stream on until Triton ends it, rather than cancelling
+it: in Triton 2.51 an ensemble stream's cancellation does not reach its decoupled step,
+and a cancelled ensemble request can stay in Triton until its exit timeout (see
+`TritonPool._stop_and_drain`). Without an abort model the stream is cancelled.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import itertools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +58,11 @@ log = logging.getLogger(__name__)
 
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _CLIENT_MESSAGE_CHARS = 300
+# How long a call given up on is read after its engine sequence was stopped, before it
+# is cancelled after all (see TritonPool._stop_and_drain).
+_DRAIN_S = 5.0
+# How often the stop request is repeated meanwhile.
+_STOP_EVERY_S = 0.5
 # The ensemble's inputs under the names clients sent them (the rest keep theirs).
 _CLIENT_FIELDS: Mapping[str, str] = {"text_input": "prompt", "stop_words": "stop"}
 
@@ -211,6 +218,58 @@ def _from_model_error(error: ModelError) -> FrontendError:
             return TritonInternalError()
 
 
+class _Responses:
+    """The responses of one call, each read in a task of its own.
+
+    gRPC cancels a call whose read is cancelled. Read apart, cancelling whoever waits for
+    a response (a client gone, a shutdown) leaves the call open, to be ended by a stop
+    request and read to its end instead.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self._pending: asyncio.Future[Any] | None = None
+
+    async def next(self) -> Any:
+        """The next (result, error) pair of the stream, or None once it has ended."""
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(_next_response(self.call))
+            self._pending.add_done_callback(_retrieve)
+        pending = self._pending
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._pending = None
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Read until Triton ends the stream, discarding what comes; after `timeout_s`
+        cancel the call. True when the stream ended by itself."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while await self.next() is not None:
+                    pass
+        except TimeoutError:
+            self.call.cancel()
+            return False
+        except grpc.RpcError:  # its end was all that was awaited
+            pass
+        return True
+
+
+async def _next_response(call: Any) -> Any:
+    try:
+        return await call.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    # A read nobody waits for any more (its waiter was cancelled) may still fail.
+    if not future.cancelled():
+        future.exception()
+
+
 def parse_chunk(result: Any) -> EngineChunk | None:
     """The chunk a response carries, or None for an empty final response."""
     if not has_outputs(result):
@@ -247,12 +306,12 @@ class TritonPool:
         self._probe_task = asyncio.create_task(self._probe_loop(), name="triton-health-probe")
 
     async def close(self) -> None:
-        """Stop probing, let pending aborts finish briefly, close every channel."""
+        """Stop probing, let pending aborts finish (bounded), close every channel."""
         if self._probe_task is not None:
             self._probe_task.cancel()
             await asyncio.gather(self._probe_task, return_exceptions=True)
         if self._aborts:
-            await asyncio.wait(self._aborts, timeout=self.config.probe_timeout_s)
+            await asyncio.wait(self._aborts, timeout=_DRAIN_S + self.config.probe_timeout_s)
         await asyncio.gather(*(e.client.close() for e in self.endpoints), return_exceptions=True)
 
     async def probe(self) -> dict[str, bool]:
@@ -347,20 +406,33 @@ class TritonPool:
         call = endpoint.client.stream_infer(
             one_request(), stream_timeout=self.config.timeout_s, headers=GRPC_ERROR_HEADERS
         )
+        responses = _Responses(call)
         finished = False
         try:
-            async for result, error in call:
+            while (item := await responses.next()) is not None:
+                result, error = item
                 if error is not None:
                     finished = True
                     raise self._failure(endpoint, triton_id, None, str(error.message()))
                 response = result.get_response()
                 final = response.parameters["triton_final_response"].bool_param
                 chunk = parse_chunk(result)
-                if chunk is not None:
-                    yield chunk
                 if final:
                     finished = True
+                    # Read the stream to its end before the last chunk goes out: the
+                    # consumer stops at that chunk, and a call left open is cancelled
+                    # when it is collected, which Triton 2.51 mishandles after a final
+                    # response (it keeps the stream's state, and the ensemble model with
+                    # it, until its exit timeout).
+                    await responses.drain(self.config.probe_timeout_s)
+                    if chunk is not None and chunk.finish_reason == "cancelled":
+                        # The engine sequence was stopped by a `stop` request.
+                        raise self._count(TritonUnavailableError())
+                    if chunk is not None:
+                        yield chunk
                     return
+                if chunk is not None:
+                    yield chunk
             finished = True
             log.error("triton stream for %s ended without a final response", triton_id)
             raise self._count(TritonInternalError())
@@ -374,9 +446,7 @@ class TritonPool:
             endpoint.in_flight -= 1
             endpoint.in_flight_gauge.dec()
             if not finished:
-                call.cancel()
-                if self.config.abort_model:
-                    self._spawn_abort(endpoint, triton_id)
+                self._give_up(endpoint, triton_id, responses)
 
     def _count(self, error: FrontendError) -> FrontendError:
         code = error.code if isinstance(error, TritonError) else "invalid_argument"
@@ -401,9 +471,43 @@ class TritonPool:
         return self._count(error)
 
     def _spawn_abort(self, endpoint: Endpoint, triton_id: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._abort(endpoint, triton_id))
+        self._spawn(self._abort(endpoint, triton_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._aborts.add(task)
         task.add_done_callback(self._aborts.discard)
+
+    def _give_up(self, endpoint: Endpoint, triton_id: str, responses: _Responses) -> None:
+        """End a call that nobody reads any more (client gone, shutdown)."""
+        if self.config.abort_model is None:
+            responses.call.cancel()  # no engine model to stop: cancelling is all there is
+            return
+        self._spawn(self._stop_and_drain(endpoint, triton_id, responses))
+
+    async def _stop_and_drain(
+        self, endpoint: Endpoint, triton_id: str, responses: _Responses
+    ) -> None:
+        """Stop the engine sequence, then read the call until Triton ends it.
+
+        Cancelling the stream instead is what Triton 2.51 gets wrong: the ensemble passes
+        the cancellation on to its next postprocessing step, that step fails while the
+        engine step still runs, and the ensemble request is never released (Triton waits
+        out its exit timeout for it when it stops). Stopped, the engine ends the sequence
+        with a final response, and the stream ends by itself.
+        """
+        drained = asyncio.ensure_future(responses.drain(_DRAIN_S))
+        while not drained.done():
+            # Repeated: a stop that arrives before the engine has the sequence (still
+            # in preprocessing, or queued) finds nothing to stop.
+            await self._abort(endpoint, triton_id)
+            await asyncio.wait([drained], timeout=_STOP_EVERY_S)
+        if not drained.result():
+            log.warning(
+                "triton call %s did not end within %.0f s of its stop request; cancelled",
+                triton_id,
+                _DRAIN_S,
+            )
 
     async def _abort(self, endpoint: Endpoint, triton_id: str) -> None:
         """Ask the engine model to drop the sequence with this request id."""
