@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +78,13 @@ async def call(
                 result.error = error
                 break
             if collect(result, response):
+                # Read on to the stream's end (its OK status) rather than drop it open:
+                # an open call is cancelled when it is collected, and Triton 2.51 keeps a
+                # stream cancelled after its final response, with the ensemble model,
+                # until its exit timeout.
+                with contextlib.suppress(grpc.RpcError):  # the end is all that is awaited
+                    async for _rest in responses:
+                        pass
                 break
     except InferenceServerException as exc:
         result.error = exc
