@@ -124,7 +124,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def _exit_with(server: TritonServer) -> None:
     code = server.wait()
-    if code:
+    # An exit that stop() asked for is not Triton failing (stop() reports its code).
+    if code and not server.stopping:
         log.error("Triton exited with code %d; stopping", code)
         signal.raise_signal(signal.SIGTERM)
 

@@ -8,6 +8,7 @@ A user with a Triton of their own (NGC container, /opt/tritonserver) points
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -16,10 +17,11 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -93,6 +95,35 @@ def home_install(triton_home: Path) -> TritonInstall:
     )
 
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_this_thread() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the kernel send the child SIGTERM when this thread ends.
+
+    Triton runs in a session of its own, so nothing else would stop it (and its backend
+    stubs, which hold its ports) when the launcher is killed without a chance to stop
+    it. SIGTERM, not SIGKILL: Triton then unloads its models and removes its shared
+    memory regions. The signal is tied to the thread that forks (the kernel's "parent"
+    is a thread), and survives the exec of tritonserver, which is not setuid. None off
+    Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    # Looked up before the fork: the child only makes the call (loading a library
+    # between fork and exec in a process with threads can deadlock).
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the launcher died before the call: no signal comes
+            os._exit(1)
+
+    return preexec
+
+
 def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR as Triton sets it: a port held only in TIME_WAIT is free.
@@ -138,6 +169,7 @@ class TritonServer:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     log_file: Path | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _stopping: bool = field(default=False, init=False, repr=False)
 
     @property
     def grpc_url(self) -> str:
@@ -198,15 +230,32 @@ class TritonServer:
         env.update(self.extra_env)
         return env
 
+    @property
+    def stopping(self) -> bool:
+        """True once stop() has told the process to end (until the next start)."""
+        return self._stopping
+
     def start(self) -> None:
-        """Start tritonserver in the background (not waiting for readiness)."""
+        """Start tritonserver in the background (not waiting for readiness).
+
+        Started from the main thread, Triton is sent SIGTERM by the kernel when this
+        process ends, however it ends (SIGKILL included).
+        """
         if self._process is not None and self._process.poll() is None:
             raise TritonLaunchError("Triton is already running")
         # A server left on these ports would answer the readiness probe in our place.
         for port in (self.ports.http, self.ports.grpc, self.ports.metrics):
             if _port_in_use(self.host, port):
                 raise TritonLaunchError(f"port {port} on {self.host} is already in use")
+        # The death signal follows the forking thread: from any other thread than the
+        # main one, Triton would be stopped when that thread ends, so it is not set there.
+        if threading.current_thread() is threading.main_thread():
+            preexec = _die_with_this_thread()
+        else:
+            log.debug("Triton started outside the main thread: it will not die with us")
+            preexec = None
         stdout = self.log_file.open("ab") if self.log_file else None
+        self._stopping = False
         log.info("starting Triton: %s", " ".join(self.command()))
         self._process = subprocess.Popen(
             self.command(),
@@ -214,6 +263,7 @@ class TritonServer:
             stdout=stdout,
             stderr=subprocess.STDOUT if stdout else None,
             start_new_session=True,
+            preexec_fn=preexec,
         )
         if stdout:
             stdout.close()
@@ -247,13 +297,17 @@ class TritonServer:
         if proc is None or proc.poll() is not None:
             self._process = None
             return
+        self._stopping = True
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=timeout)
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             log.warning("Triton did not stop in %.0f s, killing it", timeout)
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            code = proc.wait(timeout=10)
+        if code:
+            # Triton ends with 1 when requests outlive its exit timeout.
+            log.warning("Triton stopped with exit code %d", code)
         self._process = None
 
     def wait(self) -> int:
