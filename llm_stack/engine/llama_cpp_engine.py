@@ -150,6 +150,7 @@ class _Llama:
             lc.llama_sampler_chain_add(
                 chain,
                 lc.llama_sampler_init_penalties(
+                    self.n_vocab,  # llama.h of llama-cpp-python 0.3.36 takes it first
                     _PENALTY_WINDOW,
                     sampling.repetition_penalty,
                     sampling.frequency_penalty,

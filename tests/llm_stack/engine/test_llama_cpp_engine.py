@@ -259,3 +259,22 @@ async def test_request_over_the_sequence_limit_is_invalid(
     with pytest.raises(InvalidRequestError, match=f"exceeds the sequence limit of {MAX_SEQ_LEN}"):
         await anext(engine.generate(req))
     assert engine.stats().waiting == 0
+
+
+async def test_penalties_change_greedy_output_and_keep_the_engine_serving(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer, baseline_a: Run
+) -> None:
+    prompt_ids = tuple(tokenizer.encode(PROMPT_A, add_special=True))
+    penalised = GenerationRequest(
+        request_id=f"t{next(_ids)}",
+        prompt_ids=prompt_ids,
+        sampling=SamplingParams(
+            max_tokens=12, min_tokens=12, temperature=0.0, repetition_penalty=1.5,
+            presence_penalty=1.0, frequency_penalty=0.5,
+        ),
+    )  # fmt: skip
+    run = await collect(engine, penalised)
+    assert len(run.tokens) == 12
+    assert run.tokens != baseline_a.tokens  # the counting prompt repeats ", ": penalised
+    again = await collect(engine, request(tokenizer, PROMPT_A, max_tokens=12, min_tokens=12))
+    assert again.tokens == baseline_a.tokens
