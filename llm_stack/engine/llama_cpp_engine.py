@@ -110,6 +110,7 @@ class _Llama:
         # Grammar samplers of guided sequences, apart from their chains: the chains are
         # fed the prompt (for penalties), a grammar only the output.
         self.grammars: dict[str, Any] = {}
+        self.penalized: set[str] = set()  # sequences whose chains keep penalty state
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
         self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
         self._shortlist = np.zeros(min(_GRAMMAR_SHORTLIST, self.n_vocab), dtype=_TOKEN_DATA)
@@ -147,6 +148,7 @@ class _Llama:
             or sampling.presence_penalty != 0.0
             or sampling.frequency_penalty != 0.0
         ):
+            self.penalized.add(request_id)
             lc.llama_sampler_chain_add(
                 chain,
                 lc.llama_sampler_init_penalties(
@@ -187,6 +189,7 @@ class _Llama:
         return {i: int(self.lc.llama_memory_seq_pos_max(self.memory, i)) for i in seq_ids}
 
     def free_sequence(self, request_id: str, slot: int | None) -> None:
+        self.penalized.discard(request_id)
         for samplers in (self.samplers, self.grammars):
             sampler = samplers.pop(request_id, None)
             if sampler is not None:
@@ -239,9 +242,14 @@ class _Llama:
         logits = np.ctypeslib.as_array(
             lc.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,)
         )
-        candidates = self._fill(self._candidates, self._ids, logits)
-        lc.llama_sampler_apply(chain, ctypes.byref(candidates))
-        token = int(candidates.data[candidates.selected].id)
+        if request_id in self.penalized:
+            candidates = self._fill(self._candidates, self._ids, logits)
+            lc.llama_sampler_apply(chain, ctypes.byref(candidates))  # drawn, not accepted
+            token = int(candidates.data[candidates.selected].id)
+        else:
+            # Without penalties a chain keeps no state between tokens (accepting is a
+            # no-op), so llama.cpp's own sample call may draw: faster than filling here.
+            token = int(lc.llama_sampler_sample(chain, self.ctx, index))
         if not self._allows(grammar, token):
             size = len(self._shortlist)
             likeliest = np.argpartition(logits, -size)[-size:].astype(np.int32)
