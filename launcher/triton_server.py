@@ -98,17 +98,21 @@ def home_install(triton_home: Path) -> TritonInstall:
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _die_with_this_thread() -> Callable[[], None] | None:
+def die_with_this_thread() -> Callable[[], None] | None:
     """A `preexec_fn` that has the kernel send the child SIGTERM when this thread ends.
 
-    Triton runs in a session of its own, so nothing else would stop it (and its backend
-    stubs, which hold its ports) when the launcher is killed without a chance to stop
-    it. SIGTERM, not SIGKILL: Triton then unloads its models and removes its shared
-    memory regions. The signal is tied to the thread that forks (the kernel's "parent"
-    is a thread), and survives the exec of tritonserver, which is not setuid. None off
-    Linux.
+    Triton (and the load tests' frontend) runs in a session of its own, so nothing else
+    would stop it (and its backend stubs, which hold its ports) when the launcher is
+    killed without a chance to stop it. SIGTERM, not SIGKILL: Triton then unloads its
+    models and removes its shared memory regions. The signal is tied to the thread that
+    forks (the kernel's "parent" is a thread), and survives the exec of tritonserver,
+    which is not setuid. None off Linux and outside the main thread.
     """
+    # The signal follows the forking thread: from any other thread than the main one, the
+    # child would be stopped when that thread ends, so it is not set there.
     if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
         return None
     # Looked up before the fork: the child only makes the call (loading a library
     # between fork and exec in a process with threads can deadlock).
@@ -247,13 +251,9 @@ class TritonServer:
         for port in (self.ports.http, self.ports.grpc, self.ports.metrics):
             if _port_in_use(self.host, port):
                 raise TritonLaunchError(f"port {port} on {self.host} is already in use")
-        # The death signal follows the forking thread: from any other thread than the
-        # main one, Triton would be stopped when that thread ends, so it is not set there.
-        if threading.current_thread() is threading.main_thread():
-            preexec = _die_with_this_thread()
-        else:
+        preexec = die_with_this_thread()
+        if preexec is None:
             log.debug("Triton started outside the main thread: it will not die with us")
-            preexec = None
         stdout = self.log_file.open("ab") if self.log_file else None
         self._stopping = False
         log.info("starting Triton: %s", " ".join(self.command()))

@@ -24,6 +24,7 @@ from launcher.triton_server import (
     DEFAULT_MODEL_REPOSITORY,
     TritonPorts,
     TritonServer,
+    die_with_this_thread,
     free_port,
     wheel_install,
 )
@@ -86,6 +87,8 @@ class FrontendProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # A benchmark stopped by SIGTERM or killed takes its frontend with it.
+                preexec_fn=die_with_this_thread(),
             )
         deadline = time.monotonic() + ready_timeout_s
         while time.monotonic() < deadline:
