@@ -42,8 +42,9 @@ _PENALTY_WINDOW = 64
 _MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 # llama.cpp's llama_token_data: id, logit, p.
 _TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
-# The likeliest tokens a refused sample is redrawn from first (see _sample_guided).
-_GRAMMAR_SHORTLIST = 512
+# How many of the likeliest tokens a refused sample is redrawn from first, then next,
+# before the whole vocabulary (see _sample_guided).
+_GRAMMAR_TIERS = (512, 65536)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ class _Llama:
         self.penalized: set[str] = set()  # sequences whose chains keep penalty state
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
         self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
-        self._shortlist = np.zeros(min(_GRAMMAR_SHORTLIST, self.n_vocab), dtype=_TOKEN_DATA)
+        self._tiers = [
+            np.zeros(size, dtype=_TOKEN_DATA) for size in _GRAMMAR_TIERS if size < self.n_vocab
+        ]
         self._one = np.zeros(1, dtype=_TOKEN_DATA)
         self._eog = min(self.end_tokens) if self.end_tokens else -1
 
@@ -235,8 +238,11 @@ class _Llama:
         # llama.cpp's common sampler: sample as usual and check the grammar on that token
         # alone; only when it is refused, mask by the grammar and sample again. Masking
         # costs every candidate's text against the grammar (about 50 ms for the 262k
-        # tokens of Gemma 3), so the likeliest tokens are masked first and the whole
-        # vocabulary only when none of them fits: greedy picks the same token either way.
+        # tokens of Gemma 3), so the 512 likeliest tokens are masked first, then the
+        # 65536 likeliest, and the whole vocabulary only when none of those fits: greedy
+        # picks the same token either way (penalties aside, which reorder the logits).
+        # Where the grammar wants one literal (the opening brace after a prose prompt)
+        # its few tokens can rank below 20000.
         lc = self.lc
         chain, grammar = self.samplers[request_id], self.grammars[request_id]
         logits = np.ctypeslib.as_array(
@@ -251,14 +257,8 @@ class _Llama:
             # no-op), so llama.cpp's own sample call may draw: faster than filling here.
             token = int(lc.llama_sampler_sample(chain, self.ctx, index))
         if not self._allows(grammar, token):
-            size = len(self._shortlist)
-            likeliest = np.argpartition(logits, -size)[-size:].astype(np.int32)
-            for data, ids in ((self._shortlist, likeliest), (self._candidates, self._ids)):
-                candidates = self._fill(data, ids, logits[ids])
-                lc.llama_sampler_apply(grammar, ctypes.byref(candidates))
-                if np.isfinite(data["logit"]).any():
-                    break
-            else:
+            candidates = self._masked(grammar, logits)
+            if candidates is None:
                 return (
                     FinishReason.STOP if self._allows(grammar, self._eog) else FinishReason.LENGTH
                 )
@@ -269,6 +269,23 @@ class _Llama:
         lc.llama_sampler_accept(chain, token)
         lc.llama_sampler_accept(grammar, token)
         return token
+
+    def _masked(self, grammar: Any, logits: npt.NDArray[np.float32]) -> Any:
+        """The smallest tier of likeliest tokens with one the grammar allows, masked by it
+        (None: the grammar allows no token at all)."""
+        for data in [*self._tiers, self._candidates]:
+            size = len(data)
+            # Computed tier by tier: the first one fits most of the time.
+            ids = self._ids if size == self.n_vocab else self._likeliest(logits, size)
+            candidates = self._fill(data, ids, logits[ids])
+            self.lc.llama_sampler_apply(grammar, ctypes.byref(candidates))
+            if np.isfinite(data["logit"]).any():
+                return candidates
+        return None
+
+    @staticmethod
+    def _likeliest(logits: npt.NDArray[np.float32], size: int) -> npt.NDArray[np.int32]:
+        return np.argpartition(logits, -size)[-size:].astype(np.int32)
 
     def _fill(
         self, data: npt.NDArray[Any], ids: npt.NDArray[np.int32], logits: npt.NDArray[np.float32]
