@@ -45,7 +45,6 @@ from frontend.metrics import FrontendMetrics
 from frontend.routing import Decision, PrefixRouting, choose
 from frontend.validation import GenerationRequest
 from llm_stack.ensemble_contract import (
-    GRPC_ERROR_HEADERS,
     EnsembleRequest,
     has_outputs,
     parse_response,
@@ -404,7 +403,7 @@ class TritonPool:
         endpoint.in_flight_gauge.inc()
         endpoint.calls_counter.inc()
         call = endpoint.client.stream_infer(
-            one_request(), stream_timeout=self.config.timeout_s, headers=GRPC_ERROR_HEADERS
+            one_request(), stream_timeout=self.config.timeout_s
         )
         responses = _Responses(call)
         finished = False
@@ -413,6 +412,8 @@ class TritonPool:
                 result, error = item
                 if error is not None:
                     finished = True
+                    # Read to its end like a stream that ended well (see below).
+                    await responses.drain(self.config.probe_timeout_s)
                     raise self._failure(endpoint, triton_id, None, str(error.message()))
                 response = result.get_response()
                 final = response.parameters["triton_final_response"].bool_param

@@ -15,7 +15,6 @@ from tritonclient.grpc._utils import get_error_grpc
 from tritonclient.utils import InferenceServerException
 
 from llm_stack.ensemble_contract import (
-    GRPC_ERROR_HEADERS,
     EnsembleRequest,
     has_outputs,
     parse_response,
@@ -70,22 +69,21 @@ async def call(
     responses = client.stream_infer(
         one_request(request, request_id, outputs),
         stream_timeout=stream_timeout,
-        headers=GRPC_ERROR_HEADERS,
     )
     try:
         async for response, error in responses:
             if error is not None:
                 result.error = error
-                break
-            if collect(result, response):
-                # Read on to the stream's end (its OK status) rather than drop it open:
-                # an open call is cancelled when it is collected, and Triton 2.51 keeps a
-                # stream cancelled after its final response, with the ensemble model,
-                # until its exit timeout.
-                with contextlib.suppress(grpc.RpcError):  # the end is all that is awaited
-                    async for _rest in responses:
-                        pass
-                break
+            elif not collect(result, response):
+                continue
+            # Read on to the stream's end (its OK status) rather than drop it open: an
+            # open call is cancelled when it is collected, and Triton 2.51 keeps a stream
+            # cancelled after its final response, with the ensemble model, until its exit
+            # timeout.
+            with contextlib.suppress(grpc.RpcError):  # the end is all that is awaited
+                async for _rest in responses:
+                    pass
+            break
     except InferenceServerException as exc:
         result.error = exc
     except grpc.RpcError as exc:

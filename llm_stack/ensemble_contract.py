@@ -25,9 +25,11 @@ import tritonclient.grpc as grpcclient
 ENSEMBLE_MODEL: Final = "ensemble"
 # The decoupled engine step: the target of NVIDIA's `stop` request.
 ENGINE_MODEL: Final = "tensorrt_llm"
-# Errors on a stream then end it with their gRPC status code (INVALID_ARGUMENT, ...)
-# instead of an in-band message without one (Triton >= 24.08).
-GRPC_ERROR_HEADERS: Final = {"triton_grpc_error": "true"}
+# Errors come inside the stream (an error message, then the stream ends), never with
+# Triton's `triton_grpc_error: true` header: with it, Triton 2.51 ends each failed stream
+# through a cancellation it then reports as unexpected ("HandleCancellation called even
+# when the context was not cancelled"), and after a few hundred of them tritonserver dies
+# with SIGSEGV in its gRPC handler. The error's JSON code says what a status would.
 
 
 @dataclass(frozen=True, slots=True)

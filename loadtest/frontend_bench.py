@@ -33,7 +33,6 @@ import tritonclient.grpc.aio as grpcaio
 
 from launcher.triton_server import TritonPorts, TritonServer, wheel_install
 from llm_stack.ensemble_contract import (
-    GRPC_ERROR_HEADERS,
     EnsembleRequest,
     parse_response,
     stream_request,
@@ -99,7 +98,7 @@ def triton_call(client: grpcaio.InferenceServerClient, max_tokens: int) -> Call:
             payload["model_name"] = ECHO_MODEL
             yield payload
 
-        responses = client.stream_infer(one(), stream_timeout=30, headers=GRPC_ERROR_HEADERS)
+        responses = client.stream_infer(one(), stream_timeout=30)
         async for result, error in responses:
             if error is not None:
                 raise RuntimeError(error.message())

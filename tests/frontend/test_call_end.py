@@ -97,3 +97,23 @@ async def test_a_client_gone_mid_stream_ends_the_ensemble_request_by_a_stop(
     assert after["ensemble"] - before["ensemble"] == 1
     assert after["ensemble failed"] - before["ensemble failed"] == 0
     assert after["tensorrt_llm"] - before["tensorrt_llm"] >= 2  # the generation, a stop
+
+
+async def test_calls_refused_by_the_model_end_without_a_cancellation(
+    served: ServedApp, triton: TritonServer
+) -> None:
+    # With the `triton_grpc_error` header, Triton 2.51 ends each failed stream through a
+    # cancellation it logs as unexpected, and dies (SIGSEGV) after a few hundred of them.
+    assert triton.log_file is not None
+    before = triton.log_file.read_text().count("HandleCancellation")
+    async with served.client() as client:
+        for stream in (False, True, False, True):
+            resp = await client.post(
+                "/generate", json={"prompt": "word " * 3000, "max_tokens": 4, "stream": stream}
+            )
+            assert resp.status_code == 422
+            assert resp.json()["error"]["type"] == "prompt_too_long"
+        # Triton still serves.
+        ok = await client.post("/generate", json={"prompt": COUNTING, "max_tokens": 2})
+        assert ok.status_code == 200
+    assert triton.log_file.read_text().count("HandleCancellation") == before

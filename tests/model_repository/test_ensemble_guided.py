@@ -58,7 +58,6 @@ async def test_a_bad_guide_is_refused_alone(client: grpcclient.InferenceServerCl
     good = generate(client, PROMPT, 8, temperature=0.0, guided_decoding_guide_type="json")
     refused, served = await asyncio.gather(bad, good)
     assert refused.error is not None
-    assert refused.error.status() == "StatusCode.INVALID_ARGUMENT"
     error = decode_model_error(refused.error.message())
     assert error is not None
     assert (error.code, error.field) == (ErrorCode.INVALID_ARGUMENT, "guided_decoding_guide")
