@@ -241,8 +241,10 @@ async def test_metrics_count_ensemble_and_steps(
 
 
 # A prompt prefix of several cache blocks (64 tokens each in config.pbtxt) that no other
-# test sends, so its first call computes it and later ones take it from the cache.
-SHARED = "inventory: " + ", ".join(f"crate {i} holds {i * 7} bolts" for i in range(1, 30)) + ".\n"
+# test sends, so its first call computes it and later ones take it from the cache. Its
+# greedy continuation is clear-cut (counting on): llama.cpp's CPU kernels round a little
+# differently for other batch shapes and KV cell layouts, which only a near tie feels.
+SHARED = "count on: " + ", ".join(str(i) for i in range(1, 90)) + ".\n"
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -253,7 +255,7 @@ async def test_repeated_prefix_is_served_from_the_cache_with_the_same_text(
         return metric_value(triton.metrics_url, "llm_engine_prompt_tokens_total", source="cached")
 
     # Each case's own first word: the other case's calls must not have cached it.
-    prompt = ("Streamed " if stream else "Plain ") + SHARED + "Question: which crate is first?"
+    prompt = ("Streamed " if stream else "Plain ") + SHARED + "Letters: A, B, C,"
     first = await generate(client, prompt, 12, temperature=0.0, min_tokens=12, stream=stream)
     before = cached_total()
     again = await generate(client, prompt, 12, temperature=0.0, min_tokens=12, stream=stream)
