@@ -72,6 +72,7 @@ class Sequence:
     next_token: int | None = None
     hashes: tuple[bytes, ...] = ()
     cached: int = 0  # prompt tokens copied from the prefix cache
+    seen_blocks: int = 0  # leading prompt blocks an earlier prompt also had
 
     @property
     def request_id(self) -> str:
@@ -148,6 +149,9 @@ class Scheduler:
         first = limits.max_active
         self._free_cache_ids = list(range(first + limits.cache_slots - 1, first - 1, -1))
         self._copies: list[CacheCopy] = []
+        # Block hashes of recent prompts, without cells: a prefix is cached only when a
+        # second prompt starts with it (see `_store`).
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._prompt_cached = 0
         self._prompt_computed = 0
         self._finished: dict[str, int] = {}
@@ -187,12 +191,21 @@ class Scheduler:
             if self.limits.cache_slots
             else ()
         )
+        seen = 0
+        while seen < len(hashes) and hashes[seen] in self._seen:
+            seen += 1
+        for h in hashes:
+            self._seen[h] = None
+            self._seen.move_to_end(h)
+        while len(self._seen) > _SEEN_HASHES:
+            self._seen.popitem(last=False)
         self._waiting.append(
             Sequence(
                 request=request,
                 stops=StopMatcher(request.stop_sequences),
                 reserved=need,
                 hashes=hashes,
+                seen_blocks=seen,
             )
         )
         self._admit()
@@ -263,8 +276,16 @@ class Scheduler:
         self._copies.append(CacheCopy(seq_id, seq_id, 0))
 
     def _store(self, seq: Sequence) -> None:
-        """Keep the prompt's computed whole blocks of a sequence that leaves its slot."""
-        blocks = min(seq.prefilled, seq.prompt_len) // self.limits.block_tokens
+        """Keep the computed whole prompt blocks of a sequence that leaves its slot, as far
+        as an earlier prompt started with them too.
+
+        Cached blocks are not free for the rest: they keep their KV cells in use, and
+        llama.cpp's attention spans every cell up to the highest one used. Prefixes seen
+        once (distinct prompts, each prompt's own last lines) would cost every step and
+        never be reused; a prefix that recurs is cached from its second sight.
+        """
+        computed = min(seq.prefilled, seq.prompt_len) // self.limits.block_tokens
+        blocks = min(computed, seq.seen_blocks)
         if not self.limits.cache_slots or blocks == 0:
             return
         hashes = seq.hashes[:blocks]
@@ -458,6 +479,9 @@ class Scheduler:
             prefix_cache_tokens=self._cache_tokens,
             block_tokens=self.limits.block_tokens,
         )
+
+
+_SEEN_HASHES = 65536  # block hashes remembered for second sight (16 bytes each)
 
 
 def _common(a: tuple[bytes, ...], b: tuple[bytes, ...]) -> int:

@@ -256,7 +256,12 @@ async def test_repeated_prefix_is_served_from_the_cache_with_the_same_text(
 
     # Each case's own first word: the other case's calls must not have cached it.
     prompt = ("Streamed " if stream else "Plain ") + SHARED + "Letters: A, B, C,"
+    # Seen once, then again: the prefix is kept from its second sight, used from its third.
+    seen = await generate(client, prompt, 12, temperature=0.0, min_tokens=12, stream=stream)
     first = await generate(client, prompt, 12, temperature=0.0, min_tokens=12, stream=stream)
+    assert seen.error is None
+    assert seen.num_cached_tokens == 0
+    assert seen.text == first.text
     before = cached_total()
     again = await generate(client, prompt, 12, temperature=0.0, min_tokens=12, stream=stream)
     assert first.error is None

@@ -564,6 +564,12 @@ def finish_alone(scheduler: Scheduler, request: GenerationRequest, token: int = 
     return model
 
 
+def cache_twice(scheduler: Scheduler, request: GenerationRequest) -> None:
+    """A prefix is cached from its second sight: send the prompt once before."""
+    finish_alone(scheduler, req(request.request_id + "-first", prompt=request.prompt_ids))
+    finish_alone(scheduler, request)
+
+
 def test_block_hashes_chain_over_whole_blocks_only() -> None:
     a = block_hashes(range(10), BLOCK)
     assert len(a) == 2  # the two tokens after the second block make no block
@@ -579,7 +585,7 @@ def test_block_hashes_chain_over_whole_blocks_only() -> None:
 
 def test_finished_prompt_blocks_are_cached_and_copied_into_the_next_prompt() -> None:
     s = Scheduler(cache_limits())
-    finish_alone(s, req("a", prompt=range(1, 11)))  # 10 tokens: 2 whole blocks
+    cache_twice(s, req("a", prompt=range(1, 11)))  # 10 tokens: 2 whole blocks
     stored = s.take_copies()
     assert len(stored) == 1
     assert stored[0].tokens == 2 * BLOCK
@@ -594,12 +600,12 @@ def test_finished_prompt_blocks_are_cached_and_copied_into_the_next_prompt() -> 
     # Only the tokens after the cached blocks are fed, at their own positions.
     assert [(i.tokens, i.start_pos) for i in items] == [((50, 51, 52), 8)]
     stats = s.stats()
-    assert (stats.prompt_tokens_cached, stats.prompt_tokens_computed) == (8, 10 + 3)
+    assert (stats.prompt_tokens_cached, stats.prompt_tokens_computed) == (8, 10 + 10 + 3)
 
 
 def test_the_last_prompt_token_is_always_computed() -> None:
     s = Scheduler(cache_limits())
-    finish_alone(s, req("a", prompt=range(1, 9)))  # exactly 2 blocks
+    cache_twice(s, req("a", prompt=range(1, 9)))  # exactly 2 blocks
     s.take_copies()
     s.add(req("b", prompt=range(1, 9)))  # the same prompt again
     (copy,) = s.take_copies()
@@ -612,22 +618,22 @@ def test_the_last_prompt_token_is_always_computed() -> None:
 
 def test_delta_reports_the_cached_tokens() -> None:
     s = Scheduler(cache_limits())
-    finish_alone(s, req("a", prompt=range(1, 11)))
+    cache_twice(s, req("a", prompt=range(1, 11)))
     second = finish_alone(s, req("b", prompt=[*range(1, 9), 60, 61]))
     assert {d.num_cached_tokens for d in second.deltas["b"]} == {8}
 
 
 def test_a_longer_prompt_replaces_the_entry_it_extends() -> None:
     s = Scheduler(cache_limits())
-    finish_alone(s, req("a", prompt=range(1, 6)))  # 1 block
-    finish_alone(s, req("b", prompt=range(1, 14)))  # 3 blocks, extending a's
+    cache_twice(s, req("a", prompt=range(1, 6)))  # 1 block
+    cache_twice(s, req("b", prompt=range(1, 14)))  # 3 blocks, extending a's
     assert sorted(s.cache_ids().values()) == [12]
 
 
 def test_running_sequences_evict_cached_blocks_least_recently_used_first() -> None:
     s = Scheduler(cache_limits(max_active=1, kv_capacity=40, cache_slots=2))
-    finish_alone(s, req("a", prompt=range(100, 109), max_tokens=2))  # 8 cached
-    finish_alone(s, req("b", prompt=range(200, 209), max_tokens=2))  # 8 cached
+    cache_twice(s, req("a", prompt=range(100, 109), max_tokens=2))  # 8 cached
+    cache_twice(s, req("b", prompt=range(200, 209), max_tokens=2))  # 8 cached
     ids = list(s.cache_ids())
     s.take_copies()
     # 30 reserved + 16 cached > 40: the oldest entry (a's) goes, b's stays.
@@ -660,6 +666,7 @@ def test_a_match_that_does_not_fit_is_given_up_not_the_request() -> None:
 
 def test_aborted_sequences_cache_only_what_they_computed() -> None:
     s = Scheduler(cache_limits())
+    finish_alone(s, req("seen", prompt=range(1, 41)))
     s.add(req("a", prompt=range(1, 41), max_tokens=4))
     s.take_copies()
     items = s.plan()
@@ -688,3 +695,14 @@ def test_without_cache_slots_nothing_is_cached() -> None:
     assert s.take_copies() == []
     assert s.cache_ids() == {}
     assert s.stats().prompt_tokens_cached == 0
+
+
+def test_a_prefix_is_cached_from_its_second_sight_and_only_the_shared_blocks() -> None:
+    s = Scheduler(cache_limits())
+    finish_alone(s, req("a", prompt=[*range(1, 9), *range(20, 28), 5]))  # blocks A B C D
+    assert s.cache_ids() == {}  # one sight: distinct prompts keep no cells
+    # Shares the first two blocks with "a": those are kept, not its own last ones.
+    finish_alone(s, req("b", prompt=[*range(1, 9), *range(40, 48), 6]))
+    assert sorted(s.cache_ids().values()) == [8]
+    third = finish_alone(s, req("c", prompt=[*range(1, 9), *range(60, 64), 7]))
+    assert {d.num_cached_tokens for d in third.deltas["c"]} == {8}
