@@ -224,7 +224,7 @@ class Scheduler:
             head = self._waiting[0]
             if self._reserved + head.reserved > self.limits.kv_capacity:
                 break
-            match = self._longest_match(head)
+            match, blocks = self._longest_match(head)
             keep = {match.seq_id} if match else set()
             if not self._make_room(head.reserved, keep):
                 match = None
@@ -235,10 +235,7 @@ class Scheduler:
             self._active[head.request_id] = head
             reused = 0
             if match is not None:
-                # Running sequences share the copied cells; the last prompt token is
-                # always computed, so there are logits to sample from.
-                usable = (head.prompt_len - 1) // self.limits.block_tokens
-                blocks = _common(match.hashes, head.hashes[:usable])
+                # Running sequences share the copied cells.
                 reused = blocks * self.limits.block_tokens
                 self._copies.append(CacheCopy(match.seq_id, head.slot, reused))
                 self._cache.move_to_end(match.seq_id)
@@ -248,14 +245,18 @@ class Scheduler:
 
     # -- prefix cache ----------------------------------------------------------------
 
-    def _longest_match(self, seq: Sequence) -> _CachedPrefix | None:
+    def _longest_match(self, seq: Sequence) -> tuple[_CachedPrefix | None, int]:
+        """The entry sharing the most leading blocks with `seq`'s prompt, and how many.
+
+        The last prompt token is always computed, so there are logits to sample from.
+        """
         usable = seq.hashes[: (seq.prompt_len - 1) // self.limits.block_tokens]
         best, best_blocks = None, 0
         for entry in self._cache.values():
             blocks = _common(entry.hashes, usable)
             if blocks > best_blocks:
                 best, best_blocks = entry, blocks
-        return best
+        return best, best_blocks
 
     @property
     def _cache_tokens(self) -> int:
