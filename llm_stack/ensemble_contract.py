@@ -34,16 +34,21 @@ ENGINE_MODEL: Final = "tensorrt_llm"
 
 @dataclass(frozen=True, slots=True)
 class TensorSpec:
-    """One tensor of the contract: Triton's data type, the numpy type, a list or a value."""
+    """One tensor of the contract: Triton's data type, the numpy type, its dims past the
+    batch dimension ((1,) a value, (-1,) a list, (-1, -1) a list per token)."""
 
     datatype: str
     dtype: type[np.generic]
-    is_list: bool = False
+    dims: tuple[int, ...] = (1,)
     optional: bool = True
+
+    @property
+    def is_list(self) -> bool:
+        return self.dims != (1,)
 
 
 _BYTES = TensorSpec("BYTES", np.object_)
-_WORDS = TensorSpec("BYTES", np.object_, is_list=True)
+_WORDS = TensorSpec("BYTES", np.object_, dims=(-1,))
 _INT32 = TensorSpec("INT32", np.int32)
 _UINT64 = TensorSpec("UINT64", np.uint64)
 _FP32 = TensorSpec("FP32", np.float32)
@@ -88,6 +93,13 @@ class EnsembleRequest:
     # "json_schema" with the schema as JSON text (llm_stack.guided_decoding).
     guided_decoding_guide_type: str | None = _input(_BYTES)
     guided_decoding_guide: str | None = _input(_BYTES)
+    # n choices of one prompt (TensorRT-LLM backend's name); responses then carry
+    # sequence_index, and the call ends after the last sequence's final response.
+    num_return_sequences: int | None = _input(_INT32)
+    # Each output token's log-probability (TensorRT-LLM backend's name), and how many
+    # likeliest alternatives per token (0..20) with theirs.
+    return_log_probs: bool | None = _input(_BOOL)
+    num_top_log_probs: int | None = _input(_INT32)
 
     def inputs(self) -> list[grpcclient.InferInput]:
         """The input tensors (batch dimension 1) of the fields that are set."""
@@ -127,12 +139,25 @@ NUM_INPUT_TOKENS: Final = "num_input_tokens"
 NUM_OUTPUT_TOKENS: Final = "num_output_tokens"
 NUM_CACHED_TOKENS: Final = "num_cached_tokens"  # prompt tokens reused from the prefix cache
 FINISH_REASON: Final = "finish_reason"
+SEQUENCE_INDEX: Final = "sequence_index"  # which of the n sequences a response belongs to
+# With return_log_probs, one entry per token the response adds (empty otherwise): its
+# log-probability, its text (UTF-8 bytes, maybe part of a character), and the likeliest
+# alternatives' log-probabilities and texts, likeliest first.
+OUTPUT_LOG_PROBS: Final = "output_log_probs"
+OUTPUT_TOKENS: Final = "output_tokens"
+TOP_LOG_PROBS: Final = "top_log_probs"
+TOP_TOKENS: Final = "top_tokens"
 OUTPUTS: Final[dict[str, TensorSpec]] = {
     TEXT_OUTPUT: dataclasses.replace(_WORDS, optional=False),
     NUM_INPUT_TOKENS: dataclasses.replace(_INT32, optional=False),
     NUM_OUTPUT_TOKENS: dataclasses.replace(_INT32, optional=False),
     NUM_CACHED_TOKENS: dataclasses.replace(_INT32, optional=False),
     FINISH_REASON: dataclasses.replace(_BYTES, optional=False),
+    SEQUENCE_INDEX: dataclasses.replace(_INT32, optional=False),
+    OUTPUT_LOG_PROBS: TensorSpec("FP32", np.float32, (-1,), optional=False),
+    OUTPUT_TOKENS: dataclasses.replace(_WORDS, optional=False),
+    TOP_LOG_PROBS: TensorSpec("FP32", np.float32, (-1, -1), optional=False),
+    TOP_TOKENS: TensorSpec("BYTES", np.object_, (-1, -1), optional=False),
 }
 # finish_reason's values; "" until the last response.
 FINISH_STOP: Final = "stop"
@@ -141,16 +166,32 @@ FINISH_CANCELLED: Final = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One output token's log-probability with its text, and the likeliest alternatives
+    as (text, log-probability), likeliest first. Texts are UTF-8 bytes: a token may hold
+    part of a character."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EnsembleResponse:
-    """What one response of the ensemble carries (outputs not asked for read as empty)."""
+    """What one response of the ensemble carries (outputs not asked for read as empty).
+
+    Token counts and finish_reason are those of sequence `sequence_index`.
+    """
 
     text: str
     num_input_tokens: int
     num_output_tokens: int
     num_cached_tokens: int
-    finish_reason: str  # "" until the last response
+    finish_reason: str  # "" until the sequence's last response
     model_version: str
     final: bool  # Triton's last response of the request
+    sequence_index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()  # with return_log_probs: the tokens it adds
 
 
 def parse_response(result: grpcclient.InferResult) -> EnsembleResponse:
@@ -165,7 +206,43 @@ def parse_response(result: grpcclient.InferResult) -> EnsembleResponse:
         finish_reason=_str(_first(result, FINISH_REASON) or b""),
         model_version=response.model_version,
         final=response.parameters["triton_final_response"].bool_param,
+        sequence_index=int(_first(result, SEQUENCE_INDEX) or 0),
+        logprobs=_logprobs(result),
     )
+
+
+def _logprobs(result: grpcclient.InferResult) -> tuple[TokenLogprob, ...]:
+    logprobs = result.as_numpy(OUTPUT_LOG_PROBS)
+    if logprobs is None or logprobs.size == 0:
+        return ()
+    values = logprobs.reshape(-1).tolist()
+    tokens = _rows(result, OUTPUT_TOKENS, 1, len(values)).reshape(-1).tolist()
+    top_values = _rows(result, TOP_LOG_PROBS, 2, len(values))
+    top_tokens = _rows(result, TOP_TOKENS, 2, len(values))
+    return tuple(
+        TokenLogprob(
+            token=_bytes(token),
+            logprob=float(value),
+            top=tuple(
+                (_bytes(t), float(v))
+                for t, v in zip(top_tokens[i].tolist(), top_values[i].tolist(), strict=True)
+            ),
+        )
+        for i, (token, value) in enumerate(zip(tokens, values, strict=True))
+    )
+
+
+def _rows(result: grpcclient.InferResult, name: str, rank: int, count: int) -> Any:
+    """Output `name` without its batch dimension, `count` rows of rank `rank`."""
+    array = result.as_numpy(name)
+    if array is None:
+        raise ValueError(f"response has {OUTPUT_LOG_PROBS} but no {name}")
+    shape = (count,) if rank == 1 else (count, -1 if array.size else 0)
+    return array.reshape(shape)
+
+
+def _bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
 def has_outputs(result: grpcclient.InferResult) -> bool:

@@ -44,9 +44,17 @@ class EngineStoppedError(EngineError):
     """The engine is shutting down or has failed."""
 
 
+MAX_TOP_LOGPROBS = 20  # alternatives per token at most (OpenAI's top_logprobs limit)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-request decoding settings; `temperature` 0 means greedy."""
+    """Per-request decoding settings; `temperature` 0 means greedy.
+
+    `n` sequences are sampled from one prompt (sequence i seeded `seed + i`); `logprobs`
+    (None: off) asks for each output token's log-probability and that many likeliest
+    alternatives, up to MAX_TOP_LOGPROBS.
+    """
 
     max_tokens: int
     temperature: float = 1.0
@@ -57,6 +65,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     min_tokens: int = 0
     seed: int | None = None
+    n: int = 1
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str, str]] = [
@@ -74,6 +84,12 @@ class SamplingParams:
                 self.seed is None or 0 <= self.seed < 2**64,
                 "seed",
                 f"must be an unsigned 64-bit integer, got {self.seed}",
+            ),
+            (self.n >= 1, "n", f"must be >= 1, got {self.n}"),
+            (
+                self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS,
+                "logprobs",
+                f"must be in 0..{MAX_TOP_LOGPROBS}, got {self.logprobs}",
             ),
         ]
         for ok, name, rule in checks:
@@ -109,14 +125,29 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A sampled token's log-probability and the likeliest alternatives, likeliest first,
+    as (token id, log-probability), from the distribution the token was drawn from."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TokenDelta:
-    """New tokens of one sequence; the last delta carries `finish_reason`."""
+    """New tokens of one sequence; the last delta carries `finish_reason`.
+
+    With `n` > 1 each of a request's sequences streams its own deltas, told apart by
+    `index`; the request ends when every index has sent its last delta.
+    """
 
     token_ids: tuple[int, ...]
     num_input_tokens: int
-    num_output_tokens: int  # all output tokens so far, this delta included
+    num_output_tokens: int  # all output tokens of this sequence so far, this delta included
     finish_reason: FinishReason | None = None
     num_cached_tokens: int = 0  # prompt tokens reused from the prefix cache, not computed
+    index: int = 0  # which of the request's n sequences
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token id, when asked for
 
     @property
     def finished(self) -> bool:
@@ -153,7 +184,8 @@ class Engine(Protocol):
         """Load weights and start the scheduler; fail fast if that is impossible."""
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
-        """Stream deltas; the last one has `finish_reason` set.
+        """Stream deltas; each sequence's last one has `finish_reason` set, and the
+        stream ends after the last sequence's.
 
         Raises `InvalidRequestError` or `EngineOverloadedError` before the first delta.
         Closing the iterator early aborts the sequence and frees its slot.

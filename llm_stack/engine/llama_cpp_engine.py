@@ -31,9 +31,11 @@ from llm_stack.engine.base import (
     GenerationRequest,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
 )
 from llm_stack.engine.grammar import GRAMMAR_ROOT, GrammarCache
-from llm_stack.engine.scheduler import CacheCopy, Scheduler, SchedulerLimits, StepItem
+from llm_stack.engine.logprobs import token_logprob
+from llm_stack.engine.scheduler import CacheCopy, Scheduler, SchedulerLimits, SeqKey, StepItem
 from llm_stack.llama_loader import load_model
 
 log = logging.getLogger(__name__)
@@ -107,11 +109,13 @@ class _Llama:
         self.end_tokens = frozenset(
             t for t in range(self.n_vocab) if lc.llama_vocab_is_eog(self.vocab, t)
         )
-        self.samplers: dict[str, Any] = {}
+        self.samplers: dict[SeqKey, Any] = {}
         # Grammar samplers of guided sequences, apart from their chains: the chains are
         # fed the prompt (for penalties), a grammar only the output.
-        self.grammars: dict[str, Any] = {}
-        self.penalized: set[str] = set()  # sequences whose chains keep penalty state
+        self.grammars: dict[SeqKey, Any] = {}
+        self.penalized: set[SeqKey] = set()  # sequences whose chains keep penalty state
+        self.logprobs: dict[SeqKey, int] = {}  # alternatives wanted, by sequence
+        self.temperatures: dict[SeqKey, float] = {}  # of the sequences in `logprobs`
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
         self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
         self._tiers = [
@@ -132,7 +136,7 @@ class _Llama:
 
     def new_sampler(
         self,
-        request_id: str,
+        key: SeqKey,
         sampling: SamplingParams,
         prompt: tuple[int, ...],
         grammar: str | None = None,
@@ -144,14 +148,17 @@ class _Llama:
             )
             if not sampler:  # checked when the request came in: only out of memory
                 raise EngineStoppedError("llama.cpp could not create a grammar sampler")
-            self.grammars[request_id] = sampler
+            self.grammars[key] = sampler
+        if sampling.logprobs is not None:
+            self.logprobs[key] = sampling.logprobs
+            self.temperatures[key] = 1.0 if sampling.greedy else sampling.temperature
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         if (
             sampling.repetition_penalty != 1.0
             or sampling.presence_penalty != 0.0
             or sampling.frequency_penalty != 0.0
         ):
-            self.penalized.add(request_id)
+            self.penalized.add(key)
             lc.llama_sampler_chain_add(
                 chain,
                 lc.llama_sampler_init_penalties(
@@ -170,12 +177,13 @@ class _Llama:
             if sampling.top_p < 1.0:
                 lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(sampling.top_p, 1))
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(sampling.temperature))
-            seed = sampling.seed if sampling.seed is not None else secrets.randbits(32)
+            # The n sequences of one request: seeds seed, seed + 1, ...
+            seed = sampling.seed + key[1] if sampling.seed is not None else secrets.randbits(32)
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         # Penalties see the prompt too, as TensorRT-LLM's do.
         for token in prompt[-_PENALTY_WINDOW:]:
             lc.llama_sampler_accept(chain, token)
-        self.samplers[request_id] = chain
+        self.samplers[key] = chain
 
     def copy_cells(self, copies: list[CacheCopy]) -> None:
         """Apply the scheduler's prefix-cache copies and clears, in order."""
@@ -191,21 +199,26 @@ class _Llama:
         """The highest position each sequence id holds in the KV cache (-1: none)."""
         return {i: int(self.lc.llama_memory_seq_pos_max(self.memory, i)) for i in seq_ids}
 
-    def free_sequence(self, request_id: str, slot: int | None) -> None:
-        self.penalized.discard(request_id)
+    def free_sequence(self, key: SeqKey, slot: int | None) -> None:
+        self.penalized.discard(key)
+        self.logprobs.pop(key, None)
+        self.temperatures.pop(key, None)
         for samplers in (self.samplers, self.grammars):
-            sampler = samplers.pop(request_id, None)
+            sampler = samplers.pop(key, None)
             if sampler is not None:
                 self.lc.llama_sampler_free(sampler)
         if slot is not None:
             self.lc.llama_memory_seq_rm(self.memory, slot, -1, -1)
 
-    def decode(self, items: list[StepItem]) -> dict[str, int]:
+    def decode(self, items: list[StepItem]) -> dict[SeqKey, int]:
         """Run one batch; returns each sampling item's index in the batch."""
         batch = self.batch
         n = 0
-        logits_at: dict[str, int] = {}
+        logits_at: dict[SeqKey, int] = {}
         for item in items:
+            if item.logits_of is not None:  # shares the logits of its request's prompt
+                logits_at[item.key] = logits_at[item.logits_of]
+                continue
             for offset, token in enumerate(item.tokens):
                 batch.token[n] = token
                 batch.pos[n] = item.start_pos + offset
@@ -215,26 +228,72 @@ class _Llama:
                 batch.logits[n] = 1 if (last and item.sample) else 0
                 n += 1
             if item.sample:
-                logits_at[item.request_id] = n - 1
+                logits_at[item.key] = n - 1
         batch.n_tokens = n
         rc = self.lc.llama_decode(self.ctx, batch)
         if rc != 0:
             raise EngineStoppedError(f"llama_decode failed with code {rc}")
         return logits_at
 
-    def sample(self, request_id: str, index: int, banned: set[int]) -> int | FinishReason:
+    def sample(
+        self, key: SeqKey, index: int, banned: set[int]
+    ) -> tuple[int | FinishReason, TokenLogprob | None]:
         """The next token, or for a guided sequence the end of its value (stop) or a dead
-        end (length: nothing the grammar allows is left, e.g. bad words ban it all)."""
+        end (length: nothing the grammar allows is left, e.g. bad words ban it all); with
+        its log-probability where the sequence asked for it.
+
+        Banned tokens are masked in llama.cpp's own logits buffer. A sequence that shares
+        its logits with others (n > 1) draws after them: the same bans apply to all.
+        """
         if banned:
             logits = self.lc.llama_get_logits_ith(self.ctx, index)
             for token in banned:
                 if 0 <= token < self.n_vocab:
                     logits[token] = -math.inf
-        if request_id in self.grammars:
-            return self._sample_guided(request_id, index)
-        return int(self.lc.llama_sampler_sample(self.samplers[request_id], self.ctx, index))
+        if key in self.grammars:
+            return self._sample_guided(key, index)
+        if key not in self.logprobs:
+            return int(self.lc.llama_sampler_sample(self.samplers[key], self.ctx, index)), None
+        token, scores = self._draw(key, self._logits(index))
+        self.lc.llama_sampler_accept(self.samplers[key], token)
+        return token, self._logprob(key, token, scores)
 
-    def _sample_guided(self, request_id: str, index: int) -> int | FinishReason:
+    def _logits(self, index: int) -> npt.NDArray[np.float32]:
+        return np.ctypeslib.as_array(
+            self.lc.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,)
+        )
+
+    def _draw(
+        self, key: SeqKey, logits: npt.NDArray[np.float32]
+    ) -> tuple[int, npt.NDArray[np.float32] | None]:
+        """Draw a token through the chain over the whole vocabulary (not accepted); with
+        logprobs also the scores it drew from: logits after bans and penalties, before
+        top-k/top-p cut them (temperature is applied by `_logprob`)."""
+        lc, chain = self.lc, self.samplers[key]
+        candidates = self._fill(self._candidates, self._ids, logits)
+        # The chain's samplers one by one, as its own apply runs them: penalties (first,
+        # where there are any) change scores, the rest cut and draw.
+        first = 1 if key in self.penalized else 0
+        samplers = [
+            lc.llama_sampler_chain_get(chain, i) for i in range(lc.llama_sampler_chain_n(chain))
+        ]
+        for sampler in samplers[:first]:
+            lc.llama_sampler_apply(sampler, ctypes.byref(candidates))
+        scores = self._candidates["logit"].copy() if key in self.logprobs else None
+        for sampler in samplers[first:]:
+            lc.llama_sampler_apply(sampler, ctypes.byref(candidates))
+        return int(candidates.data[candidates.selected].id), scores
+
+    def _logprob(
+        self, key: SeqKey, token: int, scores: npt.NDArray[np.float32] | None
+    ) -> TokenLogprob | None:
+        if scores is None:
+            return None
+        return token_logprob(scores, token, self.temperatures[key], self.logprobs[key])
+
+    def _sample_guided(
+        self, key: SeqKey, index: int
+    ) -> tuple[int | FinishReason, TokenLogprob | None]:
         # llama.cpp's common sampler: sample as usual and check the grammar on that token
         # alone; only when it is refused, mask by the grammar and sample again. Masking
         # costs every candidate's text against the grammar (about 50 ms for the 262k
@@ -243,15 +302,14 @@ class _Llama:
         # picks the same token either way (penalties aside, which reorder the logits).
         # Where the grammar wants one literal (the opening brace after a prose prompt)
         # its few tokens can rank below 20000.
+        # Logprobs are those of the first draw's scores: the model's distribution before
+        # the grammar's mask, which is known only for the tokens it was computed for.
         lc = self.lc
-        chain, grammar = self.samplers[request_id], self.grammars[request_id]
-        logits = np.ctypeslib.as_array(
-            lc.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,)
-        )
-        if request_id in self.penalized:
-            candidates = self._fill(self._candidates, self._ids, logits)
-            lc.llama_sampler_apply(chain, ctypes.byref(candidates))  # drawn, not accepted
-            token = int(candidates.data[candidates.selected].id)
+        chain, grammar = self.samplers[key], self.grammars[key]
+        logits = self._logits(index)
+        scores = None
+        if key in self.penalized or key in self.logprobs:
+            token, scores = self._draw(key, logits)
         else:
             # Without penalties a chain keeps no state between tokens (accepting is a
             # no-op), so llama.cpp's own sample call may draw: faster than filling here.
@@ -259,16 +317,15 @@ class _Llama:
         if not self._allows(grammar, token):
             candidates = self._masked(grammar, logits)
             if candidates is None:
-                return (
-                    FinishReason.STOP if self._allows(grammar, self._eog) else FinishReason.LENGTH
-                )
+                end = FinishReason.STOP if self._allows(grammar, self._eog) else FinishReason.LENGTH
+                return end, None
             lc.llama_sampler_apply(chain, ctypes.byref(candidates))
             token = int(candidates.data[candidates.selected].id)
         if token in self.end_tokens:
-            return FinishReason.STOP  # the grammar allowed it: the value is complete
+            return FinishReason.STOP, None  # the grammar allowed it: the value is complete
         lc.llama_sampler_accept(chain, token)
         lc.llama_sampler_accept(grammar, token)
-        return token
+        return token, self._logprob(key, token, scores)
 
     def _masked(self, grammar: Any, logits: npt.NDArray[np.float32]) -> Any:
         """The smallest tier of likeliest tokens with one the grammar allows, masked by it
@@ -339,7 +396,7 @@ class LlamaCppEngine:
         )
         self._lock = threading.Condition()
         self._aborts: list[str] = []
-        self._queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue[TokenDelta]]] = {}
+        self._queues: dict[str, _Consumer] = {}
         self._llama: _Llama | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -371,15 +428,19 @@ class LlamaCppEngine:
             if self._stopping or self._failure or self._llama is None:
                 raise EngineStoppedError(self._failure or "the engine is not running")
             self._scheduler.add(request)  # raises InvalidRequest/Overloaded before any delta
-            self._queues[request.request_id] = (asyncio.get_running_loop(), queue)
+            self._queues[request.request_id] = _Consumer(
+                asyncio.get_running_loop(), queue, request.sampling.n
+            )
             self._lock.notify()
         finished = False
+        remaining = request.sampling.n
         try:
             while True:
                 delta = await queue.get()
+                remaining -= delta.finished
+                finished = remaining == 0
                 yield delta
-                if delta.finished:
-                    finished = True
+                if finished:
                     return
         finally:
             if not finished:
@@ -435,9 +496,10 @@ class LlamaCppEngine:
             if entry is None:
                 continue
             if delta.finished:
-                del self._queues[request_id]
-            loop, queue = entry
-            batches.setdefault(loop, []).append((queue, delta))
+                entry.remaining -= 1
+                if entry.remaining == 0:
+                    del self._queues[request_id]
+            batches.setdefault(entry.loop, []).append((entry.queue, delta))
         for loop, items in batches.items():
             with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
                 loop.call_soon_threadsafe(_put_all, items)
@@ -454,8 +516,8 @@ class LlamaCppEngine:
         finally:
             with self._lock:
                 aborted = self._scheduler.abort_all()
-                for rid, _ in aborted:
-                    llama.free_sequence(rid, None)
+                for rid, delta in aborted:
+                    llama.free_sequence((rid, delta.index), None)
                 self._deliver(aborted)
             llama.close()
 
@@ -467,12 +529,10 @@ class LlamaCppEngine:
                 return False
             aborted = []
             for rid in self._aborts:
-                result = self._scheduler.abort(rid)
-                if result is not None:
-                    delta, slot = result
+                for delta, slot in self._scheduler.abort(rid):
                     # Its prompt blocks go to the cache before its slot is cleared.
                     llama.copy_cells(self._scheduler.take_copies())
-                    llama.free_sequence(rid, slot)
+                    llama.free_sequence((rid, delta.index), slot)
                     aborted.append((rid, delta))
             self._aborts.clear()
             self._deliver(aborted)
@@ -481,41 +541,54 @@ class LlamaCppEngine:
             # by `add` since the last step) before the step reads them.
             llama.copy_cells(self._scheduler.take_copies())
             for item in items:
-                if item.request_id not in llama.samplers:
-                    request = self._scheduler.request(item.request_id)
+                if item.key not in llama.samplers:
+                    request = self._scheduler.request(item.key)
                     assert request is not None
                     grammar = self.grammars.get(request.guide) if request.guide else None
-                    llama.new_sampler(
-                        item.request_id, request.sampling, request.prompt_ids, grammar
-                    )
+                    llama.new_sampler(item.key, request.sampling, request.prompt_ids, grammar)
             banned = {
-                item.request_id: self._scheduler.banned_tokens(item.request_id, llama.end_tokens)
+                item.key: self._scheduler.banned_tokens(item.key, llama.end_tokens)
                 for item in items
                 if item.sample
             }
         if not items:
             return True
         logits_at = llama.decode(items)  # the long part, outside the lock
-        sampled: dict[str, int] = {}
-        ended: dict[str, FinishReason] = {}
-        for rid, idx in logits_at.items():
-            token = llama.sample(rid, idx, banned[rid])
+        sampled: dict[SeqKey, int] = {}
+        ended: dict[SeqKey, FinishReason] = {}
+        logprobs: dict[SeqKey, TokenLogprob] = {}
+        for key, idx in logits_at.items():
+            token, logprob = llama.sample(key, idx, banned[key])
             if isinstance(token, FinishReason):
-                ended[rid] = token
+                ended[key] = token
             else:
-                sampled[rid] = token
+                sampled[key] = token
+            if logprob is not None:
+                logprobs[key] = logprob
         with self._lock:
-            deltas, _ = self._scheduler.complete(sampled, llama.end_tokens.__contains__, ended)
+            deltas, _ = self._scheduler.complete(
+                sampled, llama.end_tokens.__contains__, ended, logprobs
+            )
             llama.copy_cells(self._scheduler.take_copies())
             for rid, delta in deltas:
                 if delta.finished:
-                    llama.free_sequence(rid, self._slot_of(items, rid))
+                    key = (rid, delta.index)
+                    llama.free_sequence(key, self._slot_of(items, key))
             self._deliver(deltas)
         return True
 
     @staticmethod
-    def _slot_of(items: list[StepItem], request_id: str) -> int | None:
-        return next((i.slot for i in items if i.request_id == request_id), None)
+    def _slot_of(items: list[StepItem], key: SeqKey) -> int | None:
+        return next((i.slot for i in items if i.key == key), None)
+
+
+@dataclass
+class _Consumer:
+    """Where a request's deltas go, and how many of its sequences are still running."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[TokenDelta]
+    remaining: int
 
 
 def _put_all(items: list[tuple[asyncio.Queue[TokenDelta], TokenDelta]]) -> None:

@@ -4,6 +4,10 @@ Pure bookkeeping, no model: it admits requests into a fixed number of slots whil
 KV cache has room, plans each step as one decode token per running sequence plus
 prompt chunks of newly admitted ones (chunked prefill) within a token budget, and
 turns sampled tokens into deltas, applying stop words, end ids and length limits.
+
+A request for n sequences takes n slots at once. Its first sequence computes the
+prompt; the others draw their first token from the same logits and then take the
+prompt's KV cells by copy, so the prompt is computed once (vLLM's parallel sampling).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llm_stack.engine.base import (
     EngineOverloadedError,
@@ -22,6 +26,7 @@ from llm_stack.engine.base import (
     GenerationRequest,
     InvalidRequestError,
     TokenDelta,
+    TokenLogprob,
 )
 from llm_stack.engine.stops import StopMatcher, banned_next_tokens
 from llm_stack.model_errors import ErrorCode
@@ -58,25 +63,38 @@ class _CachedPrefix:
     hashes: tuple[bytes, ...]
 
 
+SeqKey = tuple[str, int]  # (request id, index among the request's n sequences)
+
+
 @dataclass
 class Sequence:
-    """One request's state inside the scheduler."""
+    """One sequence's state inside the scheduler (a request has `sampling.n` of them)."""
 
     request: GenerationRequest
     stops: StopMatcher
     reserved: int
+    index: int = 0
     slot: int = -1
     prefilled: int = 0
     output: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token
     emitted: int = 0
     next_token: int | None = None
     hashes: tuple[bytes, ...] = ()
     cached: int = 0  # prompt tokens copied from the prefix cache
     seen_blocks: int = 0  # leading prompt blocks an earlier prompt also had
+    # The request's first sequence, whose prompt cells this one copies once they are
+    # computed (None: it has its own, or has them already).
+    follows: Sequence | None = None
+    followers: list[Sequence] = field(default_factory=list)
 
     @property
     def request_id(self) -> str:
         return self.request.request_id
+
+    @property
+    def key(self) -> SeqKey:
+        return (self.request.request_id, self.index)
 
     @property
     def prompt_len(self) -> int:
@@ -93,13 +111,23 @@ class Sequence:
 
 @dataclass(frozen=True)
 class StepItem:
-    """Tokens of one sequence to feed in this step, starting at `start_pos`."""
+    """Tokens of one sequence to feed in this step, starting at `start_pos`.
+
+    A sequence that shares its request's prompt has no tokens in the step that computes
+    the prompt's last one: it samples from the logits of sequence `logits_of`.
+    """
 
     request_id: str
     slot: int
     tokens: tuple[int, ...]
     start_pos: int
     sample: bool  # the last token's logits are needed to sample the next token
+    index: int = 0
+    logits_of: SeqKey | None = None
+
+    @property
+    def key(self) -> SeqKey:
+        return (self.request_id, self.index)
 
 
 @dataclass(frozen=True)
@@ -134,8 +162,9 @@ class Scheduler:
 
     def __init__(self, limits: SchedulerLimits) -> None:
         self.limits = limits
+        # Each waiting request by its first sequence; the others are made at admission.
         self._waiting: deque[Sequence] = deque()
-        self._active: dict[str, Sequence] = {}
+        self._active: dict[SeqKey, Sequence] = {}
         self._free_slots = list(range(limits.max_active - 1, -1, -1))
         self._reserved = 0
         self._steps = 0
@@ -160,9 +189,7 @@ class Scheduler:
 
     def add(self, request: GenerationRequest) -> None:
         """Queue a request; raise if it can never fit or the queue is full."""
-        if request.request_id in self._active or any(
-            s.request_id == request.request_id for s in self._waiting
-        ):
+        if self._in_flight(request.request_id):
             raise InvalidRequestError(
                 f"request id {request.request_id!r} is already in flight",
                 code=ErrorCode.DUPLICATE_REQUEST_ID,
@@ -178,10 +205,25 @@ class Scheduler:
                 tokens=need,
                 limit=limit,
             )
+        n = request.sampling.n
+        if n > self.limits.max_active:
+            raise InvalidRequestError(
+                f"n is {n}, exceeds the engine's {self.limits.max_active} sequences in flight",
+                field="n",
+            )
+        if n * need > self.limits.kv_capacity:
+            raise InvalidRequestError(
+                f"n * (prompt tokens + max_tokens) = {n} * {need} = {n * need} exceeds the "
+                f"KV cache of {self.limits.kv_capacity} tokens",
+                code=ErrorCode.SEQUENCE_TOO_LONG,
+                field="n",
+                tokens=n * need,
+                limit=self.limits.kv_capacity,
+            )
         # Slots freed or never used since the last step take arrivals first, so the
         # queue bound counts only requests that really wait.
         self._admit()
-        if len(self._waiting) >= self.limits.max_waiting and not self._can_admit_now(need):
+        if len(self._waiting) >= self.limits.max_waiting and not self._can_admit_now(need, n):
             raise EngineOverloadedError(
                 f"engine queue is full: {len(self._waiting)} requests waiting",
                 waiting=len(self._waiting),
@@ -210,29 +252,46 @@ class Scheduler:
         )
         self._admit()
 
-    def _can_admit_now(self, need: int) -> bool:
+    def _in_flight(self, request_id: str) -> bool:
+        return any(s.request_id == request_id for s in (*self._waiting, *self._active.values()))
+
+    def _can_admit_now(self, need: int, n: int) -> bool:
         # Cached blocks never hold a request back: they are evicted to make room.
         return (
             not self._waiting
-            and bool(self._free_slots)
-            and self._reserved + need <= self.limits.kv_capacity
+            and len(self._free_slots) >= n
+            and self._reserved + n * need <= self.limits.kv_capacity
         )
 
     def _admit(self) -> None:
         # FIFO: a large request at the head waits for room rather than being overtaken.
-        while self._waiting and self._free_slots:
+        while self._waiting:
             head = self._waiting[0]
-            if self._reserved + head.reserved > self.limits.kv_capacity:
+            n = head.request.sampling.n
+            need = n * head.reserved
+            if len(self._free_slots) < n or self._reserved + need > self.limits.kv_capacity:
                 break
             match, blocks = self._longest_match(head)
             keep = {match.seq_id} if match else set()
-            if not self._make_room(head.reserved, keep):
+            if not self._make_room(need, keep):
                 match = None
-                self._make_room(head.reserved, set())
+                self._make_room(need, set())
             self._waiting.popleft()
-            head.slot = self._free_slots.pop()
-            self._reserved += head.reserved
-            self._active[head.request_id] = head
+            for index in range(1, n):
+                follower = Sequence(
+                    request=head.request,
+                    stops=StopMatcher(head.request.stop_sequences),
+                    reserved=head.reserved,
+                    index=index,
+                    hashes=head.hashes,
+                    seen_blocks=head.seen_blocks,
+                    follows=head,
+                )
+                head.followers.append(follower)
+            for seq in (head, *head.followers):
+                seq.slot = self._free_slots.pop()
+                self._reserved += seq.reserved
+                self._active[seq.key] = seq
             reused = 0
             if match is not None:
                 # Running sequences share the copied cells.
@@ -319,28 +378,30 @@ class Scheduler:
 
     # -- abort -------------------------------------------------------------------
 
-    def abort(self, request_id: str) -> tuple[TokenDelta, int | None] | None:
-        """Drop a sequence; returns its final delta and the slot to clear, or None."""
+    def abort(self, request_id: str) -> list[tuple[TokenDelta, int | None]]:
+        """Drop a request's unfinished sequences; returns each one's final delta and the
+        slot to clear (None: it had none). Empty when the request is unknown or done."""
         for waiting in self._waiting:
             if waiting.request_id == request_id:
                 self._waiting.remove(waiting)
-                return self._final_delta(waiting, FinishReason.CANCELLED), None
-        seq = self._active.get(request_id)
-        if seq is None:
-            return None
-        slot = seq.slot
-        self._release(seq)
-        return self._final_delta(seq, FinishReason.CANCELLED), slot
+                cancelled = FinishReason.CANCELLED
+                first = self._final_delta(waiting, cancelled)
+                others = [replace(first, index=i) for i in range(1, waiting.request.sampling.n)]
+                self._finished[cancelled.value] += len(others)
+                return [(delta, None) for delta in (first, *others)]
+        out: list[tuple[TokenDelta, int | None]] = []
+        for seq in [s for s in self._active.values() if s.request_id == request_id]:
+            slot = seq.slot
+            self._release(seq)
+            out.append((self._final_delta(seq, FinishReason.CANCELLED), slot))
+        return out
 
     def abort_all(self) -> list[tuple[str, TokenDelta]]:
         """Cancel everything (engine shutdown)."""
-        ids = [s.request_id for s in self._waiting] + list(self._active)
-        out = []
-        for rid in ids:
-            result = self.abort(rid)
-            if result is not None:
-                out.append((rid, result[0]))
-        return out
+        ids = dict.fromkeys(
+            [s.request_id for s in self._waiting] + [s.request_id for s in self._active.values()]
+        )
+        return [(rid, delta) for rid in ids for delta, _ in self.abort(rid)]
 
     # -- steps -------------------------------------------------------------------
 
@@ -356,13 +417,15 @@ class Scheduler:
         for seq in self._active.values():
             if seq.next_token is not None and budget > 0:
                 pos = seq.prompt_len + len(seq.output) - 1
-                items.append(StepItem(seq.request_id, seq.slot, (seq.next_token,), pos, True))
+                items.append(
+                    StepItem(seq.request_id, seq.slot, (seq.next_token,), pos, True, seq.index)
+                )
                 budget -= 1
         context = 0
         for seq in self._active.values():
             if budget <= 0:
                 break
-            if seq.prefilled < seq.prompt_len:
+            if seq.prefilled < seq.prompt_len and seq.follows is None:
                 chunk = seq.request.prompt_ids[seq.prefilled : seq.prefilled + budget]
                 start = seq.prefilled
                 seq.prefilled += len(chunk)
@@ -370,6 +433,12 @@ class Scheduler:
                 items.append(StepItem(seq.request_id, seq.slot, tuple(chunk), start, done))
                 budget -= len(chunk)
                 context += 1
+                if done:  # the other sequences draw from the same logits
+                    items.extend(
+                        StepItem(f.request_id, f.slot, (), seq.prompt_len, True, f.index, seq.key)
+                        for f in seq.followers
+                        if f.key in self._active
+                    )
         if items:
             self._steps += 1
             self._step_sequences += len(items)
@@ -378,58 +447,78 @@ class Scheduler:
         self._last_context = context
         return items
 
-    def request(self, request_id: str) -> GenerationRequest | None:
+    def request(self, key: SeqKey) -> GenerationRequest | None:
         """The request of an active sequence."""
-        seq = self._active.get(request_id)
+        seq = self._active.get(key)
         return seq.request if seq else None
 
-    def banned_tokens(self, request_id: str, end_tokens: frozenset[int]) -> set[int]:
+    def banned_tokens(self, key: SeqKey, end_tokens: frozenset[int]) -> set[int]:
         """Tokens to mask before sampling for this sequence."""
-        seq = self._active.get(request_id)
+        seq = self._active.get(key)
         return seq.banned_tokens(end_tokens) if seq else set()
 
     def complete(
         self,
-        sampled: Mapping[str, int],
+        sampled: Mapping[SeqKey, int],
         is_end: Callable[[int], bool],
-        ended: Mapping[str, FinishReason] | None = None,
+        ended: Mapping[SeqKey, FinishReason] | None = None,
+        logprobs: Mapping[SeqKey, TokenLogprob] | None = None,
     ) -> tuple[list[tuple[str, TokenDelta]], list[int]]:
-        """Apply sampled tokens; returns the deltas to send and the slots freed.
+        """Apply sampled tokens; returns the deltas to send (by request id) and the slots
+        freed.
 
         `ended`: sequences the sampler ended without a token (a guided sequence whose
-        value is complete), with their finish reason.
+        value is complete), with their finish reason. `logprobs`: the sampled tokens'
+        log-probabilities, for the sequences that asked for them.
         """
         deltas: list[tuple[str, TokenDelta]] = []
         freed: list[int] = []
-        steps: list[tuple[str, int | FinishReason]] = [*sampled.items(), *(ended or {}).items()]
-        for request_id, token in steps:
-            seq = self._active.get(request_id)
+        steps: list[tuple[SeqKey, int | FinishReason]] = [
+            *sampled.items(),
+            *(ended or {}).items(),
+        ]
+        for key, token in steps:
+            seq = self._active.get(key)
             if seq is None:  # aborted while the step ran
                 continue
-            finish = token if isinstance(token, FinishReason) else self._apply(seq, token, is_end)
+            if seq.follows is not None:
+                # Its first token came from the prompt's last logits: the prompt's cells
+                # are computed now, and become its own before its next step.
+                self._copies.append(CacheCopy(seq.follows.slot, seq.slot, seq.prompt_len))
+                seq.prefilled = seq.prompt_len
+                seq.follows = None
+            if isinstance(token, FinishReason):
+                finish: FinishReason | None = token
+            else:
+                finish = self._apply(seq, token, is_end, (logprobs or {}).get(key))
             if finish is not None:
                 freed.append(seq.slot)
                 self._release(seq)
-                deltas.append((request_id, self._final_delta(seq, finish)))
+                deltas.append((seq.request_id, self._final_delta(seq, finish)))
                 continue
             visible = len(seq.output) - seq.stops.holdback(seq.output)
             if visible > seq.emitted:
-                new = tuple(seq.output[seq.emitted : visible])
-                seq.emitted = visible
-                deltas.append((request_id, self._delta(seq, new, None)))
+                deltas.append((seq.request_id, self._emit(seq, visible, None)))
         return deltas, freed
 
     def _apply(
-        self, seq: Sequence, token: int, is_end: Callable[[int], bool]
+        self,
+        seq: Sequence,
+        token: int,
+        is_end: Callable[[int], bool],
+        logprob: TokenLogprob | None,
     ) -> FinishReason | None:
         end_id = seq.request.end_id
         if (token == end_id) if end_id is not None else is_end(token):
             return FinishReason.STOP
         seq.output.append(token)
+        if seq.request.sampling.logprobs is not None:
+            seq.logprobs.append(logprob if logprob is not None else TokenLogprob(0.0))
         self._generated += 1
         stop_len = seq.stops.matched_stop(seq.output)
         if stop_len:
             del seq.output[-stop_len:]
+            del seq.logprobs[len(seq.output) :]
             return FinishReason.STOP
         if len(seq.output) >= seq.request.sampling.max_tokens:
             return FinishReason.LENGTH
@@ -439,25 +528,27 @@ class Scheduler:
         return None
 
     def _release(self, seq: Sequence) -> None:
-        del self._active[seq.request_id]
+        del self._active[seq.key]
         self._free_slots.append(seq.slot)
         self._reserved -= seq.reserved
         self._store(seq)
 
     def _final_delta(self, seq: Sequence, finish: FinishReason) -> TokenDelta:
-        new = tuple(seq.output[seq.emitted :])
-        seq.emitted = len(seq.output)
         self._finished[finish.value] = self._finished.get(finish.value, 0) + 1
-        return self._delta(seq, new, finish)
+        return self._emit(seq, len(seq.output), finish)
 
     @staticmethod
-    def _delta(seq: Sequence, new: tuple[int, ...], finish: FinishReason | None) -> TokenDelta:
+    def _emit(seq: Sequence, upto: int, finish: FinishReason | None) -> TokenDelta:
+        """The delta of the output tokens after the emitted ones, up to `upto`."""
+        start, seq.emitted = seq.emitted, upto
         return TokenDelta(
-            token_ids=new,
+            token_ids=tuple(seq.output[start:upto]),
             num_input_tokens=seq.prompt_len,
-            num_output_tokens=seq.emitted,
+            num_output_tokens=upto,
             finish_reason=finish,
             num_cached_tokens=seq.cached,
+            index=seq.index,
+            logprobs=tuple(seq.logprobs[start:upto]),
         )
 
     def stats(self) -> EngineStats:

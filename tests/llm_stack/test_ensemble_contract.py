@@ -32,7 +32,7 @@ def config(model: str) -> mc.ModelConfig:
 
 
 def described(spec: TensorSpec) -> tuple[str, list[int], bool]:
-    return TRITON_TYPES[spec.datatype], [-1] if spec.is_list else [1], spec.optional
+    return TRITON_TYPES[spec.datatype], list(spec.dims), spec.optional
 
 
 def declared(tensor: mc.ModelInput | mc.ModelOutput) -> tuple[str, list[int], bool]:

@@ -20,6 +20,7 @@ from llm_stack.engine.scheduler import (
     CacheCopy,
     Scheduler,
     SchedulerLimits,
+    SeqKey,
     StepItem,
     block_hashes,
 )
@@ -75,7 +76,7 @@ class FakeModel:
     def step(self, scheduler: Scheduler) -> list[StepItem]:
         items = scheduler.plan()
         self.steps.append(items)
-        sampled = {i.request_id: next(self.scripts[i.request_id]) for i in items if i.sample}
+        sampled = {i.key: next(self.scripts[i.request_id]) for i in items if i.sample}
         deltas, freed = scheduler.complete(sampled, self.end_tokens.__contains__)
         for rid, delta in deltas:
             self.deltas.setdefault(rid, []).append(delta)
@@ -132,7 +133,7 @@ def test_admits_into_free_slots_and_queues_the_rest() -> None:
     assert (stats.active, stats.waiting, stats.max_active) == (2, 1, 2)
     assert active_ids(items) == {"a", "b"}
     assert {i.slot for i in items} == {0, 1}
-    assert s.request("c") is None  # still waiting
+    assert s.request(("c", 0)) is None  # still waiting
 
 
 def test_kv_reservation_limits_admission_and_is_freed_on_finish() -> None:
@@ -213,7 +214,7 @@ def test_admission_is_fifo() -> None:
     s.add(req("c", prompt=(1, 2), max_tokens=2))
     assert s.plan() == []  # a waits for its first token; b and c wait for room
     assert s.stats().waiting == 2
-    assert s.request("c") is None
+    assert s.request(("c", 0)) is None
     s.abort("a")
     assert active_ids(s.plan()) == {"b", "c"}
 
@@ -409,7 +410,7 @@ def test_complete_ignores_sequences_aborted_during_the_step() -> None:
     s.add(req("a"))
     s.plan()
     s.abort("a")
-    deltas, freed = s.complete({"a": 5}, lambda _t: False)
+    deltas, freed = s.complete({("a", 0): 5}, lambda _t: False)
     assert (deltas, freed) == ([], [])
     assert s.stats().generated_tokens == 0
 
@@ -422,9 +423,7 @@ def test_abort_waiting_sequence() -> None:
     s.add(req("a"))
     s.plan()
     s.add(req("b"))
-    result = s.abort("b")
-    assert result is not None
-    delta, slot = result
+    [(delta, slot)] = s.abort("b")
     assert slot is None
     assert delta == TokenDelta((), 3, 0, FinishReason.CANCELLED)
     assert s.stats().waiting == 0
@@ -437,12 +436,10 @@ def test_abort_running_sequence_returns_its_slot_and_pending_tokens() -> None:
     s.add(req("b"))
     model.step(s)
     model.step(s)  # a: 5 streamed, 8 held back
-    result = s.abort("a")
-    assert result is not None
-    delta, slot = result
+    [(delta, slot)] = s.abort("a")
     assert slot == 0
     assert delta == TokenDelta((8,), 3, 2, FinishReason.CANCELLED)
-    assert s.abort("a") is None
+    assert s.abort("a") == []
     # The freed slot goes to the next admitted request.
     s.add(req("c"))
     items = s.plan()
@@ -451,7 +448,7 @@ def test_abort_running_sequence_returns_its_slot_and_pending_tokens() -> None:
 
 
 def test_abort_unknown_request_is_none() -> None:
-    assert Scheduler(limits()).abort("nope") is None
+    assert Scheduler(limits()).abort("nope") == []
 
 
 def test_abort_all_cancels_waiting_and_running() -> None:
@@ -474,12 +471,12 @@ def test_end_tokens_are_banned_until_min_tokens() -> None:
     model = scripted(a=[6, 7])
     s.add(req("a", min_tokens=2, bad=((9,),)))
     items = s.plan()
-    assert s.banned_tokens("a", frozenset({END, 1})) == {END, 1, 9}
+    assert s.banned_tokens(("a", 0), frozenset({END, 1})) == {END, 1, 9}
     s.complete(_sampled(items, {"a": 5}), lambda t: t == END)  # one token out
-    assert s.banned_tokens("a", frozenset({END, 1})) == {END, 1, 9}
+    assert s.banned_tokens(("a", 0), frozenset({END, 1})) == {END, 1, 9}
     model.step(s)  # two tokens out
-    assert s.banned_tokens("a", frozenset({END, 1})) == {9}
-    assert s.banned_tokens("unknown", frozenset({END})) == set()
+    assert s.banned_tokens(("a", 0), frozenset({END, 1})) == {9}
+    assert s.banned_tokens(("unknown", 0), frozenset({END})) == set()
 
 
 def test_min_tokens_bans_the_request_end_id() -> None:
@@ -488,7 +485,7 @@ def test_min_tokens_bans_the_request_end_id() -> None:
     s = Scheduler(limits())
     s.add(req("a", min_tokens=2, end_id=42))
     s.plan()
-    assert 42 in s.banned_tokens("a", frozenset({END}))
+    assert 42 in s.banned_tokens(("a", 0), frozenset({END}))
 
 
 def test_bad_word_prefix_bans_its_last_token() -> None:
@@ -496,9 +493,9 @@ def test_bad_word_prefix_bans_its_last_token() -> None:
     model = scripted(a=[5, 6, 7])
     s.add(req("a", bad=((5, 6, 9),)))
     model.step(s)  # output 5
-    assert s.banned_tokens("a", frozenset()) == set()
+    assert s.banned_tokens(("a", 0), frozenset()) == set()
     model.step(s)  # output 5, 6
-    assert s.banned_tokens("a", frozenset()) == {9}
+    assert s.banned_tokens(("a", 0), frozenset()) == {9}
 
 
 # -- stats -------------------------------------------------------------------------
@@ -523,8 +520,8 @@ def test_stats_count_steps_batches_tokens_and_finishes() -> None:
     assert (stats.active, stats.waiting, stats.scheduled, stats.context) == (0, 0, 1, 0)
 
 
-def _sampled(items: Iterable[StepItem], tokens: Mapping[str, int]) -> dict[str, int]:
-    return {i.request_id: tokens[i.request_id] for i in items if i.sample}
+def _sampled(items: Iterable[StepItem], tokens: Mapping[str, int]) -> dict[SeqKey, int]:
+    return {i.key: tokens[i.request_id] for i in items if i.sample}
 
 
 def test_scheduled_and_context_describe_the_last_step() -> None:
@@ -671,9 +668,8 @@ def test_aborted_sequences_cache_only_what_they_computed() -> None:
     s.take_copies()
     items = s.plan()
     assert items[0].tokens == tuple(range(1, 41))  # one chunk: all 40 prompt tokens
-    result = s.abort("a")
-    assert result is not None
-    assert result[1] == 0
+    [(_delta, slot)] = s.abort("a")
+    assert slot == 0
     (copy,) = s.take_copies()
     assert copy.tokens == 40
     assert copy.src == 0
@@ -683,7 +679,7 @@ def test_abort_before_any_prefill_caches_nothing() -> None:
     s = Scheduler(cache_limits())
     s.add(req("a", prompt=range(1, 41), max_tokens=4))
     s.take_copies()
-    assert s.abort("a") is not None
+    assert s.abort("a") != []
     assert s.take_copies() == []
     assert s.cache_ids() == {}
 
