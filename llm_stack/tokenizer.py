@@ -34,6 +34,11 @@ class Tokenizer(Protocol):
         """Text of `ids`; bytes that do not form whole characters become U+FFFD."""
         ...
 
+    def token_bytes(self, token: int) -> bytes:
+        """The text of one token as UTF-8 bytes (maybe part of a character); control
+        tokens by their names (for logprobs)."""
+        ...
+
 
 class ModelTokenizer(Tokenizer, Protocol):
     """A model's own tokenizer, which also holds its chat template and special tokens."""
@@ -105,6 +110,15 @@ class GgufTokenizer:
             raise ValueError(f"tokenization needs {-n} slots")
         return list(out[:n])
 
+    def token_bytes(self, token: int) -> bytes:
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = self._lc.llama_token_to_piece(self._vocab, token, buf, size, 0, True)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+
     def decode(self, ids: Sequence[int]) -> str:
         if not ids:
             return ""
@@ -158,6 +172,11 @@ class HfTokenizer:
             )
         )
 
+    def token_bytes(self, token: int) -> bytes:
+        # Decoded alone: a token holding part of a character reads as U+FFFD here.
+        text = self._tok.decode([token], clean_up_tokenization_spaces=False)
+        return str(text).encode("utf-8")
+
 
 def load_tokenizer(kind: str, path: Path) -> ModelTokenizer:
     """`gguf` or `hf`."""
@@ -199,6 +218,20 @@ def text_delta(tokenizer: Tokenizer, ids: Sequence[int], offset: int, final: boo
             break
         common += 1
     return text[common:]
+
+
+def logprob_texts(
+    tokenizer: Tokenizer, new_ids: Sequence[int], top_ids: Sequence[Sequence[int]]
+) -> tuple[list[bytes], list[list[bytes]]]:
+    """The texts of a response's new tokens and of each one's alternatives (for logprobs)."""
+    texts: dict[int, bytes] = {}
+
+    def text(token: int) -> bytes:
+        if token not in texts:
+            texts[token] = tokenizer.token_bytes(token)
+        return texts[token]
+
+    return [text(t) for t in new_ids], [[text(t) for t in row] for row in top_ids]
 
 
 def _complete(text: str) -> str:

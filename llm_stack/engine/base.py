@@ -85,10 +85,11 @@ class SamplingParams:
                 "seed",
                 f"must be an unsigned 64-bit integer, got {self.seed}",
             ),
-            (self.n >= 1, "n", f"must be >= 1, got {self.n}"),
+            # Named as the ensemble's inputs are: errors name what the client sent.
+            (self.n >= 1, "num_return_sequences", f"must be >= 1, got {self.n}"),
             (
                 self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS,
-                "logprobs",
+                "num_top_log_probs",
                 f"must be in 0..{MAX_TOP_LOGPROBS}, got {self.logprobs}",
             ),
         ]

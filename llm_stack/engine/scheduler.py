@@ -208,15 +208,15 @@ class Scheduler:
         n = request.sampling.n
         if n > self.limits.max_active:
             raise InvalidRequestError(
-                f"n is {n}, exceeds the engine's {self.limits.max_active} sequences in flight",
-                field="n",
+                f"num_return_sequences is {n}, exceeds the engine's "
+                f"{self.limits.max_active} sequences in flight",
+                field="num_return_sequences",
             )
         if n * need > self.limits.kv_capacity:
             raise InvalidRequestError(
-                f"n * (prompt tokens + max_tokens) = {n} * {need} = {n * need} exceeds the "
-                f"KV cache of {self.limits.kv_capacity} tokens",
-                code=ErrorCode.SEQUENCE_TOO_LONG,
-                field="n",
+                f"num_return_sequences * (prompt tokens + max_tokens) = {n} * {need} = "
+                f"{n * need} exceeds the KV cache of {self.limits.kv_capacity} tokens",
+                field="num_return_sequences",
                 tokens=n * need,
                 limit=self.limits.kv_capacity,
             )

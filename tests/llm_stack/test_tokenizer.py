@@ -38,6 +38,9 @@ class BytesTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
 
+    def token_bytes(self, token: int) -> bytes:
+        return self.vocab[token]
+
 
 def stream(tokenizer: BytesTokenizer | GgufTokenizer, ids: Sequence[int]) -> list[str]:
     """The deltas a client gets when the tokens arrive one at a time."""

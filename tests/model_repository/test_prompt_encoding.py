@@ -29,6 +29,9 @@ class CharTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(chr(i) for i in ids if i > 2)
 
+    def token_bytes(self, token: int) -> bytes:
+        return self.decode([token]).encode("utf-8")
+
 
 # -- decode_strings ------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_source import resolve_model_path
-from llm_stack.tokenizer import load_tokenizer, text_delta
+from llm_stack.tokenizer import load_tokenizer, logprob_texts, text_delta
 
 
 class TritonPythonModel:
@@ -35,9 +35,30 @@ class TritonPythonModel:
             text_delta(self.tokenizer, beam[: int(n)].tolist(), offset, final).encode("utf-8")
             for beam, n in zip(beams, lengths, strict=False)
         ]
+        # Logprobs come for the new tokens of the one sequence a response carries.
+        counted = _input(request, "OUTPUT_LOG_PROBS").size
+        pieces: list[bytes] = []
+        top: list[list[bytes]] = []
+        if counted:
+            top_ids = _input(request, "TOP_TOKEN_IDS").reshape(counted, -1).tolist()
+            new = beams[0][offset : offset + counted].tolist()
+            pieces, top = logprob_texts(self.tokenizer, new, top_ids)
         return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor("OUTPUT", np.array([texts], dtype=object))]
+            output_tensors=[
+                pb_utils.Tensor("OUTPUT", np.array([texts], dtype=object)),
+                pb_utils.Tensor("OUTPUT_TOKENS", _bytes_array(pieces, (1, len(pieces)))),
+                pb_utils.Tensor(
+                    "TOP_TOKENS", _bytes_array(top, (1, len(top), len(top[0]) if top else 0))
+                ),
+            ]
         )
+
+
+def _bytes_array(values: Any, shape: tuple[int, ...]) -> Any:
+    array = np.empty(shape, dtype=object)
+    if array.size:
+        array[...] = np.array(values, dtype=object).reshape(shape)
+    return array
 
 
 def _input(request: Any, name: str) -> Any:

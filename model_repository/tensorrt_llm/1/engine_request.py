@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from llm_stack.engine.base import (
+    EngineError,
     EngineStats,
     GenerationRequest,
     InvalidRequestError,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
 )
 from llm_stack.guided_decoding import (
     GUIDE_FIELD,
@@ -50,6 +53,7 @@ SAMPLING: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "frequency_penalty": ("frequency_penalty", float),
     "min_tokens": ("min_tokens", int),
     "seed": ("seed", int),
+    "num_return_sequences": ("n", int),
 }
 
 
@@ -132,6 +136,8 @@ def build_request(
     if tensors.get("request_output_len") is None:
         raise InvalidRequestError("max_tokens is required", field="max_tokens")
     given = {param: _scalar(tensors, name, cast, None) for name, (param, cast) in SAMPLING.items()}
+    if _scalar(tensors, "return_log_probs", bool, False):
+        given["logprobs"] = _scalar(tensors, "num_top_log_probs", int, 0)
     sampling = SamplingParams(**{k: v for k, v in given.items() if v is not None})
     end_id = _scalar(tensors, "end_id", int, -1)
     request = GenerationRequest(
@@ -146,10 +152,42 @@ def build_request(
     return request, _scalar(tensors, "streaming", bool, False)
 
 
+@dataclass
+class SequenceOutput:
+    """One sequence's output ids so far, and what its responses have not carried yet."""
+
+    ids: list[int] = field(default_factory=list)
+    offset: int = 0  # ids the earlier responses carried
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of ids[offset:]
+
+    def add(self, delta: TokenDelta) -> None:
+        self.ids.extend(delta.token_ids)
+        self.logprobs.extend(delta.logprobs)
+
+    def response(self, delta: TokenDelta, logprobs: bool) -> dict[str, npt.NDArray[Any]]:
+        """The output tensors of a response carrying the ids since the last one."""
+        if logprobs and len(self.logprobs) != len(self.ids) - self.offset:
+            raise EngineError(
+                f"the engine sent {len(self.logprobs)} logprobs for "
+                f"{len(self.ids) - self.offset} tokens"
+            )
+        arrays = response_arrays(self.ids, self.offset, delta, self.logprobs if logprobs else None)
+        self.offset = len(self.ids)
+        self.logprobs = []
+        return arrays
+
+
 def response_arrays(
-    output_ids: Sequence[int], offset: int, delta: TokenDelta
+    output_ids: Sequence[int],
+    offset: int,
+    delta: TokenDelta,
+    logprobs: Sequence[TokenLogprob] | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
-    """Output tensors (with the batch dim) for one response."""
+    """Output tensors (with the batch dim) for one response; `logprobs` are those of
+    `output_ids[offset:]` (None: not asked for, empty tensors)."""
+    entries = logprobs or ()
+    # As many alternatives as every entry has (an engine may return fewer than asked).
+    k = min((len(e.top) for e in entries), default=0)
     return {
         "output_ids": np.array([[list(output_ids)]], dtype=np.int32).reshape(1, 1, -1),
         "sequence_length": np.array([[len(output_ids)]], dtype=np.int32),
@@ -160,6 +198,16 @@ def response_arrays(
         "finish_reason": np.array(
             [[(delta.finish_reason.value if delta.finish_reason else "").encode()]], dtype=object
         ),
+        "sequence_index": np.array([[delta.index]], dtype=np.int32),
+        "output_log_probs": np.array([[e.logprob for e in entries]], dtype=np.float32).reshape(
+            1, len(entries)
+        ),
+        "top_log_probs": np.array(
+            [[[v for _, v in e.top[:k]] for e in entries]], dtype=np.float32
+        ).reshape(1, len(entries), k),
+        "top_token_ids": np.array(
+            [[[t for t, _ in e.top[:k]] for e in entries]], dtype=np.int32
+        ).reshape(1, len(entries), k),
     }
 
 

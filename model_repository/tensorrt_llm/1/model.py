@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from engine_request import build_request, kv_cache_blocks, response_arrays
+from engine_request import SequenceOutput, build_request, kv_cache_blocks
 
 from llm_stack.engine.base import (
     EngineError,
@@ -31,7 +31,8 @@ INPUTS = (
     "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "runtime_top_k",
     "runtime_top_p", "temperature", "repetition_penalty", "presence_penalty",
     "frequency_penalty", "min_tokens", "seed", "streaming", "stop_words_list", "bad_words_list",
-    "guided_decoding_guide_type", "guided_decoding_guide",
+    "guided_decoding_guide_type", "guided_decoding_guide", "num_return_sequences",
+    "return_log_probs", "num_top_log_probs",
 )  # fmt: skip
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_S = 0.5  # each check is a round trip to the Triton process
@@ -113,12 +114,17 @@ class TritonPythonModel:
             _send_error(sender, exc.model_error())
             return
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(request, request_id))
-        output: list[int] = []
-        offset = 0
+        # Each of the n sequences streams its own responses (sequence_index); the last
+        # sequence's final response is the request's.
+        outputs = [SequenceOutput() for _ in range(gen_request.sampling.n)]
+        running = gen_request.sampling.n
+        logprobs = gen_request.sampling.logprobs is not None
         try:
             async with asyncio.timeout(self.timeout_s):
                 async for delta in self.engine.generate(gen_request):
-                    output.extend(delta.token_ids)
+                    output = outputs[delta.index]
+                    output.add(delta)
+                    running -= delta.finished
                     self.metrics.update(self.engine.stats, force=delta.finished)
                     # An aborted sequence ends like any other, with a final response whose
                     # finish_reason is "cancelled". An error here would fail the ensemble
@@ -127,12 +133,13 @@ class TritonPythonModel:
                     # out its exit timeout for it when it stops).
                     if not (delta.finished or (streaming and delta.token_ids)):
                         continue
-                    arrays = response_arrays(output, offset, delta)
+                    arrays = output.response(delta, logprobs)
                     response = pb_utils.InferenceResponse(
                         output_tensors=[pb_utils.Tensor(k, v) for k, v in arrays.items()]
                     )
-                    sender.send(response, flags=FINAL if delta.finished else 0)
-                    offset = len(output)
+                    sender.send(response, flags=FINAL if running == 0 else 0)
+            if running > 0:  # the engine broke its contract: the request must still end
+                raise EngineError(f"the engine's stream ended with {running} sequences running")
         except (InvalidRequestError, EngineOverloadedError) as exc:
             _send_error(sender, exc.model_error())
         except TimeoutError:

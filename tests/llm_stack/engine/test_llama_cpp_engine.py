@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
@@ -18,9 +17,9 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
-from llm_stack.engine.llama_cpp_engine import LlamaCppConfig, LlamaCppEngine
-from llm_stack.model_source import resolve_model_path
+from llm_stack.engine.llama_cpp_engine import LlamaCppEngine
 from llm_stack.tokenizer import GgufTokenizer
+from tests.llm_stack.engine.conftest import engine_config, running, wait_idle
 
 SLOTS = 4
 QUEUE = 2
@@ -45,28 +44,12 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> GgufTokenizer:
-    return GgufTokenizer(resolve_model_path("gemma3-270m"))
-
-
-@pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[LlamaCppEngine]:
-    eng = LlamaCppEngine(
-        LlamaCppConfig(
-            model_path=resolve_model_path("gemma3-270m"),
-            max_batch_size=SLOTS,
-            max_queue=QUEUE,
-            kv_cache_tokens=2048,
-            max_seq_len=MAX_SEQ_LEN,
-            max_step_tokens=64,
-            n_threads=2,
-        )
+    config = engine_config(
+        max_batch_size=SLOTS, max_queue=QUEUE, kv_cache_tokens=2048, max_seq_len=MAX_SEQ_LEN
     )
-    await eng.start()
-    try:
+    async for eng in running(config):
         yield eng
-    finally:
-        await eng.shutdown()
 
 
 def request(
@@ -89,14 +72,6 @@ def request(
 async def collect(engine: LlamaCppEngine, req: GenerationRequest) -> Run:
     deltas = [d async for d in engine.generate(req)]
     return Run([t for d in deltas for t in d.token_ids], deltas)
-
-
-async def wait_idle(engine: LlamaCppEngine, within_s: float = 30.0) -> None:
-    """Aborts are applied by the step thread; wait (bounded) until it has."""
-    deadline = time.monotonic() + within_s
-    while engine.stats().active or engine.stats().waiting:
-        assert time.monotonic() < deadline, f"engine not idle: {engine.stats()}"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,10 @@ from llm_stack.engine.base import (
     SamplingParams,
     TokenDelta,
 )
-from llm_stack.engine.llama_cpp_engine import LlamaCppConfig, LlamaCppEngine
+from llm_stack.engine.llama_cpp_engine import LlamaCppEngine
 from llm_stack.guided_decoding import Guide, GuideType, check_schema, schema_text
-from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
+from tests.llm_stack.engine.conftest import engine_config, running
 
 # Bounded strings, integers and arrays: each value is complete well within MAX_TOKENS.
 NESTED: dict[str, Any] = {
@@ -75,28 +75,10 @@ _ids = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> GgufTokenizer:
-    return GgufTokenizer(resolve_model_path("gemma3-270m"))
-
-
-@pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[LlamaCppEngine]:
-    eng = LlamaCppEngine(
-        LlamaCppConfig(
-            model_path=resolve_model_path("gemma3-270m"),
-            max_batch_size=SLOTS,
-            max_queue=8,
-            kv_cache_tokens=4096,
-            max_seq_len=512,
-            max_step_tokens=128,
-            n_threads=2,
-        )
-    )
-    await eng.start()
-    try:
+    config = engine_config(max_batch_size=SLOTS, max_step_tokens=128)
+    async for eng in running(config):
         yield eng
-    finally:
-        await eng.shutdown()
 
 
 def request(

@@ -11,8 +11,8 @@ import pytest
 
 from llm_stack.engine.base import FinishReason, GenerationRequest, SamplingParams, TokenDelta
 from llm_stack.engine.llama_cpp_engine import LlamaCppConfig, LlamaCppEngine
-from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
+from tests.llm_stack.engine.conftest import engine_config, running, wait_idle
 
 BLOCK = 32
 # A shared instruction block of several cache blocks, then distinct last lines whose
@@ -26,43 +26,18 @@ _ids = itertools.count()
 
 
 def config(**overrides: object) -> LlamaCppConfig:
-    base: dict[str, object] = {
-        "model_path": resolve_model_path("gemma3-270m"),
-        "max_batch_size": 4,
-        "max_queue": 8,
-        "kv_cache_tokens": 4096,
-        "max_seq_len": 512,
-        "max_step_tokens": 64,
-        "n_threads": 2,
-        "prefix_cache_block_tokens": BLOCK,
-    }
-    base.update(overrides)
-    return LlamaCppConfig(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> GgufTokenizer:
-    return GgufTokenizer(resolve_model_path("gemma3-270m"))
-
-
-async def _running(cfg: LlamaCppConfig) -> AsyncIterator[LlamaCppEngine]:
-    engine = LlamaCppEngine(cfg)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.shutdown()
+    return engine_config(**{"prefix_cache_block_tokens": BLOCK, **overrides})
 
 
 @pytest.fixture(scope="module")
 async def cached() -> AsyncIterator[LlamaCppEngine]:
-    async for engine in _running(config(enable_prefix_cache=True)):
+    async for engine in running(config(enable_prefix_cache=True)):
         yield engine
 
 
 @pytest.fixture(scope="module")
 async def uncached() -> AsyncIterator[LlamaCppEngine]:
-    async for engine in _running(config(enable_prefix_cache=False)):
+    async for engine in running(config(enable_prefix_cache=False)):
         yield engine
 
 
@@ -80,14 +55,6 @@ async def generate(engine: LlamaCppEngine, req: GenerationRequest) -> list[Token
 
 def tokens(deltas: list[TokenDelta]) -> list[int]:
     return [t for d in deltas for t in d.token_ids]
-
-
-async def wait_idle(engine: LlamaCppEngine, within_s: float = 30.0) -> None:
-    """Aborts are applied by the step thread; wait (bounded) until it has."""
-    deadline = time.monotonic() + within_s
-    while engine.stats().active or engine.stats().waiting:
-        assert time.monotonic() < deadline, f"engine not idle: {engine.stats()}"
-        await asyncio.sleep(0.01)
 
 
 def assert_no_leaked_cells(engine: LlamaCppEngine) -> None:
@@ -186,7 +153,7 @@ async def test_eviction_under_pressure_leaks_nothing(
 ) -> None:
     # Room for about two prompts' reservations and no more: each new distinct prefix
     # evicts older entries, and running sequences take cells from the cache.
-    async for small in _running(config(kv_cache_tokens=640, max_seq_len=320)):
+    async for small in running(config(kv_cache_tokens=640, max_seq_len=320)):
         prefixes = [f"Story {n}: " + "the quick brown fox " * 12 + "\n" for n in range(5)]
         for prefix in prefixes:
             for tail in TAILS[:2]:  # twice: cached from the second sight

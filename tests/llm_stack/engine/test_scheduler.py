@@ -15,6 +15,7 @@ from llm_stack.engine.base import (
     InvalidRequestError,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
 )
 from llm_stack.engine.scheduler import (
     CacheCopy,
@@ -702,3 +703,139 @@ def test_a_prefix_is_cached_from_its_second_sight_and_only_the_shared_blocks() -
     assert sorted(s.cache_ids().values()) == [8]
     third = finish_alone(s, req("c", prompt=[*range(1, 9), *range(60, 64), 7]))
     assert {d.num_cached_tokens for d in third.deltas["c"]} == {8}
+
+
+# -- n sequences per request ---------------------------------------------------------
+
+
+def req_n(
+    request_id: str, n: int, prompt: Iterable[int] = (11, 12, 13), max_tokens: int = 4
+) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=request_id,
+        prompt_ids=tuple(prompt),
+        sampling=SamplingParams(max_tokens=max_tokens, n=n),
+    )
+
+
+def step_n(
+    s: Scheduler, tokens: Mapping[SeqKey, int]
+) -> tuple[list[StepItem], list[tuple[str, TokenDelta]]]:
+    """One step; each sampled sequence takes its token from `tokens` (7 if not given)."""
+    items = s.plan()
+    sampled = {i.key: tokens.get(i.key, 7) for i in items if i.sample}
+    deltas, _ = s.complete(sampled, lambda t: t == END)
+    return items, deltas
+
+
+def test_the_prompt_is_computed_once_and_shared_by_copy() -> None:
+    s = Scheduler(limits(max_step_tokens=3))
+    s.add(req_n("a", 3, prompt=(11, 12, 13, 14, 15)))
+    assert s.stats().active == 3
+    first, _ = step_n(s, {})
+    assert first == [StepItem("a", 0, (11, 12, 13), 0, False)]
+    items, deltas = step_n(s, {("a", 0): 5, ("a", 1): 6, ("a", 2): 7})
+    # The prompt's last tokens once; the others draw from its logits, with no tokens.
+    assert items == [
+        StepItem("a", 0, (14, 15), 3, True),
+        StepItem("a", 1, (), 5, True, 1, ("a", 0)),
+        StepItem("a", 2, (), 5, True, 2, ("a", 0)),
+    ]
+    assert s.take_copies() == [CacheCopy(0, 1, 5), CacheCopy(0, 2, 5)]
+    assert [(d.index, d.token_ids) for _, d in deltas] == [(0, (5,)), (1, (6,)), (2, (7,))]
+    # Then each decodes its own token after the shared prompt.
+    items, _ = step_n(s, {})
+    assert [(i.slot, i.tokens, i.start_pos) for i in items] == [
+        (0, (5,), 5),
+        (1, (6,), 5),
+        (2, (7,), 5),
+    ]
+    stats = s.stats()
+    assert stats.prompt_tokens_computed == 5
+    assert stats.generated_tokens == 6
+
+
+def test_each_sequence_ends_on_its_own() -> None:
+    s = Scheduler(limits())
+    s.add(req_n("a", 2, max_tokens=3))
+    ends: dict[int, FinishReason | None] = {}
+    scripts = {("a", 0): iter([5, END]), ("a", 1): iter([6, 6, 6])}
+    for _ in range(10):
+        if s.idle:
+            break
+        items = s.plan()
+        sampled = {i.key: next(scripts[i.key]) for i in items if i.sample}
+        deltas, _freed = s.complete(sampled, lambda t: t == END)
+        ends.update({d.index: d.finish_reason for _, d in deltas if d.finished})
+    assert ends == {0: FinishReason.STOP, 1: FinishReason.LENGTH}
+    assert s.stats().finished == {"stop": 1, "length": 1}
+
+
+def test_n_sequences_wait_for_n_free_slots() -> None:
+    s = Scheduler(limits(max_active=3))
+    s.add(req("x"))
+    s.add(req_n("a", 3))
+    stats = s.stats()
+    assert (stats.active, stats.waiting) == (1, 1)
+    # Nothing smaller overtakes it (FIFO).
+    s.add(req("y"))
+    assert s.stats().waiting == 2
+
+
+def test_n_beyond_the_slots_or_the_kv_cache_is_invalid() -> None:
+    s = Scheduler(limits(max_active=2, kv_capacity=20, max_seq_len=20))
+    with pytest.raises(InvalidRequestError, match="num_return_sequences is 3") as slots:
+        s.add(req_n("a", 3))
+    assert slots.value.field == "num_return_sequences"
+    with pytest.raises(InvalidRequestError, match="2 \\* 13 = 26 exceeds") as cells:
+        s.add(req_n("b", 2, max_tokens=10))
+    assert cells.value.field == "num_return_sequences"
+
+
+def test_abort_ends_every_sequence_of_the_request() -> None:
+    s = Scheduler(limits(max_active=3))
+    s.add(req_n("a", 2))
+    s.add(req_n("b", 2))  # waits: one slot left
+    step_n(s, {})
+    running = s.abort("a")
+    assert sorted((d.index, d.finish_reason, slot) for d, slot in running) == [
+        (0, FinishReason.CANCELLED, 0),
+        (1, FinishReason.CANCELLED, 1),
+    ]
+    waiting = s.abort("b")
+    assert sorted((d.index, slot) for d, slot in waiting) == [(0, None), (1, None)]
+    assert s.idle
+    assert s.stats().finished == {"cancelled": 4}
+
+
+def test_a_sequence_aborted_before_its_copy_caches_nothing() -> None:
+    s = Scheduler(cache_limits(max_active=2))
+    s.add(req_n("a", 2, prompt=range(1, 11)))
+    s.plan()
+    s.abort("a")
+    # The first sequence computed its blocks; the second never had cells to keep.
+    assert [c.src for c in s.take_copies()] == []  # first sight: nothing cached yet
+    assert s.cache_ids() == {}
+
+
+def test_logprobs_follow_their_tokens_and_a_cut_stop_sequence() -> None:
+    s = Scheduler(limits())
+    request = GenerationRequest(
+        request_id="a",
+        prompt_ids=(1, 2),
+        sampling=SamplingParams(max_tokens=8, logprobs=1),
+        stop_sequences=((8, 9),),
+    )
+    s.add(request)
+    seen: list[TokenDelta] = []
+    for token in (5, 8, 9):
+        items = s.plan()
+        key = items[0].key
+        logprob = TokenLogprob(-float(token), ((token, -float(token)),))
+        deltas, _ = s.complete({key: token}, lambda t: t == END, logprobs={key: logprob})
+        seen.extend(d for _, d in deltas)
+    assert [(d.token_ids, [lp.logprob for lp in d.logprobs]) for d in seen] == [
+        ((5,), [-5.0]),
+        ((), []),  # 8 9 matched the stop sequence and went with their logprobs
+    ]
+    assert seen[-1].finish_reason is FinishReason.STOP
