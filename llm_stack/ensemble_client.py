@@ -16,6 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from llm_stack.ensemble_contract import (
     EnsembleRequest,
+    TokenLogprob,
     has_outputs,
     parse_response,
     stream_request,
@@ -24,14 +25,17 @@ from llm_stack.ensemble_contract import (
 
 @dataclass
 class Result:
-    """Responses of one ensemble call."""
+    """Responses of one ensemble call (of its first sequence; `sequences` has each one's)."""
 
     chunks: list[str] = field(default_factory=list)
     finish_reason: str = ""
     num_input_tokens: int = 0
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     error: InferenceServerException | None = None
+    # With num_return_sequences > 1: every sequence's own result, by sequence_index.
+    sequences: dict[int, Result] = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -102,11 +106,17 @@ def collect(result: Result, response: Any) -> bool:
     """Add one response's outputs to `result`; True when it was the final response."""
     parsed = parse_response(response)
     if has_outputs(response):
-        result.chunks.append(parsed.text)
-        result.finish_reason = parsed.finish_reason or result.finish_reason
-        result.num_input_tokens = parsed.num_input_tokens or result.num_input_tokens
-        result.num_output_tokens = parsed.num_output_tokens or result.num_output_tokens
-        result.num_cached_tokens = parsed.num_cached_tokens or result.num_cached_tokens
+        index = parsed.sequence_index
+        targets = [result.sequences.setdefault(index, Result())]
+        if index == 0:
+            targets.append(result)
+        for target in targets:
+            target.chunks.append(parsed.text)
+            target.finish_reason = parsed.finish_reason or target.finish_reason
+            target.num_input_tokens = parsed.num_input_tokens or target.num_input_tokens
+            target.num_output_tokens = parsed.num_output_tokens or target.num_output_tokens
+            target.num_cached_tokens = parsed.num_cached_tokens or target.num_cached_tokens
+            target.logprobs.extend(parsed.logprobs)
     return parsed.final
 
 
