@@ -79,7 +79,8 @@ async def test_greedy_logprobs_name_the_sampled_token_first(
     assert b"".join(e.token for e in result.logprobs).decode() == result.text
     for entry in result.logprobs:
         assert len(entry.top) == 4
-        assert entry.top[0] == (entry.token, pytest.approx(entry.logprob))
+        assert entry.top[0][0] == entry.token
+        assert entry.top[0][1] == pytest.approx(entry.logprob)
         values = [v for _, v in entry.top]
         assert values == sorted(values, reverse=True)
         assert all(math.isfinite(v) and v <= 0.0 for v in values)
