@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import pytest
 
@@ -129,7 +130,10 @@ async def test_logprobs_off_send_none(engine: LlamaCppEngine, tokenizer: GgufTok
 async def test_leaving_early_stops_every_sequence(
     engine: LlamaCppEngine, tokenizer: GgufTokenizer
 ) -> None:
-    stream = engine.generate(request(tokenizer, OPEN_PROMPT, 200, temperature=1.0, n=3))
+    stream = cast(
+        AsyncGenerator[TokenDelta, None],
+        engine.generate(request(tokenizer, OPEN_PROMPT, 200, temperature=1.0, n=3)),
+    )
     async for _delta in stream:
         break
     await stream.aclose()

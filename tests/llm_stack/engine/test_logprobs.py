@@ -44,3 +44,16 @@ def test_ties_rank_the_lower_id_first_as_a_greedy_pick_does() -> None:
 def test_more_alternatives_than_tokens_gives_every_token() -> None:
     scores = np.array([0.0, 1.0], dtype=np.float32)
     assert [t for t, _ in token_logprob(scores, 0, 1.0, top=5).top] == [1, 0]
+
+
+@pytest.mark.parametrize("spread", [0.5, 3.0, 60.0])
+def test_a_large_vocabulary_ranks_as_a_full_sort_does(spread: float) -> None:
+    rng = np.random.default_rng(0)
+    scores = (rng.standard_normal(50_000) * spread).astype(np.float32)
+    scores[rng.integers(0, 50_000, 30)] = scores.max()  # ties at the top
+    result = token_logprob(scores, 11, temperature=0.7, top=20)
+    expected = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))[:20]
+    assert [t for t, _ in result.top] == expected
+    scaled = scores.astype(np.float64) / 0.7
+    log_total = float(np.log(np.sum(np.exp(scaled - scaled.max())))) + scaled.max()
+    assert result.logprob == pytest.approx(scaled[11] - log_total, abs=1e-4)
