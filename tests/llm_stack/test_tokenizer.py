@@ -12,6 +12,7 @@ from llm_stack.tokenizer import (
     REPLACEMENT,
     GgufTokenizer,
     load_tokenizer,
+    logprob_texts,
     text_delta,
 )
 
@@ -196,3 +197,18 @@ def test_gguf_streaming_reassembles_exactly(gguf: GgufTokenizer, repeat: int) ->
     deltas = stream(gguf, ids)
     assert "".join(deltas) == MIXED_TEXT * repeat
     assert all(REPLACEMENT not in d for d in deltas)
+
+
+def test_logprob_texts_are_each_tokens_own_bytes() -> None:
+    tokenizer = BytesTokenizer([b"", b"a", "é".encode()[:1], "é".encode()[1:]])
+    tokens, top = logprob_texts(tokenizer, [2, 3], [[2, 1], [3, 1]])
+    assert tokens == [b"\xc3", b"\xa9"]  # one character split over two tokens
+    assert top == [[b"\xc3", b"a"], [b"\xa9", b"a"]]
+    assert logprob_texts(tokenizer, [], []) == ([], [])
+
+
+def test_gguf_token_bytes_join_to_the_text(gguf: GgufTokenizer) -> None:
+    ids = gguf.encode("Grüße, 世界! <start_of_turn>", add_special=False)
+    pieces = [gguf.token_bytes(t) for t in ids]
+    assert b"".join(pieces).decode("utf-8") == "Grüße, 世界! <start_of_turn>"
+    assert gguf.token_bytes(gguf.end_id)  # control tokens by their names, not empty

@@ -7,9 +7,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from engine_request import build_request, response_arrays
+from engine_request import SequenceOutput, build_request, response_arrays
 
-from llm_stack.engine.base import FinishReason, InvalidRequestError, TokenDelta
+from llm_stack.engine.base import (
+    EngineError,
+    FinishReason,
+    InvalidRequestError,
+    TokenDelta,
+    TokenLogprob,
+)
 from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.word_lists import encode_word_list
 
@@ -289,3 +295,78 @@ def test_response_arrays_with_no_output() -> None:
     assert arrays["output_ids"].shape == (1, 1, 0)
     assert arrays["output_ids"].dtype == np.int32
     assert arrays["sequence_length"].tolist() == [[0]]
+
+
+def test_choices_and_logprobs_are_mapped() -> None:
+    request, _ = build(
+        num_return_sequences=scalar(3, np.int32),
+        return_log_probs=scalar(True, np.bool_),
+        num_top_log_probs=scalar(5, np.int32),
+    )
+    assert (request.sampling.n, request.sampling.logprobs) == (3, 5)
+    alone, _ = build(return_log_probs=scalar(True, np.bool_))
+    assert alone.sampling.logprobs == 0  # the sampled token's own, no alternatives
+    off, _ = build(num_top_log_probs=scalar(5, np.int32))
+    assert off.sampling.logprobs is None  # alternatives only with return_log_probs
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"num_return_sequences": scalar(0, np.int32)}, "num_return_sequences"),
+        (
+            {"return_log_probs": scalar(True, np.bool_), "num_top_log_probs": scalar(21, np.int32)},
+            "num_top_log_probs",
+        ),
+    ],
+)
+def test_choice_and_logprob_errors_name_their_input(
+    overrides: dict[str, npt.NDArray[Any]], field: str
+) -> None:
+    with pytest.raises(InvalidRequestError) as error:
+        build(**overrides)
+    assert error.value.field == field
+
+
+def test_each_sequence_sends_its_own_tokens_and_logprobs() -> None:
+    outputs = [SequenceOutput(), SequenceOutput()]
+    first = TokenDelta((5, 6), 4, 2, index=1, logprobs=(lp(-0.5, 9), lp(-1.0, 6)))
+    outputs[1].add(first)
+    arrays = outputs[1].response(first, logprobs=True)
+    assert arrays["sequence_index"].tolist() == [[1]]
+    assert arrays["output_ids"].tolist() == [[[5, 6]]]
+    assert arrays["output_log_probs"].tolist() == [[-0.5, -1.0]]
+    assert arrays["top_token_ids"].tolist() == [[[9], [6]]]
+    assert arrays["top_log_probs"].shape == (1, 2, 1)
+    last = TokenDelta((7,), 4, 3, FinishReason.LENGTH, index=1, logprobs=(lp(-2.0, 7),))
+    outputs[1].add(last)
+    arrays = outputs[1].response(last, logprobs=True)
+    # All ids so far (postprocessing is stateless); logprobs of the new ones only.
+    assert (arrays["output_ids"].tolist(), arrays["output_offset"].tolist()) == (
+        [[[5, 6, 7]]],
+        [[2]],
+    )
+    assert arrays["output_log_probs"].tolist() == [[-2.0]]
+    assert outputs[0].ids == []
+
+
+def test_without_logprobs_the_tensors_are_empty() -> None:
+    output = SequenceOutput()
+    delta = TokenDelta((5,), 4, 1)
+    output.add(delta)
+    arrays = output.response(delta, logprobs=False)
+    assert arrays["output_log_probs"].shape == (1, 0)
+    assert arrays["top_log_probs"].shape == (1, 0, 0)
+    assert arrays["top_token_ids"].shape == (1, 0, 0)
+
+
+def test_logprobs_that_do_not_match_the_tokens_are_an_engine_error() -> None:
+    output = SequenceOutput()
+    delta = TokenDelta((5, 6), 4, 2, logprobs=(lp(-0.5, 5),))
+    output.add(delta)
+    with pytest.raises(EngineError, match="1 logprobs for 2 tokens"):
+        output.response(delta, logprobs=True)
+
+
+def lp(value: float, top_token: int) -> TokenLogprob:
+    return TokenLogprob(value, ((top_token, value),))

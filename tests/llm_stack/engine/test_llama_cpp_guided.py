@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import jsonschema
@@ -202,3 +203,21 @@ async def test_a_guide_without_a_grammar_is_refused_before_any_token(
     assert caught.value.field == "guided_decoding_guide"
     tokens, last = await run(engine, request(tokenizer, None, prompt=FREE_PROMPT, max_tokens=2))
     assert (len(tokens), last.finish_reason) == (2, FinishReason.LENGTH)
+
+
+@pytest.mark.parametrize("logprobs", [None, 3])
+async def test_n_guided_sequences_each_keep_their_own_grammar(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer, logprobs: int | None
+) -> None:
+    base = request(tokenizer, schema_guide(ARRAY_ENUM), temperature=0.9, repetition_penalty=1.1)
+    req = replace(base, sampling=replace(base.sampling, n=3, logprobs=logprobs))
+    outputs: dict[int, list[int]] = {}
+    finishes: dict[int, FinishReason | None] = {}
+    async for delta in engine.generate(req):
+        outputs.setdefault(delta.index, []).extend(delta.token_ids)
+        assert len(delta.logprobs) == (len(delta.token_ids) if logprobs is not None else 0)
+        if delta.finished:
+            finishes[delta.index] = delta.finish_reason
+    assert finishes == dict.fromkeys(range(3), FinishReason.STOP)
+    for tokens in outputs.values():
+        jsonschema.validate(json.loads(tokenizer.decode(tokens)), ARRAY_ENUM)
