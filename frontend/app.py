@@ -44,6 +44,7 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         max_stop_sequences=settings.max_stop_sequences,
         max_stop_chars=settings.max_stop_chars,
         max_top_k=settings.max_top_k,
+        max_n=settings.max_n,
     )
     validator = RequestValidator(limits)
 

@@ -146,6 +146,15 @@ class MinTokensOutOfRangeError(OutOfRangeError):
     pass
 
 
+class ChoicesOutOfRangeError(OutOfRangeError):
+    """`n`, the number of choices, outside 1..max_n."""
+
+
+class LogprobsOutOfRangeError(OutOfRangeError):
+    """Too many (or fewer than 0) likeliest alternatives per token asked for; the field is
+    the one the client sent (`logprobs`, or chat's `top_logprobs`)."""
+
+
 class TooManyStopSequencesError(FieldRuleViolationError):
     def __init__(self, count: int, limit: int) -> None:
         super().__init__(

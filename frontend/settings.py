@@ -70,6 +70,8 @@ class FrontendSettings(BaseSettings):
     max_stop_sequences: int = Field(default=4, ge=0)
     max_stop_chars: int = Field(default=64, ge=1)
     max_top_k: int = Field(default=1000, ge=1)
+    # Choices (OpenAI's n) per request: each is a sequence of its own in the engine.
+    max_n: int = Field(default=8, ge=1)
 
     # API keys: plain keys here, or a file of hashed keys (see frontend.auth).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

@@ -16,10 +16,12 @@ from typing import Any
 
 from frontend.errors import (
     AssistantMessageLastError,
+    ChoicesOutOfRangeError,
     EmptyMessagesError,
     EmptyPromptError,
     EmptyStopSequenceError,
     InvalidSchemaError,
+    LogprobsOutOfRangeError,
     MaxTokensOutOfRangeError,
     MinTokensOutOfRangeError,
     PenaltyOutOfRangeError,
@@ -42,6 +44,10 @@ SEED_MAX = 2**64 - 1
 PENALTY_MAX = 2.0  # presence and frequency penalties lie in -2..2, as in OpenAI's API
 REPETITION_PENALTY_MAX = 2.0
 ROLES = ("system", "user", "assistant")
+# Likeliest alternatives per token: OpenAI chat's top_logprobs limit, which the ensemble's
+# num_top_log_probs also has; OpenAI's completions allow 5 (their `logprobs`).
+TOP_LOGPROBS_MAX = 20
+COMPLETION_LOGPROBS_MAX = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,7 @@ class ValidationLimits:
     max_stop_sequences: int
     max_stop_chars: int
     max_top_k: int
+    max_n: int
 
 
 # JSON Schema keywords by JSON type, e.g. {"integer": {"minimum": 1}}; see field_schemas.
@@ -88,6 +95,11 @@ def field_schemas(limits: ValidationLimits) -> dict[str, TypedKeywords]:
             "number": {"exclusiveMinimum": 0, "maximum": REPETITION_PENALTY_MAX}
         },
         "min_tokens": {"integer": {"minimum": 0, "maximum": limits.max_tokens}},
+        "n": {"integer": {"minimum": 1, "maximum": limits.max_n}},
+        # /v1/completions allows fewer (frontend.openapi narrows its `logprobs`); chat's
+        # `logprobs` is a boolean, which an integer rule leaves alone.
+        "logprobs": {"integer": {"minimum": 0, "maximum": TOP_LOGPROBS_MAX}},
+        "top_logprobs": {"integer": {"minimum": 0, "maximum": TOP_LOGPROBS_MAX}},
         "messages": {"array": {"minItems": 1}},
         "role": {"string": {"enum": list(ROLES)}},
         "content": {"string": {"maxLength": limits.max_prompt_chars}},
@@ -115,7 +127,9 @@ class GenerationRequest:
     """A generation request that passed every rule; the service accepts only this.
 
     A chat request has `messages` (the model's template makes them the prompt) and an
-    empty `prompt`; a completion request has a `prompt` and no messages.
+    empty `prompt`; a completion request has a `prompt` and no messages. `n` choices are
+    generated from the one prompt; `logprobs` (None: off) asks for each output token's
+    log-probability with that many likeliest alternatives.
     """
 
     prompt: str
@@ -132,6 +146,8 @@ class GenerationRequest:
     repetition_penalty: float | None = None
     min_tokens: int | None = None
     guide: Guide | None = None  # structured output
+    n: int = 1
+    logprobs: int | None = None
 
     @property
     def input_text(self) -> str:
@@ -160,6 +176,12 @@ class Sampling:
     # max_completion_tokens), so its errors name what the client sent.
     max_tokens_field: str = "max_tokens"
     response_format: OutputFormat | None = None
+    n: int = 1
+    # Alternatives per token (None: no log-probabilities), the field the count came from
+    # (OpenAI chat calls it top_logprobs) and that API's largest count.
+    logprobs: int | None = None
+    logprobs_field: str = "logprobs"
+    logprobs_max: int = TOP_LOGPROBS_MAX
 
 
 class RequestValidator:
@@ -180,11 +202,12 @@ class RequestValidator:
         seed: int | None,
         stream: bool,
         response_format: OutputFormat | None = None,
+        logprobs: int | None = None,
     ) -> GenerationRequest:
         """Validate one generation request's fields."""
         sampling = Sampling(
             max_tokens, temperature, top_p, top_k, stop, seed, stream,
-            response_format=response_format,
+            response_format=response_format, logprobs=logprobs,
         )  # fmt: skip
         return self.completion(prompt, sampling)
 
@@ -220,6 +243,10 @@ class RequestValidator:
             raise MaxTokensOutOfRangeError(
                 s.max_tokens_field, s.max_tokens, f"1..{limits.max_tokens}"
             )
+        if not 1 <= s.n <= limits.max_n:
+            raise ChoicesOutOfRangeError("n", s.n, f"1..{limits.max_n}")
+        if s.logprobs is not None and not 0 <= s.logprobs <= s.logprobs_max:
+            raise LogprobsOutOfRangeError(s.logprobs_field, s.logprobs, f"0..{s.logprobs_max}")
         # NaN fails every comparison, so it lands in the range errors too.
         if not (math.isfinite(s.temperature) and 0.0 <= s.temperature <= TEMPERATURE_MAX):
             raise TemperatureOutOfRangeError(
@@ -275,6 +302,8 @@ class RequestValidator:
             repetition_penalty=s.repetition_penalty,
             min_tokens=s.min_tokens,
             guide=guide,
+            n=s.n,
+            logprobs=s.logprobs,
         )
 
 

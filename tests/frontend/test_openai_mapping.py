@@ -22,7 +22,7 @@ from llm_stack.guided_decoding import Guide, GuideType
 VALIDATOR = RequestValidator(
     ValidationLimits(
         max_prompt_chars=1000, max_tokens=64, max_stop_sequences=4, max_stop_chars=16,
-        max_top_k=100,
+        max_top_k=100, max_n=8,
     )
 )  # fmt: skip
 USER = {"role": "user", "content": "Hi"}

@@ -14,19 +14,21 @@ def test_environment_is_read_when_settings_are_built(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LLM_FRONTEND_API_KEYS", '["sk-alpha", "sk-beta"]')
     monkeypatch.setenv("LLM_FRONTEND_RATE_LIMIT_RPM", "30")
     monkeypatch.setenv("LLM_FRONTEND_PORT", "9090")
+    monkeypatch.setenv("LLM_FRONTEND_MAX_N", "3")
     settings = FrontendSettings()
     assert settings.triton_urls == ["127.0.0.1:8001", "127.0.0.1:9001"]
     assert [k.get_secret_value() for k in settings.api_keys] == ["sk-alpha", "sk-beta"]
     assert settings.auth_enabled
     assert settings.rate_limit_rpm == 30
     assert settings.port == 9090
+    assert settings.max_n == 3
     assert "sk-alpha" not in repr(settings)  # keys stay secret in reprs and logs
     monkeypatch.delenv("LLM_FRONTEND_API_KEYS")
     assert not FrontendSettings().auth_enabled
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TRITON_URLS", "PORT", "API_KEYS", "MODEL_NAME", "SERVED_MODEL_NAME"):
+    for name in ("TRITON_URLS", "PORT", "API_KEYS", "MODEL_NAME", "SERVED_MODEL_NAME", "MAX_N"):
         monkeypatch.delenv(f"LLM_FRONTEND_{name}", raising=False)
     settings = FrontendSettings()
     assert settings.port == 8080
@@ -34,12 +36,18 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.model_name == "ensemble"
     assert settings.served_model_name == "gemma-3-270m"  # the id OpenAI clients name
     assert settings.rate_limit_storage_url == "memory://"
+    assert settings.max_n == 8  # choices per request
     assert not settings.auth_enabled
 
 
 @pytest.mark.parametrize(
     "changes",
-    [{"triton_urls": []}, {"rate_limit_storage_url": "mongodb://x"}, {"max_body_bytes": 10}],
+    [
+        {"triton_urls": []},
+        {"rate_limit_storage_url": "mongodb://x"},
+        {"max_body_bytes": 10},
+        {"max_n": 0},
+    ],
 )
 def test_bad_values_fail_at_start(changes: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

@@ -10,10 +10,12 @@ import pytest
 
 from frontend.errors import (
     AssistantMessageLastError,
+    ChoicesOutOfRangeError,
     EmptyMessagesError,
     EmptyPromptError,
     EmptyStopSequenceError,
     FieldRuleViolationError,
+    LogprobsOutOfRangeError,
     MaxTokensOutOfRangeError,
     PromptTooLongError,
     SeedOutOfRangeError,
@@ -28,14 +30,17 @@ from frontend.errors import (
 from frontend.validation import (
     ChatMessage,
     GenerationRequest,
+    OutputFormat,
     RequestValidator,
     Sampling,
     ValidationLimits,
 )
+from llm_stack.guided_decoding import Guide, GuideType
 
 LIMITS = ValidationLimits(
-    max_prompt_chars=100, max_tokens=64, max_stop_sequences=2, max_stop_chars=8, max_top_k=50
-)
+    max_prompt_chars=100, max_tokens=64, max_stop_sequences=2, max_stop_chars=8, max_top_k=50,
+    max_n=4,
+)  # fmt: skip
 VALID: dict[str, Any] = {
     "prompt": "Hello",
     "max_tokens": 16,
@@ -88,6 +93,8 @@ def test_valid_request_becomes_the_internal_type() -> None:
         ({"seed": -1}, SeedOutOfRangeError, "seed", "seed -1 is outside 0..18446744073709551615"),
         ({"seed": 2**64}, SeedOutOfRangeError, "seed",
          "seed 18446744073709551616 is outside 0..18446744073709551615"),
+        ({"logprobs": -1}, LogprobsOutOfRangeError, "logprobs", "logprobs -1 is outside 0..20"),
+        ({"logprobs": 21}, LogprobsOutOfRangeError, "logprobs", "logprobs 21 is outside 0..20"),
     ],
 )  # fmt: skip
 def test_each_rule_has_its_own_error(
@@ -114,6 +121,9 @@ def test_bounds_themselves_are_allowed() -> None:
     )  # fmt: skip
     assert request.max_tokens == 64
     assert validate(max_tokens=1, temperature=0.0, top_k=50).top_k == 50
+    assert validate(logprobs=0).logprobs == 0
+    assert validate(logprobs=20).logprobs == 20
+    assert validate().logprobs is None
 
 
 # --- chat and the OpenAI-only sampling fields ---------------------------------------------
@@ -190,3 +200,47 @@ def test_sampling_rules_of_the_openai_fields(
     with pytest.raises(FieldRuleViolationError) as caught:
         chat(USER, **changes)
     assert (caught.value.field, caught.value.message) == (field, message)
+
+
+# --- n choices and log-probabilities --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "error_type", "field", "message", "value", "limit"),
+    [
+        ({"n": 0}, ChoicesOutOfRangeError, "n", "n 0 is outside 1..4", 0, "1..4"),
+        ({"n": 5}, ChoicesOutOfRangeError, "n", "n 5 is outside 1..4", 5, "1..4"),
+        ({"n": -3}, ChoicesOutOfRangeError, "n", "n -3 is outside 1..4", -3, "1..4"),
+        ({"logprobs": 21, "logprobs_field": "top_logprobs"}, LogprobsOutOfRangeError,
+         "top_logprobs", "top_logprobs 21 is outside 0..20", 21, "0..20"),
+        ({"logprobs": 6, "logprobs_max": 5}, LogprobsOutOfRangeError, "logprobs",
+         "logprobs 6 is outside 0..5", 6, "0..5"),
+    ],
+)  # fmt: skip
+def test_choices_and_logprobs_rules(
+    changes: dict[str, Any],
+    error_type: type[FieldRuleViolationError],
+    field: str,
+    message: str,
+    value: int,
+    limit: str,
+) -> None:
+    with pytest.raises(error_type) as caught:
+        chat(USER, **changes)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert (caught.value.value, caught.value.limit) == (value, limit)
+    assert error_kind(caught.value).status == 422
+
+
+def test_choices_and_logprobs_reach_the_request() -> None:
+    assert chat(USER).n == 1
+    request = chat(USER, n=4, logprobs=5, logprobs_max=5)
+    assert (request.n, request.logprobs) == (4, 5)
+    completion = RequestValidator(LIMITS).completion("Hello", replace(SAMPLING, n=2, logprobs=0))
+    assert (completion.n, completion.logprobs) == (2, 0)
+
+
+def test_several_choices_go_with_a_json_format() -> None:
+    request = chat(USER, n=3, response_format=OutputFormat("json_object"))
+    assert request.n == 3
+    assert request.guide == Guide(GuideType.JSON)
