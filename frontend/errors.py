@@ -155,6 +155,19 @@ class LogprobsOutOfRangeError(OutOfRangeError):
     the one the client sent (`logprobs`, or chat's `top_logprobs`)."""
 
 
+class TopLogprobsWithoutLogprobsError(FieldRuleViolationError):
+    """Chat's `top_logprobs` asks for alternatives of tokens whose log-probabilities
+    `logprobs` did not ask for."""
+
+    def __init__(self, top_logprobs: int) -> None:
+        super().__init__(
+            "top_logprobs",
+            top_logprobs,
+            "logprobs true",
+            f"top_logprobs {top_logprobs} is only allowed with logprobs true",
+        )
+
+
 class TooManyStopSequencesError(FieldRuleViolationError):
     def __init__(self, count: int, limit: int) -> None:
         super().__init__(
@@ -185,7 +198,7 @@ class TokenBudgetTooSmallError(FieldRuleViolationError):
             "max_tokens",
             tokens,
             limit,
-            f"request reserves {tokens:,} tokens (prompt estimate + max_tokens), "
+            f"request reserves {tokens:,} tokens (prompt estimate + n * max_tokens), "
             f"exceeds the {limit:,} tokens-per-minute limit",
         )
 

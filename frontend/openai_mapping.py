@@ -1,12 +1,21 @@
 """OpenAI request bodies → the one validator, hence the same GenerationRequest as /generate.
 
 Parameters this server does not implement are refused here by name
-(UnsupportedParameterError, 400), never ignored; every value rule is the validator's.
+(UnsupportedParameterError, 400), never ignored; every value rule is the validator's,
+but for the pairs of fields only OpenAI's shapes have (chat's top_logprobs needs its
+logprobs flag; best_of must equal n).
 """
 
 from __future__ import annotations
 
-from frontend.errors import ModelNotFoundError, SchemaViolationError, UnsupportedParameterError
+from dataclasses import replace
+
+from frontend.errors import (
+    ModelNotFoundError,
+    SchemaViolationError,
+    TopLogprobsWithoutLogprobsError,
+    UnsupportedParameterError,
+)
 from frontend.openai_protocol import (
     ChatCompletionRequest,
     ChatMessageIn,
@@ -14,6 +23,8 @@ from frontend.openai_protocol import (
 )
 from frontend.protocol import ResponseFormat
 from frontend.validation import (
+    COMPLETION_LOGPROBS_MAX,
+    TOP_LOGPROBS_MAX,
     ChatMessage,
     GenerationRequest,
     OutputFormat,
@@ -36,30 +47,29 @@ def check_model(model: str, served_model_name: str) -> None:
 
 def completion_request(body: CompletionRequest, validator: RequestValidator) -> GenerationRequest:
     """The validated request for a /v1/completions body."""
-    _refuse_shared(body.n, body.logit_bias, body.stream, body.stream_options is not None)
-    if body.logprobs is not None:
-        raise UnsupportedParameterError("logprobs", "logprobs is not supported")
+    _refuse_shared(body.logit_bias, body.stream, body.stream_options is not None)
     if body.echo:
         raise UnsupportedParameterError("echo", "echo is not supported")
-    if body.best_of not in (None, 1):
+    n = _choices(body.n)
+    if body.best_of is not None and body.best_of != n:
+        # best_of > n would generate best_of and return the n likeliest: no ranking here.
         raise UnsupportedParameterError(
-            "best_of", f"best_of {body.best_of} is not supported: only 1"
+            "best_of", f"best_of {body.best_of} is not supported: only best_of equal to n ({n})"
         )
     if body.suffix:
         raise UnsupportedParameterError("suffix", "suffix is not supported")
     max_tokens = COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
-    return validator.completion(
-        _single_prompt(body.prompt), _sampling(body, max_tokens, "max_tokens")
-    )
+    sampling = _sampling(body, max_tokens, "max_tokens")
+    sampling = replace(sampling, logprobs=body.logprobs, logprobs_max=COMPLETION_LOGPROBS_MAX)
+    return validator.completion(_single_prompt(body.prompt), sampling)
 
 
 def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> GenerationRequest:
     """The validated request for a /v1/chat/completions body."""
-    _refuse_shared(body.n, body.logit_bias, body.stream, body.stream_options is not None)
-    if body.logprobs:
-        raise UnsupportedParameterError("logprobs", "logprobs is not supported")
-    if body.top_logprobs:
-        raise UnsupportedParameterError("top_logprobs", "top_logprobs is not supported")
+    _refuse_shared(body.logit_bias, body.stream, body.stream_options is not None)
+    top_logprobs = body.top_logprobs
+    if not body.logprobs and top_logprobs not in (None, 0):
+        raise TopLogprobsWithoutLogprobsError(top_logprobs)
     for name, value in (("tools", body.tools), ("functions", body.functions)):
         if value:
             raise UnsupportedParameterError(name, f"{name} are not supported")
@@ -73,14 +83,25 @@ def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> Ge
         max_tokens, field = body.max_tokens, "max_tokens"
     else:
         max_tokens, field = validator.limits.max_tokens, "max_tokens"
-    return validator.chat(messages, _sampling(body, max_tokens, field))
+    sampling = _sampling(body, max_tokens, field)
+    if body.logprobs:
+        # Chat asks for log-probabilities with a flag and for alternatives apart.
+        sampling = replace(
+            sampling,
+            logprobs=top_logprobs or 0,
+            logprobs_field="top_logprobs",
+            logprobs_max=TOP_LOGPROBS_MAX,
+        )
+    return validator.chat(messages, sampling)
+
+
+def _choices(n: int | None) -> int:
+    return 1 if n is None else n
 
 
 def _refuse_shared(
-    n: int | None, logit_bias: dict[str, float] | None, stream: bool | None, has_options: bool
+    logit_bias: dict[str, float] | None, stream: bool | None, has_options: bool
 ) -> None:
-    if n not in (None, 1):
-        raise UnsupportedParameterError("n", f"n {n} is not supported: one choice per request")
     if logit_bias:
         raise UnsupportedParameterError("logit_bias", "logit_bias is not supported")
     if has_options and not stream:
@@ -97,6 +118,7 @@ def _sampling(
     min_tokens = max_tokens if body.ignore_eos else body.min_tokens
     return Sampling(
         max_tokens=max_tokens,
+        n=_choices(body.n),
         temperature=TEMPERATURE if body.temperature is None else body.temperature,
         top_p=body.top_p,
         top_k=body.top_k,

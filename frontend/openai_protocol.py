@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from frontend.protocol import ResponseFormat
+from frontend.protocol import ResponseFormat, TokenLogprob
 
 FinishReasonName = Literal["stop", "length"]
 
@@ -45,7 +45,9 @@ class _RequestBase(BaseModel):
     user: str | None = Field(
         default=None, max_length=256, description="End-user id; logged with the request."
     )
-    n: int | None = Field(default=None, description="Choices to generate; only 1 is supported.")
+    n: int | None = Field(
+        default=None, description="Choices to generate from the prompt (default 1)."
+    )
     logit_bias: dict[str, float] | None = Field(default=None, description="Not supported.")
     top_k: int | None = Field(default=None, description="Extension: the k likeliest tokens.")
     repetition_penalty: float | None = Field(default=None, description="Extension: (0, 2].")
@@ -68,9 +70,15 @@ class CompletionRequest(_RequestBase):
         "as that string; several prompts and token ids are not supported)."
     )
     max_tokens: int | None = Field(default=None, description="Default 16.")
-    logprobs: int | None = Field(default=None, description="Not supported.")
+    logprobs: int | None = Field(
+        default=None,
+        description="Each output token's log-probability, with this many likeliest "
+        "alternatives (0..5).",
+    )
     echo: bool | None = Field(default=None, description="Not supported.")
-    best_of: int | None = Field(default=None, description="Only 1 is supported.")
+    best_of: int | None = Field(
+        default=None, description="Only equal to n: choices are not ranked."
+    )
     suffix: str | None = Field(default=None, description="Not supported.")
 
 
@@ -108,8 +116,13 @@ class ChatCompletionRequest(_RequestBase):
     max_completion_tokens: int | None = Field(
         default=None, description="The same as max_tokens (wins when both are given)."
     )
-    logprobs: bool | None = Field(default=None, description="Not supported.")
-    top_logprobs: int | None = Field(default=None, description="Not supported.")
+    logprobs: bool | None = Field(
+        default=None, description="Return each output token's log-probability."
+    )
+    top_logprobs: int | None = Field(
+        default=None,
+        description="With logprobs: this many likeliest alternatives per token (0..20).",
+    )
     tools: list[Any] | None = Field(default=None, description="Not supported.")
     tool_choice: str | dict[str, Any] | None = Field(default=None, description="Not supported.")
     parallel_tool_calls: bool | None = Field(
@@ -132,10 +145,25 @@ class Usage(BaseModel):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
+class CompletionLogprobs(BaseModel):
+    """The completions API's log-probabilities of a choice's tokens: one entry per token."""
+
+    tokens: list[str] = Field(
+        description="The tokens' texts (`bytes:` and escaped bytes for pieces of a character)."
+    )
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] = Field(
+        description="Per token: the likeliest tokens and the sampled one, by text."
+    )
+    text_offset: list[int] = Field(
+        description="Where each token starts, in characters from the start of the prompt."
+    )
+
+
 class CompletionChoice(BaseModel):
     text: str
     index: int = 0
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReasonName | None
 
 
@@ -155,10 +183,17 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class ChatLogprobs(BaseModel):
+    """A chat choice's log-probabilities: one entry per content token."""
+
+    content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReasonName
 
 
@@ -188,7 +223,7 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: FinishReasonName | None = None
 
 

@@ -19,7 +19,13 @@ from pydantic.json_schema import models_json_schema
 
 from frontend.openai_mapping import ROLE_ALIASES
 from frontend.settings import FrontendSettings
-from frontend.validation import ROLES, TypedKeywords, ValidationLimits, field_schemas
+from frontend.validation import (
+    COMPLETION_LOGPROBS_MAX,
+    ROLES,
+    TypedKeywords,
+    ValidationLimits,
+    field_schemas,
+)
 
 BEARER_SCHEME = "HTTPBearer"  # the name FastAPI gives frontend.deps' HTTPBearer
 # Request bodies (and their parts) whose properties the validator's rules apply to.
@@ -78,7 +84,10 @@ def openapi_document(
                 _constrain(prop, rules[field])
     for name in _OPENAI_REQUESTS:
         schemas[name]["properties"]["model"]["enum"] = [settings.served_model_name]
-    _declare_completion_prompt(schemas["CompletionRequest"]["properties"]["prompt"], rules)
+    completion = schemas["CompletionRequest"]["properties"]
+    _declare_completion_prompt(completion["prompt"], rules)
+    # The completions API allows fewer alternatives per token than chat and /generate.
+    _constrain(completion["logprobs"], {"integer": {"maximum": COMPLETION_LOGPROBS_MAX}})
     _declare_message(schemas["ChatMessageIn"])
     _declare_auth(document, required=settings.auth_enabled)
     _declare_headers(document)

@@ -72,6 +72,23 @@ class GenerateRequest(BaseModel):
 FinishReasonName = Literal["stop", "length"]
 
 
+class TopLogprob(BaseModel):
+    """One of the likeliest tokens at a position (OpenAI chat's shape)."""
+
+    token: str = Field(
+        description="The token's text; a token that is not whole UTF-8 characters reads "
+        "`bytes:` and its bytes escaped, e.g. `bytes:\\xe2\\x80`."
+    )
+    logprob: float = Field(description="Natural log of its probability (-9999.0: about 0).")
+    bytes: list[int] = Field(description="The token's UTF-8 bytes.")
+
+
+class TokenLogprob(TopLogprob):
+    """One output token: its log-probability and the likeliest tokens at its position."""
+
+    top_logprobs: list[TopLogprob] = Field(description="Likeliest first; as many as asked for.")
+
+
 class GenerateUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int

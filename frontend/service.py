@@ -2,7 +2,8 @@
 
 admission (concurrency bound, then rate limits) → Triton call → usage accounting.
 `GenerationService.generate` takes a validated request and yields internal events; the
-protocol layers (/generate, the OpenAI API under /v1) only render them.
+protocol layers (/generate, the OpenAI API under /v1) only render them. A request for n
+choices is one Triton call whose n sequences stream side by side: events name their choice.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +22,7 @@ from frontend.metrics import FrontendMetrics
 from frontend.rate_limit import RateLimiter, Reservation, estimate_prompt_tokens
 from frontend.triton_client import EngineChunk, TritonPool
 from frontend.validation import GenerationRequest
+from llm_stack.ensemble_contract import TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,8 @@ class Caller:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int  # the prompt's, once whatever the number of choices
+    completion_tokens: int  # summed over the choices
     cached_tokens: int = 0  # of the prompt tokens, those reused from the prefix cache
 
     @property
@@ -54,19 +57,37 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
+    """New text of choice `index`, with its tokens' log-probabilities when asked for (the
+    text may be empty while the tokens hold part of a character)."""
+
     text: str
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceFinished:
+    """Choice `index` has all its text; the others may still be running."""
+
+    index: int
+    finish_reason: FinishReason
 
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    """Last event of a generation that ran to its end."""
+    """Last event of a generation that ran to its end: every choice has finished."""
 
-    finish_reason: FinishReason
+    finish_reasons: tuple[FinishReason, ...]  # by choice index
     usage: Usage
     model_version: str
 
+    @property
+    def finish_reason(self) -> FinishReason:
+        """The first choice's (the only one without n)."""
+        return self.finish_reasons[0]
 
-GenerationEvent = Admitted | TextDelta | Completed
+
+GenerationEvent = Admitted | TextDelta | ChoiceFinished | Completed
 
 
 @dataclass(slots=True)
@@ -103,60 +124,30 @@ class GenerationService:
         request_id: str,
         record: GenerationRecord | None = None,
     ) -> AsyncGenerator[GenerationEvent, None]:
-        """Admitted, then TextDelta for each piece of new text, then Completed.
+        """Admitted, then TextDelta for each piece of new text and ChoiceFinished as each
+        choice ends, then Completed.
 
         Raises FrontendError subclasses; closing the iterator early (client gone) cancels
         the Triton call. Resources are released however it ends.
         """
         record = record if record is not None else GenerationRecord(caller.key_id)
-        metrics = self._metrics
+        # One slot of the gate per request, whatever its n: the gate bounds the calls and
+        # streams the frontend holds open, while the engine bounds its own sequences (its
+        # slots and queue refuse with queue_full) and the token budget below counts all n.
         await self._gate.acquire()
         reservation: Reservation | None = None
-        last: EngineChunk | None = None
         try:
-            reserve = estimate_prompt_tokens(request.input_text) + request.max_tokens
+            reserve = estimate_prompt_tokens(request.input_text) + request.n * request.max_tokens
             if self._limiter.enabled:
                 try:
                     reservation = await self._limiter.admit(caller.rate_key, reserve)
                 except RateLimitedError as limited:
-                    metrics.rate_limited.labels(limited.limit_name).inc()
+                    self._metrics.rate_limited.labels(limited.limit_name).inc()
                     raise
             yield Admitted(reservation.headers() if reservation else {})
-
-            started = time.perf_counter()
-            previous_at = started
-            previous_tokens = 0
-            async for chunk in self._pool.generate(request, request_id):
-                last = chunk
-                record.prompt_tokens = chunk.prompt_tokens
-                record.completion_tokens = chunk.completion_tokens
-                if chunk.text:
-                    now = time.perf_counter()
-                    if request.stream:
-                        if previous_tokens == 0:
-                            metrics.time_to_first_token.observe(now - started)
-                        else:
-                            tokens = max(1, chunk.completion_tokens - previous_tokens)
-                            metrics.inter_token_latency.observe((now - previous_at) / tokens)
-                    previous_at, previous_tokens = now, chunk.completion_tokens
-                    yield TextDelta(chunk.text)
-                if chunk.finish_reason:
-                    break
-            if last is None or last.finish_reason not in ("stop", "length"):
-                log.error(
-                    "generation %s ended with finish reason %r",
-                    request_id,
-                    last.finish_reason if last else None,
-                )
-                raise TritonInternalError
-            finish: FinishReason = "stop" if last.finish_reason == "stop" else "length"
-            record.outcome = finish
-            record.model_version = last.model_version
-            yield Completed(
-                finish,
-                Usage(last.prompt_tokens, last.completion_tokens, last.cached_tokens),
-                last.model_version,
-            )
+            async with aclosing(self._run(request, request_id, record)) as events:
+                async for event in events:
+                    yield event
         except FrontendError as error:
             record.outcome = type(error).__name__
             raise
@@ -169,8 +160,74 @@ class GenerationService:
             self._gate.release()
             if record.outcome == "pending":
                 record.outcome = "closed"
-            metrics.generations.labels(_outcome_label(record.outcome)).inc()
+            self._metrics.generations.labels(_outcome_label(record.outcome)).inc()
             self._account(caller, reservation, record)
+
+    async def _run(
+        self, request: GenerationRequest, request_id: str, record: GenerationRecord
+    ) -> AsyncGenerator[GenerationEvent, None]:
+        """The Triton call's events, until every choice has finished."""
+        metrics = self._metrics
+        started = time.perf_counter()
+        first_text = True
+        # Per choice: its completion tokens so far, and when (and at how many tokens) its
+        # last text came, so inter-token latency is measured within each sequence.
+        tokens: dict[int, int] = {}
+        last_text: dict[int, tuple[float, int]] = {}
+        finished: dict[int, FinishReason] = {}
+        last: EngineChunk | None = None
+        async for chunk in self._pool.generate(request, request_id):
+            index = chunk.index
+            if not 0 <= index < request.n or index in finished:
+                log.error("generation %s got a response of choice %d", request_id, index)
+                raise TritonInternalError
+            last = chunk
+            tokens[index] = chunk.completion_tokens
+            record.prompt_tokens = chunk.prompt_tokens
+            record.completion_tokens = sum(tokens.values())
+            if chunk.text and request.stream:
+                now = time.perf_counter()
+                previous = last_text.get(index)
+                if first_text:
+                    metrics.time_to_first_token.observe(now - started)
+                    first_text = False
+                elif previous is not None:
+                    gap = max(1, chunk.completion_tokens - previous[1])
+                    metrics.inter_token_latency.observe((now - previous[0]) / gap)
+                last_text[index] = (now, chunk.completion_tokens)
+            if chunk.text or chunk.logprobs:
+                yield TextDelta(chunk.text, index, chunk.logprobs)
+            if chunk.finish_reason:
+                if chunk.finish_reason not in ("stop", "length"):
+                    log.error(
+                        "generation %s choice %d ended with finish reason %r",
+                        request_id,
+                        index,
+                        chunk.finish_reason,
+                    )
+                    raise TritonInternalError
+                finish: FinishReason = "stop" if chunk.finish_reason == "stop" else "length"
+                finished[index] = finish
+                yield ChoiceFinished(index, finish)
+                if len(finished) == request.n:
+                    break
+        if last is None or len(finished) < request.n:
+            log.error(
+                "generation %s ended with %d of %d choices finished",
+                request_id,
+                len(finished),
+                request.n,
+            )
+            raise TritonInternalError
+        reasons = tuple(finished[i] for i in range(request.n))
+        # A request some of whose choices ran out of tokens counts as cut by its length.
+        record.outcome = "length" if "length" in reasons else "stop"
+        record.model_version = last.model_version
+        yield Completed(
+            reasons,
+            Usage(last.prompt_tokens, sum(tokens.values()), last.cached_tokens),
+            last.model_version,
+        )
 
     def _account(
         self, caller: Caller, reservation: Reservation | None, record: GenerationRecord

@@ -45,7 +45,9 @@ from frontend.metrics import FrontendMetrics
 from frontend.routing import Decision, PrefixRouting, choose
 from frontend.validation import GenerationRequest
 from llm_stack.ensemble_contract import (
+    FINISH_CANCELLED,
     EnsembleRequest,
+    TokenLogprob,
     has_outputs,
     parse_response,
     stop_request,
@@ -68,14 +70,17 @@ _CLIENT_FIELDS: Mapping[str, str] = {"text_input": "prompt", "stop_words": "stop
 
 @dataclass(frozen=True, slots=True)
 class EngineChunk:
-    """One response of the model: new text and the cumulative token counts."""
+    """One response of the model: new text of choice `index` and the cumulative token
+    counts (completion tokens: that choice's; prompt and cached tokens: the prompt's)."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
-    finish_reason: str  # "" until the last response
+    finish_reason: str  # "" until the choice's last response
     model_version: str
+    index: int = 0
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens this response adds, when asked
 
 
 class Endpoint:
@@ -166,6 +171,10 @@ def ensemble_request(request: GenerationRequest) -> EnsembleRequest:
         stop_words=request.stop or None,
         guided_decoding_guide_type=request.guide.type.value if request.guide else None,
         guided_decoding_guide=request.guide.schema if request.guide else None,
+        # Left out at their defaults (one choice, no log-probabilities).
+        num_return_sequences=request.n if request.n > 1 else None,
+        return_log_probs=True if request.logprobs is not None else None,
+        num_top_log_probs=request.logprobs or None,
     )
 
 
@@ -281,6 +290,8 @@ def parse_chunk(result: Any) -> EngineChunk | None:
         cached_tokens=response.num_cached_tokens,
         finish_reason=response.finish_reason,
         model_version=response.model_version,
+        index=response.sequence_index,
+        logprobs=response.logprobs,
     )
 
 
@@ -407,6 +418,7 @@ class TritonPool:
         )
         responses = _Responses(call)
         finished = False
+        cancelled = False
         try:
             while (item := await responses.next()) is not None:
                 result, error = item
@@ -418,6 +430,10 @@ class TritonPool:
                 response = result.get_response()
                 final = response.parameters["triton_final_response"].bool_param
                 chunk = parse_chunk(result)
+                if chunk is not None and chunk.finish_reason == FINISH_CANCELLED:
+                    # The engine sequence was stopped by a `stop` request (with n choices
+                    # each of them ends so, the last in the final response).
+                    cancelled, chunk = True, None
                 if final:
                     finished = True
                     # Read the stream to its end before the last chunk goes out: the
@@ -426,8 +442,7 @@ class TritonPool:
                     # response (it keeps the stream's state, and the ensemble model with
                     # it, until its exit timeout).
                     await responses.drain(self.config.probe_timeout_s)
-                    if chunk is not None and chunk.finish_reason == "cancelled":
-                        # The engine sequence was stopped by a `stop` request.
+                    if cancelled:
                         raise self._count(TritonUnavailableError())
                     if chunk is not None:
                         yield chunk

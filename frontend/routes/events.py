@@ -1,6 +1,6 @@
 """What every generation route does with the service's events, whatever its wire format.
 
-A plain request collects the events into text and the Completed event. A streamed one
+A plain request collects the events into each choice's text and the Completed event. A streamed one
 waits for the first text (so admission and model errors still get a proper status),
 then sends Server-Sent Events rendered by the route, then `data: [DONE]`; a failure
 after the first byte becomes one last error event and the stream ends without [DONE].
@@ -30,6 +30,7 @@ from starlette.types import Receive
 from frontend.errors import ClientClosedRequestError, FrontendError, error_kind
 from frontend.metrics import FrontendMetrics
 from frontend.service import Admitted, Completed, GenerationEvent, TextDelta
+from llm_stack.ensemble_contract import TokenLogprob
 
 T = TypeVar("T")
 DONE_DATA = "[DONE]"
@@ -42,12 +43,25 @@ ErrorRenderer = Callable[[FrontendError], str]
 
 
 @dataclass(frozen=True, slots=True)
+class CollectedChoice:
+    """One choice's whole text, and its tokens' log-probabilities when asked for."""
+
+    text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Collected:
-    """A whole generation: its admission, its text and how it ended."""
+    """A whole generation: its admission, its choices (by index) and how it ended."""
 
     admitted: Admitted
-    text: str
+    choices: tuple[CollectedChoice, ...]
     completed: Completed
+
+    @property
+    def text(self) -> str:
+        """The first choice's text (the only one without n)."""
+        return self.choices[0].text
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -82,15 +96,21 @@ async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
 
 async def _collect(events: Events) -> Collected:
     admitted: Admitted | None = None
-    pieces: list[str] = []
+    pieces: dict[int, list[str]] = {}
+    logprobs: dict[int, list[TokenLogprob]] = {}
     async for event in events:
         if isinstance(event, TextDelta):
-            pieces.append(event.text)
+            pieces.setdefault(event.index, []).append(event.text)
+            logprobs.setdefault(event.index, []).extend(event.logprobs)
         elif isinstance(event, Admitted):
             admitted = event
-        else:
+        elif isinstance(event, Completed):
             assert admitted is not None
-            return Collected(admitted, "".join(pieces), event)
+            choices = tuple(
+                CollectedChoice("".join(pieces.get(i, ())), tuple(logprobs.get(i, ())))
+                for i in range(len(event.finish_reasons))
+            )
+            return Collected(admitted, choices, event)
     raise AssertionError("the service ends every generation with Completed or an error")
 
 

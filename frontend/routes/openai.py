@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from frontend.deps import CallerDep, ContextDep, FrontendState, StateDep
 from frontend.errors import FrontendError, openai_error_body
+from frontend.logprobs import CompletionLogprobsWriter, token_logprobs
 from frontend.openai_mapping import chat_request, check_model, completion_request
 from frontend.openai_protocol import (
     AssistantMessage,
@@ -28,6 +29,7 @@ from frontend.openai_protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatDelta,
+    ChatLogprobs,
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
@@ -41,14 +43,23 @@ from frontend.openai_protocol import (
 )
 from frontend.request_context import RequestContext
 from frontend.routes.events import (
+    Collected,
     collect,
     event_stream_response,
     sse_events,
     start_stream,
     stream_doc,
 )
-from frontend.service import Caller, Completed, GenerationEvent, GenerationRecord, TextDelta
+from frontend.service import (
+    Caller,
+    ChoiceFinished,
+    Completed,
+    GenerationEvent,
+    GenerationRecord,
+    TextDelta,
+)
 from frontend.validation import GenerationRequest
+from llm_stack.ensemble_contract import TokenLogprob
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 # Models streamed as `data:` payloads that no route returns as JSON.
@@ -58,7 +69,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": OpenAIErrorResponse,
         "description": "The body is not JSON, or asks for a parameter this server does not "
-        "implement (n > 1, logprobs, echo, best_of, logit_bias, suffix, tools), or a "
+        "implement (echo, best_of other than n, logit_bias, suffix, tools), or a "
         "response_format schema with a JSON Schema keyword structured outputs do not "
         "enforce: `param` names it (e.g. response_format.json_schema.schema.properties.a."
         "pattern).",
@@ -139,17 +150,30 @@ def _usage(completed: Completed) -> Usage:
     )
 
 
-class _Format(ABC):
-    """One object type's rendering of a generation: the whole answer, or its chunks."""
+class OpenAIFormat(ABC):
+    """One object type's rendering of a generation: the whole answer, or its chunks.
 
-    def __init__(self, ident: str, created: int, model: str, options: StreamOptions | None):
+    With n choices, each has its index; streamed, each gets its own last chunk (its
+    finish_reason) as it ends, and the usage chunk comes after all of them.
+    """
+
+    def __init__(
+        self,
+        ident: str,
+        created: int,
+        model: str,
+        options: StreamOptions | None,
+        *,
+        logprobs: bool = False,
+    ):
         self.ident = ident
         self.created = created
         self.model = model
         self.include_usage = options is not None and options.include_usage
+        self.logprobs = logprobs
 
     @abstractmethod
-    def answer(self, text: str, completed: Completed) -> BaseModel:
+    def answer(self, collected: Collected) -> BaseModel:
         """The whole answer (stream false)."""
 
     @abstractmethod
@@ -161,21 +185,53 @@ class _Format(ABC):
         return chunk.model_dump_json(exclude=None if self.include_usage else {"usage"})
 
 
-class _CompletionFormat(_Format):
-    def answer(self, text: str, completed: Completed) -> BaseModel:
-        choice = CompletionChoice(text=text, finish_reason=completed.finish_reason)
-        return self._object([choice], _usage(completed))
+class CompletionFormat(OpenAIFormat):
+    def __init__(
+        self,
+        ident: str,
+        created: int,
+        model: str,
+        options: StreamOptions | None,
+        *,
+        logprobs: bool = False,
+        prompt_chars: int = 0,
+    ):
+        super().__init__(ident, created, model, options, logprobs=logprobs)
+        self._prompt_chars = prompt_chars  # where text_offset starts
+        self._writers: dict[int, CompletionLogprobsWriter] = {}
+
+    def answer(self, collected: Collected) -> BaseModel:
+        completed = collected.completed
+        choices = [
+            CompletionChoice(
+                text=choice.text,
+                index=index,
+                logprobs=self._writer(index).write(choice.logprobs) if self.logprobs else None,
+                finish_reason=completed.finish_reasons[index],
+            )
+            for index, choice in enumerate(collected.choices)
+        ]
+        return self._object(choices, _usage(completed))
 
     def chunks(self, event: GenerationEvent) -> Iterable[str]:
         if isinstance(event, TextDelta):
-            piece = CompletionChoice(text=event.text, finish_reason=None)
+            logprobs = self._writer(event.index).write(event.logprobs) if self.logprobs else None
+            piece = CompletionChoice(
+                text=event.text, index=event.index, logprobs=logprobs, finish_reason=None
+            )
             return [self.dump(self._object([piece]))]
-        if isinstance(event, Completed):
-            last = self._object([CompletionChoice(text="", finish_reason=event.finish_reason)])
-            if not self.include_usage:
-                return [self.dump(last)]
-            return [self.dump(last), self.dump(self._object([], _usage(event)))]
+        if isinstance(event, ChoiceFinished):
+            last = CompletionChoice(text="", index=event.index, finish_reason=event.finish_reason)
+            return [self.dump(self._object([last]))]
+        if isinstance(event, Completed) and self.include_usage:
+            return [self.dump(self._object([], _usage(event)))]
         return []
+
+    def _writer(self, index: int) -> CompletionLogprobsWriter:
+        writer = self._writers.get(index)
+        if writer is None:
+            writer = self._writers[index] = CompletionLogprobsWriter(self._prompt_chars)
+        return writer
 
     def _object(self, choices: list[CompletionChoice], usage: Usage | None = None) -> BaseModel:
         return CompletionResponse(
@@ -183,53 +239,76 @@ class _CompletionFormat(_Format):
         )
 
 
-class _ChatFormat(_Format):
-    def __init__(self, ident: str, created: int, model: str, options: StreamOptions | None):
-        super().__init__(ident, created, model, options)
-        self._role_sent = False
+class ChatFormat(OpenAIFormat):
+    def __init__(
+        self,
+        ident: str,
+        created: int,
+        model: str,
+        options: StreamOptions | None,
+        *,
+        logprobs: bool = False,
+    ):
+        super().__init__(ident, created, model, options, logprobs=logprobs)
+        self._started: set[int] = set()  # choices whose role chunk has gone out
 
-    def answer(self, text: str, completed: Completed) -> BaseModel:
-        choice = ChatChoice(
-            message=AssistantMessage(content=text), finish_reason=completed.finish_reason
-        )
+    def answer(self, collected: Collected) -> BaseModel:
+        completed = collected.completed
+        choices = [
+            ChatChoice(
+                index=index,
+                message=AssistantMessage(content=choice.text),
+                logprobs=self._logprobs(choice.logprobs),
+                finish_reason=completed.finish_reasons[index],
+            )
+            for index, choice in enumerate(collected.choices)
+        ]
         return ChatCompletionResponse(
             id=self.ident,
             created=self.created,
             model=self.model,
-            choices=[choice],
+            choices=choices,
             usage=_usage(completed),
         )
 
     def chunks(self, event: GenerationEvent) -> Iterable[str]:
         out = []
-        if not self._role_sent:
-            # The first chunk names the speaker, as OpenAI's does.
-            self._role_sent = True
-            out.append(self.dump(self._chunk(ChatDelta(role="assistant", content=""))))
+        if isinstance(event, TextDelta | ChoiceFinished) and event.index not in self._started:
+            # A choice's first chunk names the speaker, as OpenAI's does.
+            self._started.add(event.index)
+            out.append(self._chunk(event.index, ChatDelta(role="assistant", content="")))
         if isinstance(event, TextDelta):
-            out.append(self.dump(self._chunk(ChatDelta(content=event.text))))
-        elif isinstance(event, Completed):
-            out.append(self.dump(self._chunk(ChatDelta(), event.finish_reason)))
-            if self.include_usage:
-                usage = ChatCompletionChunk(
-                    id=self.ident,
-                    created=self.created,
-                    model=self.model,
-                    choices=[],
-                    usage=_usage(event),
-                )
-                out.append(self.dump(usage))
+            delta = ChatDelta(content=event.text)
+            out.append(self._chunk(event.index, delta, logprobs=self._logprobs(event.logprobs)))
+        elif isinstance(event, ChoiceFinished):
+            out.append(self._chunk(event.index, ChatDelta(), finish=event.finish_reason))
+        elif isinstance(event, Completed) and self.include_usage:
+            usage = ChatCompletionChunk(
+                id=self.ident,
+                created=self.created,
+                model=self.model,
+                choices=[],
+                usage=_usage(event),
+            )
+            out.append(self.dump(usage))
         return out
 
+    def _logprobs(self, entries: Sequence[TokenLogprob]) -> ChatLogprobs | None:
+        return ChatLogprobs(content=token_logprobs(entries)) if self.logprobs else None
+
     def _chunk(
-        self, delta: ChatDelta, finish: FinishReasonName | None = None
-    ) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=self.ident,
-            created=self.created,
-            model=self.model,
-            choices=[ChatChunkChoice(delta=delta, finish_reason=finish)],
+        self,
+        index: int,
+        delta: ChatDelta,
+        *,
+        finish: FinishReasonName | None = None,
+        logprobs: ChatLogprobs | None = None,
+    ) -> str:
+        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)
+        chunk = ChatCompletionChunk(
+            id=self.ident, created=self.created, model=self.model, choices=[choice]
         )
+        return self.dump(chunk)
 
 
 def _error_payload(error: FrontendError) -> str:
@@ -238,7 +317,7 @@ def _error_payload(error: FrontendError) -> str:
 
 async def _run(
     validated: GenerationRequest,
-    output: _Format,
+    output: OpenAIFormat,
     request: Request,
     state: FrontendState,
     caller: Caller,
@@ -254,7 +333,7 @@ async def _run(
     if not validated.stream:
         collected = await collect(request, events)
         return JSONResponse(
-            output.answer(collected.text, collected.completed).model_dump(mode="json"),
+            output.answer(collected).model_dump(mode="json"),
             headers=collected.admitted.rate_limit_headers,
         )
     admitted, first = await start_stream(request, events)
@@ -277,8 +356,13 @@ async def completions(
 ) -> Response:
     check_model(body.model, state.settings.served_model_name)
     validated = completion_request(body, state.validator)
-    output = _CompletionFormat(
-        f"cmpl-{context.request_id}", int(state.clock()), body.model, body.stream_options
+    output = CompletionFormat(
+        f"cmpl-{context.request_id}",
+        int(state.clock()),
+        body.model,
+        body.stream_options,
+        logprobs=validated.logprobs is not None,
+        prompt_chars=len(validated.prompt),
     )
     return await _run(validated, output, request, state, caller, context, body.user)
 
@@ -298,7 +382,11 @@ async def chat_completions(
 ) -> Response:
     check_model(body.model, state.settings.served_model_name)
     validated = chat_request(body, state.validator)
-    output = _ChatFormat(
-        f"chatcmpl-{context.request_id}", int(state.clock()), body.model, body.stream_options
+    output = ChatFormat(
+        f"chatcmpl-{context.request_id}",
+        int(state.clock()),
+        body.model,
+        body.stream_options,
+        logprobs=validated.logprobs is not None,
     )
     return await _run(validated, output, request, state, caller, context, body.user)

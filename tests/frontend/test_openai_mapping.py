@@ -7,9 +7,13 @@ from typing import Any
 import pytest
 
 from frontend.errors import (
+    ChoicesOutOfRangeError,
+    FieldRuleViolationError,
     InvalidSchemaError,
+    LogprobsOutOfRangeError,
     ModelNotFoundError,
     SchemaViolationError,
+    TopLogprobsWithoutLogprobsError,
     UnsupportedParameterError,
     UnsupportedSchemaKeywordError,
     error_kind,
@@ -91,11 +95,8 @@ def test_ignore_eos_asks_for_every_token() -> None:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"n": 3}, "n"),
         ({"logit_bias": {"1": 5.0}}, "logit_bias"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 2}, "top_logprobs"),
         ({"tools": [{"type": "function"}]}, "tools"),
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"tool_choice": "auto"}, "tool_choice"),
@@ -123,10 +124,10 @@ def test_chat_refuses_what_it_does_not_implement(fields: dict[str, Any], param: 
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"n": 2}, "n"),
-        ({"logprobs": 0}, "logprobs"),
         ({"echo": True}, "echo"),
         ({"best_of": 2}, "best_of"),
+        ({"n": 2, "best_of": 3}, "best_of"),
+        ({"n": 3, "best_of": 1}, "best_of"),
         ({"suffix": "x"}, "suffix"),
         ({"prompt": ["a", "b"]}, "prompt"),
         ({"prompt": [[1, 2]]}, "prompt"),
@@ -238,3 +239,81 @@ def test_stop_sequences_do_not_go_with_a_json_format() -> None:
     assert caught.value.field == "stop"
     assert error_kind(caught.value).status == 400
     assert completion(stop="}", response_format={"type": "text"}).stop == ("}",)
+
+
+# --- n choices and log-probabilities --------------------------------------------------------
+
+
+def test_n_reaches_the_request_on_both_apis() -> None:
+    assert chat().n == completion().n == 1
+    assert chat(n=3).n == 3
+    assert completion(n=8).n == 8
+    # best_of equal to n asks for nothing to rank.
+    assert completion(n=2, best_of=2).n == 2
+    assert completion(best_of=1).n == 1
+
+
+def test_best_of_other_than_n_names_both() -> None:
+    with pytest.raises(UnsupportedParameterError) as caught:
+        completion(n=2, best_of=4)
+    assert caught.value.message == "best_of 4 is not supported: only best_of equal to n (2)"
+
+
+@pytest.mark.parametrize("request_of", [chat, completion])
+@pytest.mark.parametrize(("n", "message"), [(0, "n 0 is outside 1..8"), (9, "n 9 is outside 1..8")])
+def test_n_out_of_range_is_a_422_naming_it(request_of: Any, n: int, message: str) -> None:
+    with pytest.raises(ChoicesOutOfRangeError) as caught:
+        request_of(n=n)
+    assert (caught.value.field, caught.value.message, caught.value.value) == ("n", message, n)
+    assert error_kind(caught.value).status == 422
+
+
+def test_chat_logprobs_is_a_flag_and_top_logprobs_the_alternatives() -> None:
+    assert chat().logprobs is None
+    assert chat(logprobs=False, top_logprobs=0).logprobs is None
+    assert chat(logprobs=True).logprobs == 0
+    assert chat(logprobs=True, top_logprobs=20).logprobs == 20
+
+
+def test_completion_logprobs_is_the_alternatives() -> None:
+    assert completion().logprobs is None
+    assert completion(logprobs=0).logprobs == 0
+    assert completion(logprobs=5).logprobs == 5
+
+
+@pytest.mark.parametrize(
+    ("request_of", "fields", "error_type", "field", "message"),
+    [
+        (chat, {"logprobs": True, "top_logprobs": 21}, LogprobsOutOfRangeError, "top_logprobs",
+         "top_logprobs 21 is outside 0..20"),
+        (chat, {"logprobs": True, "top_logprobs": -1}, LogprobsOutOfRangeError, "top_logprobs",
+         "top_logprobs -1 is outside 0..20"),
+        (chat, {"top_logprobs": 2}, TopLogprobsWithoutLogprobsError, "top_logprobs",
+         "top_logprobs 2 is only allowed with logprobs true"),
+        (chat, {"logprobs": False, "top_logprobs": 2}, TopLogprobsWithoutLogprobsError,
+         "top_logprobs", "top_logprobs 2 is only allowed with logprobs true"),
+        (completion, {"logprobs": 6}, LogprobsOutOfRangeError, "logprobs",
+         "logprobs 6 is outside 0..5"),
+        (completion, {"logprobs": -1}, LogprobsOutOfRangeError, "logprobs",
+         "logprobs -1 is outside 0..5"),
+    ],
+)  # fmt: skip
+def test_logprobs_rules_name_the_field_the_limit_and_the_value(
+    request_of: Any,
+    fields: dict[str, Any],
+    error_type: type[FieldRuleViolationError],
+    field: str,
+    message: str,
+) -> None:
+    with pytest.raises(error_type) as caught:
+        request_of(**fields)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert caught.value.value == fields.get("top_logprobs", fields.get("logprobs"))
+    assert caught.value.limit is not None
+    assert error_kind(caught.value).status == 422
+
+
+def test_several_choices_of_structured_output() -> None:
+    request = chat(n=4, response_format=json_schema(SCHEMA))
+    assert request.n == 4
+    assert request.guide is not None

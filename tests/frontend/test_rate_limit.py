@@ -80,7 +80,7 @@ async def test_a_request_that_never_fits_is_invalid_not_limited(clock: FakeClock
     with pytest.raises(TokenBudgetTooSmallError) as caught:
         await rl.admit("key:k", 101)
     assert caught.value.message == (
-        "request reserves 101 tokens (prompt estimate + max_tokens), "
+        "request reserves 101 tokens (prompt estimate + n * max_tokens), "
         "exceeds the 100 tokens-per-minute limit"
     )
     requests = await rl.window("requests", "key:k")

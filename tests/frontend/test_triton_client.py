@@ -50,6 +50,26 @@ def test_optional_inputs_are_left_out() -> None:
     assert list(sent(plain)) == ["text_input", "max_tokens", "stream", "temperature"]
 
 
+def test_choices_and_logprobs_go_as_the_contracts_inputs() -> None:
+    request = GenerationRequest("x", 4, 1.0, None, None, (), 5, False, n=3, logprobs=4)
+    inputs = sent(request)
+    assert {name: inputs[name][:2] for name in (
+        "num_return_sequences", "return_log_probs", "num_top_log_probs",
+    )} == {
+        "num_return_sequences": ("INT32", [1, 1]),
+        "return_log_probs": ("BOOL", [1, 1]),
+        "num_top_log_probs": ("INT32", [1, 1]),
+    }  # fmt: skip
+    assert np.frombuffer(inputs["num_return_sequences"][2], np.int32).tolist() == [3]
+    assert np.frombuffer(inputs["return_log_probs"][2], np.bool_).tolist() == [True]
+    assert np.frombuffer(inputs["num_top_log_probs"][2], np.int32).tolist() == [4]
+    # Log-probabilities without alternatives: the count keeps the engine's default, 0.
+    sampled_only = sent(GenerationRequest("x", 4, 1.0, None, None, (), None, False, logprobs=0))
+    assert "return_log_probs" in sampled_only
+    assert "num_top_log_probs" not in sampled_only
+    assert "num_return_sequences" not in sampled_only
+
+
 def test_chat_messages_go_as_json_beside_an_empty_prompt() -> None:
     chat = GenerationRequest(
         "", 4, 0.0, None, None, (), None, False,

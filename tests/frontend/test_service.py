@@ -1,0 +1,165 @@
+"""GenerationService over scripted engine chunks: n choices, usage, admission and budgets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from limits.aio.storage import MemoryStorage
+
+from frontend.admission import ConcurrencyGate
+from frontend.errors import TokenBudgetTooSmallError, TritonInternalError
+from frontend.metrics import FrontendMetrics
+from frontend.rate_limit import RateLimiter, estimate_prompt_tokens
+from frontend.service import (
+    Admitted,
+    Caller,
+    ChoiceFinished,
+    Completed,
+    GenerationEvent,
+    GenerationRecord,
+    GenerationService,
+    TextDelta,
+    Usage,
+)
+from frontend.triton_client import EngineChunk, PoolConfig, TritonPool
+from frontend.validation import GenerationRequest
+from llm_stack.ensemble_contract import TokenLogprob
+
+CALLER = Caller("anonymous", "ip:test")
+PROMPT = "Name a city:"
+
+
+def request(n: int = 1, max_tokens: int = 8, logprobs: int | None = None) -> GenerationRequest:
+    return GenerationRequest(
+        PROMPT, max_tokens, 1.0, None, None, (), 7, True, n=n, logprobs=logprobs
+    )
+
+
+def chunk(
+    index: int, text: str, tokens: int, finish: str = "", logprobs: Sequence[TokenLogprob] = ()
+) -> EngineChunk:
+    """A response of choice `index`: the prompt's counts (5 tokens, 2 cached), its own."""
+    return EngineChunk(text, 5, tokens, 2, finish, "1", index, tuple(logprobs))
+
+
+class ScriptedPool(TritonPool):
+    """A pool whose calls answer the scripted chunks; the gate's state is noted meanwhile."""
+
+    def __init__(self, chunks: Sequence[EngineChunk], gate: ConcurrencyGate) -> None:
+        # The channel connects lazily: nothing listens there and nothing is called.
+        super().__init__(["127.0.0.1:1"], PoolConfig("ensemble", 5.0, 1.0, 1.0, 1.0),
+                         FrontendMetrics())  # fmt: skip
+        self.chunks = chunks
+        self.gate = gate
+        self.in_flight_seen: list[int] = []
+
+    async def generate(
+        self, request: GenerationRequest, request_id: str
+    ) -> AsyncIterator[EngineChunk]:
+        for item in self.chunks:
+            self.in_flight_seen.append(self.gate.in_flight)
+            yield item
+
+
+async def run(
+    chunks: Sequence[EngineChunk],
+    generation: GenerationRequest,
+    *,
+    tpm: int = 0,
+    record: GenerationRecord | None = None,
+) -> tuple[list[GenerationEvent], ScriptedPool]:
+    gate = ConcurrencyGate(1)
+    pool = ScriptedPool(chunks, gate)
+    limiter = RateLimiter(MemoryStorage(), rpm=0, tpm=tpm)
+    service = GenerationService(pool, gate, limiter, FrontendMetrics())
+    try:
+        events = [e async for e in service.generate(generation, CALLER, "req-1", record)]
+        await service.drain(5.0)
+    finally:
+        await pool.close()
+    assert gate.in_flight == 0
+    return events, pool
+
+
+CITY = TokenLogprob(b" Rome", -0.5, ((b" Rome", -0.5),))
+
+
+async def test_choices_stream_side_by_side_and_end_one_by_one() -> None:
+    chunks = [
+        chunk(0, " Rome", 1, logprobs=[CITY]),
+        chunk(1, " Oslo", 1),
+        chunk(1, ".", 2, "stop"),
+        chunk(0, "", 2),  # a token that holds no text yet (and no logprobs asked): no event
+        chunk(0, " and", 3, "length"),
+    ]
+    record = GenerationRecord("anonymous")
+    events, pool = await run(chunks, request(n=2), record=record)
+    assert events == [
+        Admitted({}),
+        TextDelta(" Rome", 0, (CITY,)),
+        TextDelta(" Oslo", 1),
+        TextDelta(".", 1),
+        ChoiceFinished(1, "stop"),
+        TextDelta(" and", 0),
+        ChoiceFinished(0, "length"),
+        # The prompt is counted once; completion tokens are summed over the choices.
+        Completed(("length", "stop"), Usage(5, 3 + 2, 2), "1"),
+    ]
+    assert (record.prompt_tokens, record.completion_tokens) == (5, 5)
+    assert record.outcome == "length"  # one choice ran out of tokens
+    # The gate holds one slot for the request, whatever its n.
+    assert pool.in_flight_seen == [1] * len(chunks)
+
+
+async def test_a_token_without_text_still_brings_its_logprobs() -> None:
+    half = TokenLogprob(b"\xe2\x80", -0.25)
+    events, _ = await run([chunk(0, "", 1, logprobs=[half]), chunk(0, "", 1, "stop")],
+                          request(logprobs=0))  # fmt: skip
+    assert events[1:] == [
+        TextDelta("", 0, (half,)),
+        ChoiceFinished(0, "stop"),
+        Completed(("stop",), Usage(5, 1, 2), "1"),
+    ]
+
+
+async def test_one_choice_keeps_its_single_finish_reason() -> None:
+    events, _ = await run([chunk(0, " Paris", 1), chunk(0, ".", 2, "stop")], request())
+    completed = events[-1]
+    assert isinstance(completed, Completed)
+    assert (completed.finish_reason, completed.finish_reasons) == ("stop", ("stop",))
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        # The call ends while choice 1 still runs.
+        [chunk(0, "a", 1, "stop"), chunk(1, "b", 1)],
+        # A choice the request did not ask for.
+        [chunk(2, "c", 1, "stop")],
+        # Text of a choice after its end.
+        [chunk(0, "a", 1, "stop"), chunk(0, "b", 2), chunk(1, "c", 1, "stop")],
+        # A finish reason the frontend does not know.
+        [chunk(0, "a", 1, "cancelled"), chunk(1, "c", 1, "stop")],
+    ],
+)
+async def test_a_call_that_breaks_the_contract_is_a_model_error(
+    chunks: list[EngineChunk],
+) -> None:
+    with pytest.raises(TritonInternalError):
+        await run(chunks, request(n=2))
+
+
+@pytest.mark.parametrize(("n", "fits"), [(3, True), (4, False)])
+async def test_the_token_reservation_counts_every_choice(n: int, fits: bool) -> None:
+    reserve = estimate_prompt_tokens(PROMPT) + n * 8
+    budget = estimate_prompt_tokens(PROMPT) + 3 * 8
+    chunks = [chunk(i, "x", 1, "stop") for i in range(n)]
+    if fits:
+        events, _ = await run(chunks, request(n=n), tpm=budget)
+        assert isinstance(events[-1], Completed)
+        return
+    with pytest.raises(TokenBudgetTooSmallError) as caught:
+        await run(chunks, request(n=n), tpm=budget)
+    assert caught.value.value == reserve
+    assert caught.value.limit == budget
