@@ -67,6 +67,11 @@ class GenerateRequest(BaseModel):
     response_format: ResponseFormat | None = Field(
         default=None, description="Structured output, in OpenAI's shape."
     )
+    logprobs: int | None = Field(
+        default=None,
+        description="Each output token's log-probability, with this many likeliest "
+        "alternatives (0..20); null: none. One choice per request (n is the OpenAI API's).",
+    )
 
 
 FinishReasonName = Literal["stop", "length"]
@@ -111,6 +116,9 @@ class GenerateResponse(BaseModel):
     finish_reason: FinishReasonName
     model_version: str
     request_id: str
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="One per output token; present when asked for."
+    )
 
 
 class DeltaEvent(BaseModel):
@@ -118,6 +126,11 @@ class DeltaEvent(BaseModel):
 
     type: Literal["delta"] = "delta"
     text: str
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None,
+        description="The tokens this delta adds (its text may be empty while a character "
+        "is incomplete); present when asked for.",
+    )
 
 
 class DoneEvent(BaseModel):

@@ -3,6 +3,8 @@
 Non-streaming requests answer one JSON body. Streaming requests send Server-Sent
 Events (see frontend.routes.events): one `delta` per piece of text, a `done` event with
 usage and finish reason, then `data: [DONE]`, or an `error` event after a late failure.
+With `logprobs`, the body and each delta also carry their tokens' log-probabilities
+(OpenAI chat's entries); without, the shapes have no such member at all.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from frontend.deps import CallerDep, ContextDep, StateDep
 from frontend.errors import FrontendError, error_body
+from frontend.logprobs import token_logprobs
 from frontend.openai_mapping import output_format
 from frontend.protocol import (
     DeltaEvent,
@@ -82,10 +85,13 @@ def _usage(completed: Completed) -> GenerateUsage:
     )
 
 
-def _renderer(request_id: str) -> EventRenderer:
+def _renderer(request_id: str, logprobs: bool) -> EventRenderer:
     def render(event: GenerationEvent) -> Iterable[str]:
         if isinstance(event, TextDelta):
-            return [DeltaEvent(text=event.text).model_dump_json()]
+            delta = DeltaEvent(
+                text=event.text, logprobs=token_logprobs(event.logprobs) if logprobs else None
+            )
+            return [delta.model_dump_json(exclude_none=True)]
         if isinstance(event, Completed):
             done = DoneEvent(
                 finish_reason=event.finish_reason,
@@ -129,6 +135,7 @@ async def generate(
         seed=body.seed,
         stream=body.stream,
         response_format=output_format(body.response_format),
+        logprobs=body.logprobs,
     )
     record = GenerationRecord(caller.key_id)
     context.generation = record
@@ -136,26 +143,29 @@ async def generate(
         context.prompt = body.prompt
     events = state.service.generate(validated, caller, context.request_id, record)
     request_id = context.request_id
+    logprobs = validated.logprobs is not None
 
     if not validated.stream:
         collected = await collect(request, events)
         usage = collected.completed.usage
+        answer = GenerateResponse(
+            text=collected.text,
+            tokens_used=usage.total_tokens,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            finish_reason=collected.completed.finish_reason,
+            model_version=collected.completed.model_version,
+            request_id=request_id,
+            logprobs=token_logprobs(collected.choices[0].logprobs) if logprobs else None,
+        )
         return JSONResponse(
-            {
-                "text": collected.text,
-                "tokens_used": usage.total_tokens,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "finish_reason": collected.completed.finish_reason,
-                "model_version": collected.completed.model_version,
-                "request_id": request_id,
-            },
+            answer.model_dump(mode="json", exclude_none=True),
             headers=collected.admitted.rate_limit_headers,
         )
 
     admitted, first = await start_stream(request, events)
     stream = sse_events(
-        first, events, _renderer(request_id), _error_event(request_id), state.metrics
+        first, events, _renderer(request_id, logprobs), _error_event(request_id), state.metrics
     )
     return event_stream_response(stream, admitted.rate_limit_headers)
