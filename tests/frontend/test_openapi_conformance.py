@@ -161,18 +161,24 @@ def test_with_keys_responses_are_what_the_document_says(
 
 
 # Requests each served in full: generated cases rarely are (max_tokens defaults above 1).
+# Each also with several choices and log-probabilities, whose shapes the document states.
 _MESSAGES = [{"role": "user", "content": "Hi"}]
+_STREAMS = (False, True)
 _SERVED: dict[str, list[dict[str, Any]]] = {
     "POST /generate": [
-        {"body": {"prompt": "Hi", "max_tokens": 1, "stream": stream}} for stream in (False, True)
+        {"body": {"prompt": "Hi", "max_tokens": 1, "stream": stream, **extra}}
+        for stream in _STREAMS
+        for extra in ({}, {"logprobs": 2})
     ],
     "POST /v1/completions": [
-        {"body": {"model": "gemma-3-270m", "prompt": "Hi", "max_tokens": 1, "stream": stream}}
-        for stream in (False, True)
+        {"body": {"model": "gemma-3-270m", "prompt": "Hi", "max_tokens": 1, **options}}
+        for stream in _STREAMS
+        for options in ({"stream": stream}, {"stream": stream, "n": 2, "logprobs": 2})
     ],
     "POST /v1/chat/completions": [
-        {"body": {"model": "gemma-3-270m", "messages": _MESSAGES, "stream": stream}}
-        for stream in (False, True)
+        {"body": {"model": "gemma-3-270m", "messages": _MESSAGES, "stream": stream, **extra}}
+        for stream in _STREAMS
+        for extra in ({}, {"n": 2, "logprobs": True, "top_logprobs": 2})
     ],
     "GET /v1/models": [{}],
     "GET /v1/models/{model_id}": [{"path_parameters": {"model_id": "gemma-3-270m"}}],

@@ -116,6 +116,17 @@ async def test_completions_json_schema(served: ServedApp, stream: bool) -> None:
     valid(text, CITY)
 
 
+async def test_each_of_several_choices_is_a_value_of_the_schema(served: ServedApp) -> None:
+    reply = await sdk(served).chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, temperature=0, n=2,
+        response_format=RESPONSE_FORMAT,
+    )  # fmt: skip
+    assert [choice.index for choice in reply.choices] == [0, 1]
+    for choice in reply.choices:
+        assert choice.finish_reason == "stop", choice.message.content
+        valid(choice.message.content or "", CITY)
+
+
 async def test_the_sdks_parse_helper_gets_its_model(served: ServedApp) -> None:
     completion = await sdk(served).chat.completions.parse(
         model=MODEL,
