@@ -46,6 +46,59 @@ field names are unchanged in the 1.4 reference docs):
   LLM has a grammar backend, `guided_decoding_backend="xgrammar"` (`llmapi/llm_args.py`,
   default None; xgrammar serves both backends, llguidance only PyTorch). The value ends
   with the end id, hence finish reason 'stop'.
+
+Several sequences (`SamplingParams.n`), read in `tensorrt_llm/sampling_params.py`,
+`tensorrt_llm/executor/result.py` and `cpp/tensorrt_llm/batch_manager/llmRequest.cpp`:
+- `SamplingParams(n=...)`; `best_of` is left unset, which the LLM API makes `n`. With
+  `best_of > n` it would sort the outputs by cumulative log-probability and renumber their
+  `index` on every streamed iteration, so a stream could not follow one sequence.
+- The C++ runtime runs the n as child requests seeded `seed + sequence index`, the rule of
+  our `SamplingParams`. `RequestOutput.outputs` holds n `CompletionOutput`s, each with its
+  `index`, cumulative `token_ids` and `logprobs`, updated in place.
+- `RequestOutput.finished` (C++ `Result.isFinal`) comes once every sequence is final. A
+  sequence's `finish_reason` (and the cut of a stop token) is set only in that request's
+  final response (`if self._done` in `_handle_sequence`), except 'cancelled': a sequence
+  that ends before the others streams its stop token, uncut, and no finish of its own.
+  So with several sequences the stream filter also matches single-token stops (and the
+  end id), ending the sequence there; one that ended otherwise is ended when the request
+  ends, LENGTH if it holds max_tokens tokens, else STOP (the model's end of generation).
+- The LLM API refuses greedy decoding with `best_of > 1` unless the process sets
+  TLLM_ALLOW_N_GREEDY_DECODING. Greedy sequences of one prompt are all the same, so for
+  greedy sampling the engine asks for one and streams it as each of the n (admission and
+  the statistics still count n sequences, as for any request).
+- `abort()` cancels the whole request; a sequence cannot be stopped alone. A sequence a
+  multi-token stop sequence ends here runs on in TensorRT-LLM, unread, until its request
+  ends or every other sequence ended too (then the request is aborted).
+
+Token log-probabilities (`SamplingParams.logprobs`), read in `tensorrt_llm/sampling_params.py`,
+`executor/result.py`, `_torch/pyexecutor/sampler.py` and `_torch/pyexecutor/sampler/
+logprobs.py` at several commits, and in the 1.3 API reference:
+- `SamplingParams(logprobs=k)`. Versions whose `_get_output_config` turns them on with
+  `bool(self.logprobs)` read 0 as off, so the engine asks for `max(k, 1)` and keeps k
+  alternatives, as TensorRT-LLM's own server does (`ChatCompletionRequest
+  .to_sampling_params` in `serve/openai_protocol.py`: `1 if not top_logprobs`).
+- `CompletionOutput.logprobs` holds one entry per output token: a dict token id ->
+  `Logprob(logprob, rank)` (`TokenLogprobs`), or a plain float (the sampled token's only).
+  It is not cut with a stop token, so it may run past `token_ids`: it is read by position.
+- Which distribution, PyTorch backend: an earlier `TorchSampler` returned only the
+  sampled token, {token: Logprob(logprob, rank=1)}, from the softmax it drew from. Later
+  ones return the top k of log_softmax of the model's logits, "specified to not reflect
+  temperature scaling, top-k/top-p masking" (their comment); in some of those the sampled
+  token is in the dict only when among the k. The newest (1.3 reference: "return top-K log
+  probabilities + the sampled token's log probability ... if it's not in the Top-K") put
+  the sampled token first and add `SamplingParams.logprobs_mode`: `LogprobMode.RAW`, the
+  default and the above, or `PROCESSED` (after temperature and top-k/top-p). The engine
+  leaves it unset (older versions refuse the field): the values are the model's own
+  distribution at temperature 1, before top-k/top-p, unlike the CPU engine's (after
+  temperature and penalties).
+- Legacy TensorRT backend: computed after the fact from the generation logits
+  (`compute_logprobs` in `executor/result.py`, log_softmax, top k), which needs an engine
+  built with `--gather_generation_logits`; TensorRT-LLM's own server refuses
+  `top_logprobs` without it.
+- Mapping (as `create_logprobs` in `serve/postprocess_handlers.py` reads them): the
+  sampled token's value from its entry, the alternatives the entry's k likeliest. A value
+  TensorRT-LLM did not give (a sampled token outside a top-k-only dict, a position with no
+  entry) reads UNKNOWN_LOGPROB, -9999.0, OpenAI's "very unlikely", to which -inf is raised.
 """
 
 from __future__ import annotations
@@ -56,7 +109,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,7 +121,9 @@ from llm_stack.engine.base import (
     FinishReason,
     GenerationRequest,
     InvalidRequestError,
+    SamplingParams,
     TokenDelta,
+    TokenLogprob,
 )
 from llm_stack.engine.stops import StopMatcher
 from llm_stack.guided_decoding import GUIDE_TYPE_FIELD, Guide, GuideType
@@ -89,11 +144,29 @@ STATS_TIMEOUT_S = 1.0  # how long one pass over the iteration-stats queue waits 
 STATS_IDLE_S = 0.5  # pause between passes, so an idle engine is not polled in a busy loop
 
 
+class LogprobLike(Protocol):
+    """What we read of `tensorrt_llm.executor.result.Logprob`."""
+
+    @property
+    def logprob(self) -> float: ...
+
+
+# One output token's entry of `CompletionOutput.logprobs`: token id -> Logprob, or the
+# sampled token's value alone.
+LogprobEntry = Mapping[int, LogprobLike] | float
+
+
 class CompletionLike(Protocol):
     """What we read of `tensorrt_llm.executor.result.CompletionOutput`."""
 
     @property
+    def index(self) -> int: ...
+
+    @property
     def token_ids(self) -> Sequence[int] | None: ...
+
+    @property
+    def logprobs(self) -> Sequence[LogprobEntry] | None: ...
 
     @property
     def finish_reason(self) -> str | None: ...
@@ -139,6 +212,11 @@ def to_sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
         kwargs["frequency_penalty"] = sampling.frequency_penalty
     if sampling.min_tokens > 0:
         kwargs["min_tokens"] = sampling.min_tokens
+    if engine_sequences(sampling) > 1:
+        kwargs["n"] = sampling.n  # best_of unset: the LLM API makes it n
+    if sampling.logprobs is not None:
+        # 0 turns them off in some versions; the one alternative is dropped.
+        kwargs["logprobs"] = max(sampling.logprobs, 1)
     if request.end_id is not None:
         # Unset, the LLM API takes both from the model's tokenizer.
         kwargs["end_id"] = request.end_id
@@ -160,6 +238,12 @@ def to_sampling_kwargs(request: GenerationRequest) -> dict[str, Any]:
     return kwargs
 
 
+def engine_sequences(sampling: SamplingParams) -> int:
+    """Sequences TensorRT-LLM generates for a request: greedy ones would all be the same
+    (and the LLM API refuses several), so a greedy request gets one, streamed n times."""
+    return 1 if sampling.greedy else sampling.n
+
+
 def guided_decoding_kwargs(guide: Guide) -> dict[str, Any]:
     """Keyword arguments for `tensorrt_llm.sampling_params.GuidedDecodingParams`."""
     if guide.type is GuideType.JSON:
@@ -171,52 +255,111 @@ def _single_tokens(sequences: Iterable[Sequence[int]]) -> list[int]:
     return sorted({seq[0] for seq in sequences if len(seq) == 1})
 
 
-def delta_from_output(
-    previous_len: int, output: RequestOutputLike, num_input_tokens: int, previous_cached: int = 0
-) -> TokenDelta:
-    """The tokens after the first `previous_len` of a cumulative output, and its finish.
+UNKNOWN_LOGPROB = -9999.0  # a log-probability TensorRT-LLM did not report (OpenAI's floor)
 
-    The cached-token count is the largest reported so far: a response that leaves it
-    unset does not undo what the request's prompt already got from the cache.
+
+def token_logprob(token: int, entry: LogprobEntry | None, top: int) -> TokenLogprob:
+    """One output token's log-probability and its `top` likeliest alternatives, from its
+    entry of `CompletionOutput.logprobs` (None: no entry)."""
+    if entry is None:
+        return TokenLogprob(UNKNOWN_LOGPROB)
+    if not isinstance(entry, Mapping):
+        return TokenLogprob(_reported(entry))
+    values = {int(token_id): _reported(value.logprob) for token_id, value in entry.items()}
+    ranked = sorted(values.items(), key=lambda item: (-item[1], item[0]))
+    return TokenLogprob(values.get(token, UNKNOWN_LOGPROB), tuple(ranked[:top]))
+
+
+def _reported(value: float) -> float:
+    return max(float(value), UNKNOWN_LOGPROB)  # -inf (a banned token) is no JSON number
+
+
+def delta_from_output(
+    previous_len: int,
+    output: RequestOutputLike,
+    num_input_tokens: int,
+    previous_cached: int = 0,
+    *,
+    index: int = 0,
+    logprobs: int | None = None,
+    max_tokens: int | None = None,
+) -> TokenDelta:
+    """Sequence `index`'s tokens after its first `previous_len`, from a cumulative output.
+
+    With `logprobs` (alternatives per token, None: off) each token gets its TokenLogprob.
+    A request that ended without a finish reason for this sequence ended it CANCELLED, or,
+    given `max_tokens` (a sequence of several, whose reason TensorRT-LLM leaves unset when
+    it ends before the last), LENGTH if it has that many tokens and STOP if fewer. The
+    cached-token count is the largest reported so far: a response that leaves it unset
+    does not undo what the request's prompt already got from the cache.
     """
-    completion = output.outputs[0]
-    token_ids = completion.token_ids or ()
-    # A final output may be shorter than the last one (a stop token cut from it).
-    new = tuple(token_ids[previous_len:])
+    completion = _completion(output, index)
+    token_ids: Sequence[int] = completion.token_ids or ()
     reason = completion.finish_reason
     finish: FinishReason | None = None
     if reason:
         finish = FINISH_REASONS.get(reason, FinishReason.CANCELLED)
     elif output.finished:
-        finish = FinishReason.CANCELLED  # ended without saying why: not a natural end
+        if max_tokens is None:
+            finish = FinishReason.CANCELLED  # ended without saying why: not a natural end
+        elif len(token_ids) >= max_tokens:
+            finish = FinishReason.LENGTH
+        else:
+            finish = FinishReason.STOP  # an end or stop token, which the filter cuts
+    # A final output may be shorter than the last one (a stop token cut from it).
+    new = tuple(token_ids[previous_len:])
+    token_logprobs: tuple[TokenLogprob, ...] = ()
+    if logprobs is not None:
+        entries = completion.logprobs or ()
+        token_logprobs = tuple(
+            token_logprob(token, entries[at] if at < len(entries) else None, logprobs)
+            for at, token in enumerate(new, start=previous_len)
+        )
     return TokenDelta(
         token_ids=new,
         num_input_tokens=num_input_tokens,
         num_output_tokens=previous_len + len(new),
         finish_reason=finish,
         num_cached_tokens=max(previous_cached, int(getattr(output, "cached_tokens", 0) or 0)),
+        index=index,
+        logprobs=token_logprobs,
     )
 
 
+def _completion(output: RequestOutputLike, index: int) -> CompletionLike:
+    for completion in output.outputs:
+        if completion.index == index:
+            return completion
+    raise EngineError(f"TensorRT-LLM returned no output of index {index}")
+
+
 class StopSequenceFilter:
-    """Applies multi-token stop sequences to one stream of engine deltas.
+    """Applies multi-token stop sequences to one sequence's stream of engine deltas.
 
     Tokens that might start a stop sequence are held back until the next ones decide;
-    a matched stop sequence is cut and ends the stream with STOP.
+    a matched stop sequence is cut and ends the stream with STOP. Log-probabilities go
+    with their tokens: held back, cut and passed on alike.
     """
 
-    def __init__(self, stop_sequences: Iterable[Sequence[int]]) -> None:
-        self._matcher = StopMatcher(seq for seq in stop_sequences if len(seq) > 1)
+    def __init__(
+        self, stop_sequences: Iterable[Sequence[int]], *, single_tokens: bool = False
+    ) -> None:
+        """Single-token stops only with `single_tokens`: TensorRT-LLM cuts them itself."""
+        shortest = 1 if single_tokens else 2
+        self._matcher = StopMatcher(seq for seq in stop_sequences if len(seq) >= shortest)
         self._output: list[int] = []
+        self._logprobs: list[TokenLogprob] = []  # one per token received, when asked for
         self._emitted = 0
 
     def push(self, delta: TokenDelta) -> TokenDelta | None:
         """The delta to pass on (None: nothing yet); finished if a stop sequence matched."""
         finish = delta.finish_reason
-        for token in delta.token_ids:
+        for at, token in enumerate(delta.token_ids):
             self._output.append(token)
+            if delta.logprobs:
+                self._logprobs.append(delta.logprobs[at])
             matched = self._matcher.matched_stop(self._output)
-            if matched:
+            if matched:  # cut: the log-probabilities past it are never passed on
                 del self._output[-matched:]
                 finish = FinishReason.STOP
                 break
@@ -227,6 +370,7 @@ class StopSequenceFilter:
         if visible == self._emitted and finish is None:
             return None
         new = tuple(self._output[self._emitted : visible])
+        new_logprobs = tuple(self._logprobs[self._emitted : visible])
         self._emitted = visible
         return TokenDelta(
             token_ids=new,
@@ -234,6 +378,8 @@ class StopSequenceFilter:
             num_output_tokens=self._emitted,
             finish_reason=finish,
             num_cached_tokens=delta.num_cached_tokens,
+            index=delta.index,
+            logprobs=new_logprobs,
         )
 
 
@@ -328,8 +474,8 @@ class TrtLlmEngine:
         self._make_sampling_params: Callable[..., Any] | None = None
         self._make_guided_decoding_params: Callable[..., Any] | None = None
         self._stopping = False
-        self._inflight: dict[str, Any] = {}  # request id → RequestOutput handle
-        self._peak_inflight = 0
+        self._inflight: dict[str, _InFlight] = {}  # by request id
+        self._peak_inflight = 0  # sequences
         self._generated = 0
         self._finished: dict[str, int] = {}
         self._iterations = IterationFigures()
@@ -410,57 +556,90 @@ class TrtLlmEngine:
         return build
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[TokenDelta, None]:
-        """Stream the deltas of one sequence; closing the iterator early aborts it."""
-        handle = self._submit(request)
-        request_id = request.request_id
+        """Stream the deltas of a request's n sequences, each told by its `index`, until
+        every one has sent its last; closing the iterator early aborts the request."""
+        entry = self._submit(request)
+        handle, request_id = entry.handle, request.request_id
         num_input = len(request.prompt_ids)
-        stops = StopSequenceFilter(request.stop_sequences)
-        received = 0
+        sampling = request.sampling
+        engine_n = engine_sequences(sampling)
+        copies = sampling.n // engine_n  # our sequences per engine sequence (greedy: n)
+        several = engine_n > 1  # whose finishes TensorRT-LLM reports late, uncut
+        max_tokens = sampling.max_tokens if several else None
+        stops = _stream_stops(request, several)
+        streams = [_SequenceStream(stops, several) for _ in range(engine_n)]
+        remaining = sampling.n  # our sequences without their last delta
         cached = 0
         engine_done = False
-        finished = False
         failed = False
         try:
             outputs = aiter(handle)
-            while True:
+            while remaining:
                 try:
                     output = await anext(outputs)
+                    raws = [
+                        delta_from_output(
+                            stream.received,
+                            output,
+                            num_input,
+                            cached,
+                            index=i,
+                            logprobs=sampling.logprobs,
+                            max_tokens=max_tokens,
+                        )
+                        for i, stream in enumerate(streams)
+                    ]
                 except StopAsyncIteration:
                     break
                 except Exception as exc:
                     failed = True
                     log.error("TensorRT-LLM request %s failed: %r", request_id, exc)
                     raise EngineError("the TensorRT-LLM request failed") from exc
-                raw = delta_from_output(received, output, num_input, cached)
-                received, cached = raw.num_output_tokens, raw.num_cached_tokens
-                self._generated += len(raw.token_ids)
-                engine_done = raw.finished
-                delta = stops.push(raw)
-                if delta is None:
+                engine_done = bool(output.finished) or all(raw.finished for raw in raws)
+                for i, (stream, raw) in enumerate(zip(streams, raws, strict=True)):
+                    stream.received = raw.num_output_tokens
+                    cached = max(cached, raw.num_cached_tokens)
+                    if stream.done:
+                        continue  # ended here by a stop sequence: TensorRT-LLM runs on
+                    self._generated += len(raw.token_ids) * copies
+                    delta = stream.stops.push(raw)
+                    if delta is None:
+                        continue
+                    if delta.finished:
+                        stream.done = True
+                        remaining -= copies
+                        self._finish(request_id, entry, delta.finish_reason, copies)
+                        if not remaining and not engine_done:
+                            # Stop sequences ended what is left, not TensorRT-LLM.
+                            _abort(handle, request_id)
+                    for copy in range(i * copies, (i + 1) * copies):
+                        yield replace(delta, index=copy)
+            if not remaining:
+                return
+            # The output iterator ended without a final output: the rest are cancelled.
+            for i, stream in enumerate(streams):
+                if stream.done:
                     continue
-                if delta.finished:
-                    finished = True
-                    self._finish(request_id, delta.finish_reason)
-                    if not engine_done:  # a stop sequence matched here, not in the engine
-                        _abort(handle, request_id)
-                    yield delta
-                    return
-                yield delta
-            # The output iterator ended without a final output: treat it as cancelled.
-            finished = True
-            self._finish(request_id, FinishReason.CANCELLED)
-            last = stops.push(TokenDelta((), num_input, received, FinishReason.CANCELLED, cached))
-            if last is not None:
-                yield last
+                stream.done = True
+                remaining -= copies
+                self._finish(request_id, entry, FinishReason.CANCELLED, copies)
+                end = TokenDelta(
+                    (), num_input, stream.received, FinishReason.CANCELLED, cached, index=i
+                )
+                last = stream.stops.push(end)
+                if last is not None:
+                    for copy in range(i * copies, (i + 1) * copies):
+                        yield replace(last, index=copy)
         finally:
-            if not finished:
+            if remaining:
                 if not engine_done:
                     _abort(handle, request_id)
                 # An engine failure is no finish reason; a consumer leaving is a cancel.
-                self._finish(request_id, None if failed else FinishReason.CANCELLED)
+                reason = None if failed else FinishReason.CANCELLED
+                self._finish(request_id, entry, reason, remaining)
 
-    def _submit(self, request: GenerationRequest) -> Any:
-        """Validate and admit a request; the TensorRT-LLM handle for its outputs."""
+    def _submit(self, request: GenerationRequest) -> _InFlight:
+        """Validate and admit a request; its entry, with the TensorRT-LLM handle."""
         llm, make_params = self._llm, self._make_sampling_params
         if llm is None or make_params is None or self._stopping:
             raise EngineStoppedError("the engine is not running")
@@ -483,15 +662,23 @@ class TrtLlmEngine:
                 tokens=need,
                 limit=self.max_seq_len,
             )
+        n = request.sampling.n
+        if n > self.max_batch_size:
+            raise InvalidRequestError(
+                f"n is {n}, exceeds the engine's {self.max_batch_size} sequences in flight",
+                field="n",
+            )
         if request.request_id in self._inflight:
             raise InvalidRequestError(
                 f"request id {request.request_id!r} is already in flight",
                 code=ErrorCode.DUPLICATE_REQUEST_ID,
             )
-        waiting = len(self._inflight) - self.max_batch_size
-        if waiting >= self.max_queue:
+        # Sequences count, not requests: each of the n takes a slot of the batch.
+        inflight = self._inflight_sequences()
+        if inflight + n > self.max_batch_size + self.max_queue:
+            waiting = max(inflight - self.max_batch_size, 0)
             raise EngineOverloadedError(
-                f"engine queue is full: {max(waiting, 0)} requests waiting", waiting=max(waiting, 0)
+                f"engine queue is full: {waiting} sequences waiting", waiting=waiting
             )
         kwargs = to_sampling_kwargs(request)
         if not request.sampling.greedy and "seed" not in kwargs:
@@ -516,24 +703,34 @@ class TrtLlmEngine:
         except Exception as exc:
             log.error("TensorRT-LLM could not take request %s: %r", request.request_id, exc)
             raise EngineError("the TensorRT-LLM engine could not take the request") from exc
-        self._inflight[request.request_id] = handle
-        self._peak_inflight = max(self._peak_inflight, len(self._inflight))
+        entry = _InFlight(handle, n)
+        self._inflight[request.request_id] = entry
+        self._peak_inflight = max(self._peak_inflight, self._inflight_sequences())
         self._ensure_stats_task()
-        return handle
+        return entry
 
-    def _finish(self, request_id: str, reason: FinishReason | None) -> None:
-        if self._inflight.pop(request_id, None) is not None and reason is not None:
-            self._finished[reason.value] = self._finished.get(reason.value, 0) + 1
+    def _inflight_sequences(self) -> int:
+        return sum(entry.sequences for entry in self._inflight.values())
+
+    def _finish(
+        self, request_id: str, entry: _InFlight, reason: FinishReason | None, count: int
+    ) -> None:
+        """`count` of a request's sequences ended (reason None: failed, not counted)."""
+        entry.sequences -= count
+        if reason is not None:
+            self._finished[reason.value] = self._finished.get(reason.value, 0) + count
+        if entry.sequences <= 0 and self._inflight.get(request_id) is entry:
+            del self._inflight[request_id]  # the id is free again once its last delta is out
 
     async def abort(self, request_id: str) -> None:
-        """Cancel a sequence in TensorRT-LLM; its stream then ends with CANCELLED."""
-        handle = self._inflight.get(request_id)
-        if handle is not None:
-            _abort(handle, request_id)
+        """Cancel a request in TensorRT-LLM; its unfinished sequences end with CANCELLED."""
+        entry = self._inflight.get(request_id)
+        if entry is not None:
+            _abort(entry.handle, request_id)
 
     def stats(self) -> EngineStats:
-        """Our own admission figures, refined by the executor's iteration stats if any."""
-        inflight = len(self._inflight)
+        """Our own admission figures (sequences), refined by the executor's iteration stats."""
+        inflight = self._inflight_sequences()
         figures = self._iterations
         if figures.seen:
             active = min(inflight, figures.active)
@@ -556,10 +753,10 @@ class TrtLlmEngine:
         )
 
     async def shutdown(self) -> None:
-        """Abort every sequence, stop collecting stats and shut the LLM down."""
+        """Abort every request, stop collecting stats and shut the LLM down."""
         self._stopping = True
-        for request_id, handle in list(self._inflight.items()):
-            _abort(handle, request_id)
+        for request_id, entry in list(self._inflight.items()):
+            _abort(entry.handle, request_id)
         self._stop_stats_task()
         llm, self._llm = self._llm, None
         if llm is not None:
@@ -606,6 +803,32 @@ class TrtLlmEngine:
                 loop.call_soon_threadsafe(task.cancel)
 
 
+@dataclass
+class _InFlight:
+    """A request in TensorRT-LLM: its RequestOutput handle and its unfinished sequences."""
+
+    handle: Any
+    sequences: int
+
+
+class _SequenceStream:
+    """What `generate` tracks of one sequence TensorRT-LLM generates."""
+
+    def __init__(self, stop_sequences: Iterable[Sequence[int]], single_tokens: bool) -> None:
+        self.stops = StopSequenceFilter(stop_sequences, single_tokens=single_tokens)
+        self.received = 0  # output tokens read so far
+        self.done = False  # its last delta went out
+
+
+def _stream_stops(request: GenerationRequest, several: bool) -> tuple[tuple[int, ...], ...]:
+    """The stop sequences a request's streams match. One of several sequences may end
+    before the others, and then TensorRT-LLM cuts neither its stop token nor (should it
+    show) its end id: the stream cuts them."""
+    if not several or request.end_id is None:
+        return request.stop_sequences
+    return (*request.stop_sequences, (request.end_id,))
+
+
 def _abort(handle: Any, request_id: str) -> None:
     try:
         handle.abort()
@@ -615,10 +838,13 @@ def _abort(handle: Any, request_id: str) -> None:
 
 __all__ = [
     "FINISH_REASONS",
+    "UNKNOWN_LOGPROB",
     "IterationFigures",
     "StopSequenceFilter",
     "TrtLlmEngine",
     "delta_from_output",
+    "engine_sequences",
     "guided_decoding_kwargs",
     "to_sampling_kwargs",
+    "token_logprob",
 ]

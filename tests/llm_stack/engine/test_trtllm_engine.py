@@ -4,8 +4,10 @@ TensorRT-LLM needs an NVIDIA GPU and its CUDA wheels, so it cannot run on the ma
 these tests run on. The engine tests therefore inject a fake of the LLM API object
 (`generate_async` returning a streamed `RequestOutput`, `abort()`, `get_stats_async`,
 `shutdown`) shaped after tensorrt_llm 1.0's `llmapi/llm.py` and `executor/result.py`:
-one output object, updated in place, whose `outputs[0].token_ids` is cumulative and whose
-`cached_tokens` says how many prompt tokens came from the KV cache. Loading is tested
+one output object, updated in place, holding one `CompletionOutput` per sequence (`index`,
+cumulative `token_ids` and `logprobs`, a dict token id -> Logprob per token), finished once
+every sequence has ended, and whose `cached_tokens` says how many prompt tokens came from
+the KV cache. Loading is tested
 against a fake `tensorrt_llm` package: `LLM` (PyTorch backend), `_tensorrt_engine.LLM`
 (TensorRT backend), `llmapi.KvCacheConfig` and `sampling_params.GuidedDecodingParams`.
 """
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import types
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +34,20 @@ from llm_stack.engine.base import (
     InvalidRequestError,
     SamplingParams,
     TokenDelta,
+    TokenLogprob,
 )
 from llm_stack.engine.factory import create_engine
 from llm_stack.engine.trtllm_engine import (
+    UNKNOWN_LOGPROB,
     IterationFigures,
     StopSequenceFilter,
     TrtLlmEngine,
     delta_from_output,
+    engine_sequences,
     guided_decoding_kwargs,
     is_engine_dir,
     to_sampling_kwargs,
+    token_logprob,
 )
 from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.model_config import ModelConfigError
@@ -75,35 +81,67 @@ def make_request(
 
 
 @dataclass
+class FakeLogprob:
+    """`tensorrt_llm.executor.result.Logprob`."""
+
+    logprob: float
+    rank: int | None = None
+
+
+LogprobEntries = list[dict[int, FakeLogprob]] | list[float]
+
+
+@dataclass
 class FakeCompletion:
-    token_ids: list[int] = field(default_factory=list)
+    token_ids: list[int] | None = field(default_factory=list)
     finish_reason: str | None = None
+    index: int = 0
+    logprobs: LogprobEntries | None = field(default_factory=list)
 
 
-State = tuple[list[int], str | None, int | None]
+@dataclass
+class State:
+    """One streamed update of sequence `index` (cumulative, like the LLM API's)."""
+
+    token_ids: list[int]
+    reason: str | None = None
+    cached: int | None = None
+    index: int = 0
+    logprobs: LogprobEntries | None = None
+    finished: bool | None = None  # None: once every sequence has a finish reason
 
 
 class FakeRequestOutput:
-    """A streamed RequestOutput: the test pushes cumulative states, abort() cancels."""
+    """A streamed RequestOutput of n sequences: the test pushes cumulative states of one
+    sequence at a time, abort() cancels every unfinished one."""
 
-    def __init__(self) -> None:
-        self.outputs = [FakeCompletion()]
+    def __init__(self, n: int = 1) -> None:
+        self.outputs = [FakeCompletion(index=i) for i in range(n)]
         self.finished = False
-        self.aborted = False
+        self.aborted = 0
         self.cached_tokens = 0  # set from each response that carries it
         self._states: asyncio.Queue[State | BaseException] = asyncio.Queue()
 
     def emit(
-        self, token_ids: list[int], finish_reason: str | None = None, cached: int | None = None
+        self,
+        token_ids: list[int],
+        finish_reason: str | None = None,
+        cached: int | None = None,
+        *,
+        index: int = 0,
+        logprobs: LogprobEntries | None = None,
+        finished: bool | None = None,
     ) -> None:
-        self._states.put_nowait((token_ids, finish_reason, cached))
+        self._states.put_nowait(State(token_ids, finish_reason, cached, index, logprobs, finished))
 
     def fail(self, error: BaseException) -> None:
         self._states.put_nowait(error)
 
     def abort(self) -> None:
-        self.aborted = True
-        self.emit(list(self.outputs[0].token_ids), "cancelled")
+        self.aborted += 1
+        for output in self.outputs:
+            if output.finish_reason is None:
+                self.emit(list(output.token_ids or []), "cancelled", index=output.index)
 
     def __aiter__(self) -> FakeRequestOutput:
         return self
@@ -114,12 +152,16 @@ class FakeRequestOutput:
         state = await self._states.get()
         if isinstance(state, BaseException):
             raise state
-        token_ids, reason, cached = state
-        self.outputs[0].token_ids = token_ids
-        self.outputs[0].finish_reason = reason
-        if cached is not None:
-            self.cached_tokens = cached
-        self.finished = reason is not None
+        output = self.outputs[state.index]
+        output.token_ids = state.token_ids
+        output.finish_reason = state.reason
+        if state.logprobs is not None:
+            output.logprobs = state.logprobs
+        if state.cached is not None:
+            self.cached_tokens = state.cached
+        self.finished = (
+            all(o.finish_reason for o in self.outputs) if state.finished is None else state.finished
+        )
         return self
 
 
@@ -138,7 +180,7 @@ class FakeLLM:
         if self.reject is not None:
             raise self.reject
         self.calls.append({"inputs": inputs, "params": sampling_params, "streaming": streaming})
-        handle = FakeRequestOutput()
+        handle = FakeRequestOutput(sampling_params.get("n", 1))
         self.handles.append(handle)
         return handle
 
@@ -183,8 +225,10 @@ class Stream:
         self._first: asyncio.Future[TokenDelta] | None = None
 
     async def next(self) -> TokenDelta:
+        """The next delta; a test expecting one the engine never sends fails, not hangs."""
         first, self._first = self._first, None
-        return await (first if first is not None else anext(self.deltas))
+        async with asyncio.timeout(5):
+            return await (first if first is not None else anext(self.deltas))
 
     async def aclose(self) -> None:
         await self.deltas.aclose()
@@ -291,6 +335,39 @@ def test_multi_token_bad_words_are_rejected_naming_the_field() -> None:
         to_sampling_kwargs(make_request(bad=((5,), (1, 2, 3))))
 
 
+def test_n_and_logprobs_map_to_sampling_params() -> None:
+    request = make_request(max_tokens=6, temperature=0.8, seed=7, n=3, logprobs=5)
+    assert to_sampling_kwargs(request) == {
+        "max_tokens": 6,
+        "detokenize": False,
+        "temperature": 0.8,
+        "top_p": 1.0,
+        "seed": 7,  # the runtime seeds sequence i with seed + i
+        "n": 3,  # best_of stays unset: the LLM API makes it n, keeping each output's index
+        "logprobs": 5,
+    }
+
+
+@pytest.mark.parametrize(("asked", "sent"), [(None, None), (0, 1), (1, 1), (20, 20)])
+def test_logprobs_zero_asks_for_one_alternative(asked: int | None, sent: int | None) -> None:
+    # TensorRT-LLM 1.0 turns logprobs on with bool(logprobs): 0 would mean off.
+    kwargs = to_sampling_kwargs(make_request(temperature=0.5, logprobs=asked))
+    assert kwargs.get("logprobs") == sent
+
+
+def test_one_sequence_leaves_n_unset() -> None:
+    assert "n" not in to_sampling_kwargs(make_request(temperature=0.5, n=1))
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0.0}, {"top_k": 1, "temperature": 0.7}])
+def test_greedy_n_asks_for_one_sequence(sampling: dict[str, Any]) -> None:
+    # The LLM API refuses greedy decoding with best_of > 1; the n would all be equal.
+    request = make_request(n=4, **sampling)
+    assert engine_sequences(request.sampling) == 1
+    assert "n" not in to_sampling_kwargs(request)
+    assert engine_sequences(make_request(n=4, temperature=0.7).sampling) == 4
+
+
 # -- delta_from_output ------------------------------------------------------------------
 
 
@@ -366,9 +443,100 @@ def test_cached_tokens_are_the_largest_reported_and_zero_without_the_field() -> 
 
 
 def test_missing_token_ids_read_as_none_yet() -> None:
-    delta = delta_from_output(0, Output([FakeCompletion(None, None)]), num_input_tokens=1)  # type: ignore[arg-type]
+    delta = delta_from_output(0, Output([FakeCompletion(None, None)]), num_input_tokens=1)
     assert delta.token_ids == ()
     assert not delta.finished
+
+
+def lp(**values: float) -> dict[int, FakeLogprob]:
+    """A TokenLogprobs entry from t<id>=<logprob> pairs."""
+    return {int(name[1:]): FakeLogprob(value) for name, value in values.items()}
+
+
+def test_deltas_follow_the_output_of_their_index() -> None:
+    state = Output(
+        [FakeCompletion([1, 2], None, index=0), FakeCompletion([7, 8, 9], "length", index=1)]
+    )
+    first = delta_from_output(1, state, num_input_tokens=3, index=0)
+    second = delta_from_output(1, state, num_input_tokens=3, index=1)
+    assert first == TokenDelta((2,), 3, 2, index=0)
+    assert second == TokenDelta((8, 9), 3, 3, FinishReason.LENGTH, index=1)
+
+
+def test_an_index_without_output_is_an_engine_error() -> None:
+    with pytest.raises(EngineError, match="no output of index 2"):
+        delta_from_output(0, Output([FakeCompletion([1], index=0)]), 1, index=2)
+
+
+def test_logprobs_map_each_token_with_its_likeliest_alternatives() -> None:
+    entries: LogprobEntries = [
+        lp(t5=-0.5, t6=-1.5, t7=-2.5),  # sampled 5, the likeliest
+        lp(t9=-0.2, t4=-3.0, t6=-1.0),  # sampled 4, not among the 2 likeliest
+    ]
+    state = Output([FakeCompletion([5, 4], None, logprobs=entries)])
+    delta = delta_from_output(0, state, num_input_tokens=1, logprobs=2)
+    assert delta.token_ids == (5, 4)
+    assert delta.logprobs == (
+        TokenLogprob(-0.5, ((5, -0.5), (6, -1.5))),
+        TokenLogprob(-3.0, ((9, -0.2), (6, -1.0))),
+    )
+    # Only what is new: the second token's entry.
+    assert delta_from_output(1, state, 1, logprobs=2).logprobs == delta.logprobs[1:]
+    # Not asked for: none, whatever the output holds.
+    assert delta_from_output(0, state, 1).logprobs == ()
+
+
+def test_zero_alternatives_keep_only_the_sampled_tokens_logprob() -> None:
+    state = Output([FakeCompletion([5], None, logprobs=[lp(t5=-0.25, t3=-0.1)])])
+    assert delta_from_output(0, state, 1, logprobs=0).logprobs == (TokenLogprob(-0.25),)
+
+
+def test_logprobs_read_by_position_past_a_stop_token_cut() -> None:
+    # The LLM API cuts a stop token from token_ids in the final output, not from logprobs.
+    entries: LogprobEntries = [lp(t1=-0.1), lp(t2=-0.2), lp(t7=-0.3)]
+    state = Output([FakeCompletion([1, 2], "stop", logprobs=entries)], finished=True)
+    delta = delta_from_output(1, state, 1, logprobs=1)
+    assert delta.token_ids == (2,)
+    assert delta.logprobs == (TokenLogprob(-0.2, ((2, -0.2),)),)
+
+
+def test_logprobs_tensorrt_llm_did_not_give_read_unknown() -> None:
+    entries: LogprobEntries = [-0.75]  # a plain float: the sampled token's only
+    state = Output([FakeCompletion([5, 6], None, logprobs=entries)])
+    assert delta_from_output(0, state, 1, logprobs=3).logprobs == (
+        TokenLogprob(-0.75),
+        TokenLogprob(UNKNOWN_LOGPROB),  # no entry for the second token
+    )
+
+
+def test_token_logprob_raises_minus_infinity_and_a_missing_sampled_token() -> None:
+    entry = {3: FakeLogprob(float("-inf")), 1: FakeLogprob(-1.0), 2: FakeLogprob(-1.0)}
+    # Ties: the lower id first; -inf is no JSON number.
+    assert token_logprob(3, entry, 5) == TokenLogprob(
+        UNKNOWN_LOGPROB, ((1, -1.0), (2, -1.0), (3, UNKNOWN_LOGPROB))
+    )
+    # Top-k-only dicts (some versions) may lack the sampled token.
+    assert token_logprob(8, entry, 1) == TokenLogprob(UNKNOWN_LOGPROB, ((1, -1.0),))
+    assert token_logprob(8, None, 1) == TokenLogprob(UNKNOWN_LOGPROB)
+
+
+def test_a_sequence_that_ended_before_the_others_ends_with_the_request() -> None:
+    # The LLM API gives a sequence its finish reason only in the request's final response:
+    # here sequence 1's. Sequence 0 ended earlier, short of max_tokens (4): an end token.
+    state = Output(
+        [FakeCompletion([5, 6], None, index=0), FakeCompletion([6, 6, 6, 6], None, index=1)],
+        finished=True,
+    )
+    assert delta_from_output(2, state, 3, index=0, max_tokens=4) == TokenDelta(
+        (), 3, 2, FinishReason.STOP, index=0
+    )
+    assert delta_from_output(3, state, 3, index=1, max_tokens=4) == TokenDelta(
+        (6,), 3, 4, FinishReason.LENGTH, index=1
+    )
+    # Without max_tokens (one sequence), an output ending unexplained is cancelled.
+    assert delta_from_output(2, state, 3, index=0).finish_reason is FinishReason.CANCELLED
+    running = Output([FakeCompletion([5, 6], None)], finished=False)
+    assert not delta_from_output(1, running, 3, max_tokens=2).finished
 
 
 # -- StopSequenceFilter -----------------------------------------------------------------
@@ -409,6 +577,45 @@ def test_filter_without_multi_token_stops_passes_deltas_through() -> None:
     stops = StopSequenceFilter([(4,)])
     assert stops.push(raw((4, 4))) == TokenDelta((4, 4), 2, 2)
     assert stops.push(raw(())) is None
+
+
+def lps(*values: float) -> tuple[TokenLogprob, ...]:
+    return tuple(TokenLogprob(v) for v in values)
+
+
+def with_logprobs(tokens: tuple[int, ...], *values: float, index: int = 0) -> TokenDelta:
+    return TokenDelta(tokens, 2, 0, index=index, logprobs=lps(*values))
+
+
+def test_filter_holds_back_and_cuts_logprobs_with_their_tokens() -> None:
+    stops = StopSequenceFilter([(7, 8, 9)])
+    assert stops.push(with_logprobs((1, 7), -0.1, -0.7)) == TokenDelta(
+        (1,), 2, 1, logprobs=lps(-0.1)
+    )
+    assert stops.push(with_logprobs((8,), -0.8)) is None
+    final = stops.push(with_logprobs((9, 10), -0.9, -1.0))
+    assert final == TokenDelta((), 2, 1, FinishReason.STOP)
+
+
+def test_filter_releases_held_logprobs_with_their_tokens() -> None:
+    stops = StopSequenceFilter([(7, 8)])
+    assert stops.push(with_logprobs((3, 7), -0.3, -0.7)) == TokenDelta(
+        (3,), 2, 1, logprobs=lps(-0.3)
+    )
+    assert stops.push(with_logprobs((5,), -0.5)) == TokenDelta(
+        (7, 5), 2, 3, logprobs=lps(-0.7, -0.5)
+    )
+    flushed = stops.push(with_logprobs((7,), -0.71))
+    assert flushed is None
+    last = stops.push(TokenDelta((), 2, 0, FinishReason.LENGTH))
+    assert last == TokenDelta((7,), 2, 4, FinishReason.LENGTH, logprobs=lps(-0.71))
+
+
+def test_filter_keeps_the_sequence_index() -> None:
+    stops = StopSequenceFilter([(7, 8)])
+    assert stops.push(with_logprobs((4,), -0.4, index=2)) == TokenDelta(
+        (4,), 2, 1, index=2, logprobs=lps(-0.4)
+    )
 
 
 # -- IterationFigures -------------------------------------------------------------------
@@ -520,6 +727,148 @@ async def test_multi_token_stop_ends_the_stream_and_aborts_the_engine_request() 
     assert engine.stats().generated_tokens == 4
 
 
+async def test_n_sequences_stream_their_own_deltas_until_all_have_ended() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(prompt=(1, 2), temperature=0.9, n=3))
+    assert llm.calls[0]["params"]["n"] == 3
+    handle = llm.handles[0]
+    assert engine.stats().active == 3  # sequences, not requests
+    handle.emit([5], index=1)
+    assert await stream.next() == TokenDelta((5,), 2, 1, index=1)
+    handle.emit([6, 7], index=0)
+    assert await stream.next() == TokenDelta((6, 7), 2, 2, index=0)
+    handle.emit([5, 8], "length", index=1)
+    assert await stream.next() == TokenDelta((8,), 2, 2, FinishReason.LENGTH, index=1)
+    assert engine.stats().active == 2
+    handle.emit([9], index=2)
+    assert await stream.next() == TokenDelta((9,), 2, 1, index=2)
+    handle.emit([6, 7], "stop", index=0)
+    assert await stream.next() == TokenDelta((), 2, 2, FinishReason.STOP, index=0)
+    handle.emit([9, 4], "stop", index=2)
+    assert await stream.next() == TokenDelta((4,), 2, 2, FinishReason.STOP, index=2)
+    with pytest.raises(StopAsyncIteration):
+        await stream.next()
+    stats = engine.stats()
+    assert (stats.active, stats.waiting, stats.generated_tokens) == (0, 0, 6)
+    assert stats.finished == {"length": 1, "stop": 2}
+    assert not handle.aborted
+
+
+async def test_a_sequence_ended_early_ends_on_its_stop_token_or_with_the_request() -> None:
+    # TensorRT-LLM reports a sequence's finish reason, and cuts its stop token, only in the
+    # request's final response: sequence 0's stop token 7 comes uncut, with no finish.
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    request = make_request(stops=((7,),), end_id=2, max_tokens=3, temperature=0.9, n=3)
+    stream = await submit(engine, request)
+    assert llm.calls[0]["params"]["stop_token_ids"] == [7]
+    handle = llm.handles[0]
+    handle.emit([5, 7], index=0)
+    assert await stream.next() == TokenDelta((5,), 3, 1, FinishReason.STOP, index=0)
+    handle.emit([6, 2], index=1)  # the end id, should TensorRT-LLM ever show it
+    assert await stream.next() == TokenDelta((6,), 3, 1, FinishReason.STOP, index=1)
+    handle.emit([4], index=2)
+    assert await stream.next() == TokenDelta((4,), 3, 1, index=2)
+    handle.emit([4, 4, 4], index=2)
+    assert await stream.next() == TokenDelta((4, 4), 3, 3, index=2)
+    handle.emit([5, 7], "stop", index=0, finished=True)  # the final response: sequence 0's
+    assert await stream.next() == TokenDelta((), 3, 3, FinishReason.LENGTH, index=2)
+    with pytest.raises(StopAsyncIteration):
+        await stream.next()
+    assert engine.stats().finished == {"stop": 2, "length": 1}
+    assert not handle.aborted
+
+
+async def test_greedy_n_streams_one_engine_sequence_as_each_of_the_n() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(temperature=0.0, n=2, logprobs=0))
+    assert "n" not in llm.calls[0]["params"]
+    handle = llm.handles[0]
+    assert len(handle.outputs) == 1
+    handle.emit([5, 6], "stop", logprobs=[lp(t5=-0.1), lp(t6=-0.2)])
+    expected = TokenDelta((5, 6), 3, 2, FinishReason.STOP, logprobs=lps(-0.1, -0.2))
+    assert await stream.next() == expected
+    assert await stream.next() == replace(expected, index=1)
+    with pytest.raises(StopAsyncIteration):
+        await stream.next()
+    stats = engine.stats()
+    assert (stats.generated_tokens, stats.finished) == (4, {"stop": 2})
+
+
+async def test_streamed_logprobs_stay_aligned_through_a_multi_token_stop() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(stops=((8, 9),), temperature=0.7, logprobs=1))
+    assert llm.calls[0]["params"]["logprobs"] == 1
+    handle = llm.handles[0]
+    entries: LogprobEntries = [lp(t5=-0.5, t1=-0.1), lp(t8=-0.8)]
+    handle.emit([5, 8], logprobs=entries)
+    assert await stream.next() == TokenDelta(
+        (5,), 3, 1, logprobs=(TokenLogprob(-0.5, ((1, -0.1),)),)
+    )
+    entries = [*entries, lp(t6=-0.6)]
+    handle.emit([5, 8, 6], logprobs=entries)  # 8 was no stop after all
+    assert await stream.next() == TokenDelta(
+        (8, 6), 3, 3, logprobs=(TokenLogprob(-0.8, ((8, -0.8),)), TokenLogprob(-0.6, ((6, -0.6),)))
+    )
+    entries = [*entries, lp(t8=-0.8), lp(t9=-0.9), lp(t4=-0.4)]
+    handle.emit([5, 8, 6, 8, 9, 4], logprobs=entries)
+    assert await stream.next() == TokenDelta((), 3, 3, FinishReason.STOP)
+    assert handle.aborted == 1
+
+
+async def test_a_stop_sequence_ends_one_of_n_and_the_request_only_with_the_last() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(stops=((8, 9),), temperature=0.7, n=2))
+    handle = llm.handles[0]
+    handle.emit([8, 9, 3], index=0)
+    assert await stream.next() == TokenDelta((), 3, 0, FinishReason.STOP, index=0)
+    assert handle.aborted == 0  # sequence 1 runs on; a request aborts as a whole
+    handle.emit([4, 5], index=0)  # sequence 0 runs on in TensorRT-LLM, unread
+    handle.emit([6], index=1)
+    assert await stream.next() == TokenDelta((6,), 3, 1, index=1)
+    handle.emit([6, 8, 9], index=1)
+    assert await stream.next() == TokenDelta((), 3, 1, FinishReason.STOP, index=1)
+    assert handle.aborted == 1
+    with pytest.raises(StopAsyncIteration):
+        await stream.next()
+    assert engine.stats().finished == {"stop": 2}
+
+
+async def test_closing_an_n_stream_early_aborts_the_request_once() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(temperature=0.7, n=3))
+    handle = llm.handles[0]
+    handle.emit([5], "length", index=2)
+    assert (await stream.next()).finish_reason is FinishReason.LENGTH
+    await stream.aclose()
+    assert handle.aborted == 1
+    stats = engine.stats()
+    assert stats.active == 0
+    assert stats.finished == {"length": 1, "cancelled": 2}
+
+
+async def test_abort_cancels_every_unfinished_sequence() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    stream = await submit(engine, make_request(request_id="x", temperature=0.7, n=2))
+    llm.handles[0].emit([5], index=1)
+    assert await stream.next() == TokenDelta((5,), 3, 1, index=1)
+    await engine.abort("x")
+    finals = [await stream.next(), await stream.next()]
+    assert finals == [
+        TokenDelta((), 3, 0, FinishReason.CANCELLED, index=0),
+        TokenDelta((), 3, 1, FinishReason.CANCELLED, index=1),
+    ]
+    with pytest.raises(StopAsyncIteration):
+        await stream.next()
+    assert engine.stats().finished == {"cancelled": 2}
+
+
 async def test_overload_beyond_batch_plus_queue() -> None:
     llm = FakeLLM()
     engine = await started(llm, max_batch_size=1, max_queue=1, collect_iteration_stats=False)
@@ -527,7 +876,7 @@ async def test_overload_beyond_batch_plus_queue() -> None:
     await submit(engine, make_request(request_id="b"))
     stats = engine.stats()
     assert (stats.active, stats.waiting, stats.max_active) == (1, 1, 1)
-    with pytest.raises(EngineOverloadedError, match="engine queue is full: 1 requests waiting"):
+    with pytest.raises(EngineOverloadedError, match="engine queue is full: 1 sequences waiting"):
         await anext(engine.generate(make_request(request_id="c")))
     assert len(llm.handles) == 2
     llm.handles[0].emit([1], "length")
@@ -543,6 +892,38 @@ async def test_zero_queue_admits_only_the_batch() -> None:
     await submit(engine, make_request(request_id="b"))
     with pytest.raises(EngineOverloadedError):
         await anext(engine.generate(make_request(request_id="c")))
+
+
+async def refused(engine: TrtLlmEngine, request: GenerationRequest) -> TokenDelta:
+    """generate()'s first step, which should raise; a failure rather than a wait if not."""
+    async with asyncio.timeout(5):
+        return await anext(engine.generate(request))
+
+
+async def test_admission_counts_each_of_the_n_sequences() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, max_batch_size=2, max_queue=1, collect_iteration_stats=False)
+    first = await submit(engine, make_request(request_id="a", temperature=0.7, n=2))
+    with pytest.raises(EngineOverloadedError, match="0 sequences waiting"):
+        await refused(engine, make_request(request_id="b", temperature=0.7, n=2))
+    await submit(engine, make_request(request_id="c"))  # 3 = batch 2 + queue 1
+    stats = engine.stats()
+    assert (stats.active, stats.waiting) == (2, 1)
+    with pytest.raises(EngineOverloadedError, match="1 sequences waiting"):
+        await refused(engine, make_request(request_id="d"))
+    llm.handles[0].emit([1], "length", index=0)
+    assert (await first.next()).finish_reason is FinishReason.LENGTH
+    await submit(engine, make_request(request_id="d"))  # sequence 0 of "a" freed a place
+    assert len(llm.handles) == 3
+
+
+async def test_n_beyond_the_batch_is_an_invalid_request() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, max_batch_size=2, max_queue=8, collect_iteration_stats=False)
+    with pytest.raises(InvalidRequestError, match="n is 3, exceeds the engine's 2") as caught:
+        await refused(engine, make_request(temperature=0.7, n=3))
+    assert caught.value.field == "n"
+    assert llm.calls == []
 
 
 @pytest.mark.parametrize(
