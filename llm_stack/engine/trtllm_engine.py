@@ -665,8 +665,9 @@ class TrtLlmEngine:
         n = request.sampling.n
         if n > self.max_batch_size:
             raise InvalidRequestError(
-                f"n is {n}, exceeds the engine's {self.max_batch_size} sequences in flight",
-                field="n",
+                f"num_return_sequences is {n}, exceeds the engine's {self.max_batch_size} "
+                "sequences in flight",
+                field="num_return_sequences",  # the ensemble input's name, as the CPU engine's
             )
         if request.request_id in self._inflight:
             raise InvalidRequestError(

@@ -920,9 +920,11 @@ async def test_admission_counts_each_of_the_n_sequences() -> None:
 async def test_n_beyond_the_batch_is_an_invalid_request() -> None:
     llm = FakeLLM()
     engine = await started(llm, max_batch_size=2, max_queue=8, collect_iteration_stats=False)
-    with pytest.raises(InvalidRequestError, match="n is 3, exceeds the engine's 2") as caught:
+    with pytest.raises(
+        InvalidRequestError, match="num_return_sequences is 3, exceeds the engine's 2"
+    ) as caught:
         await refused(engine, make_request(temperature=0.7, n=3))
-    assert caught.value.field == "n"
+    assert caught.value.field == "num_return_sequences"
     assert llm.calls == []
 
 
