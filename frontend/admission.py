@@ -1,7 +1,8 @@
 """The bound on concurrent generations, with an optional short, bounded wait queue.
 
 Beyond the bound and the queue a request is refused at once (OverloadedError → 503 with
-Retry-After), so a burst never builds an unbounded backlog in front of Triton.
+Retry-After), so a burst never builds an unbounded backlog in front of Triton. A request
+for n choices holds n slots: each is a sequence the engine runs.
 """
 
 from __future__ import annotations
@@ -9,12 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from dataclasses import dataclass
 
 from frontend.errors import OverloadedError
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    future: asyncio.Future[None]
+    units: int
+
+
 class ConcurrencyGate:
-    """At most `limit` holders; at most `queue_limit` waiters, each for `queue_timeout_s`."""
+    """At most `limit` slots held; at most `queue_limit` waiters, each for `queue_timeout_s`."""
 
     def __init__(
         self,
@@ -29,7 +37,7 @@ class ConcurrencyGate:
         self.queue_timeout_s = queue_timeout_s
         self.retry_after_s = retry_after_s
         self._in_flight = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[_Waiter] = deque()
 
     @property
     def in_flight(self) -> int:
@@ -39,39 +47,47 @@ class ConcurrencyGate:
     def queued(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self) -> None:
-        """Take a slot, waiting briefly in the queue if it has room; else OverloadedError."""
-        if self._in_flight < self.limit and not self._waiters:
-            self._in_flight += 1
-            return
+    async def acquire(self, units: int = 1) -> int:
+        """Take `units` slots (at most the bound), waiting briefly in the queue if it has
+        room; else OverloadedError. Returns the slots taken, for `release`."""
+        units = max(1, min(units, self.limit))
+        if self._in_flight + units <= self.limit and not self._waiters:
+            self._in_flight += units
+            return units
         if len(self._waiters) >= self.queue_limit:
             raise OverloadedError(self.retry_after_s)
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), units)
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(self.queue_timeout_s):
-                await waiter
+                await waiter.future
         except TimeoutError:
             if self._handed_over(waiter):
-                return
+                return units
             raise OverloadedError(self.retry_after_s) from None
         except asyncio.CancelledError:
             if self._handed_over(waiter):
-                self.release()
+                self.release(units)
             raise
+        return units
 
-    def release(self) -> None:
-        """Give a slot back: to the longest waiter if any, else to the pool."""
+    def release(self, units: int = 1) -> None:
+        """Give slots back; waiters whose slots are free then take them, longest first."""
+        self._in_flight -= units
         while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes on; the count stays
-                return
-        self._in_flight -= 1
+            waiter = self._waiters[0]
+            if waiter.future.done():  # timed out or cancelled: it left
+                self._waiters.popleft()
+                continue
+            if self._in_flight + waiter.units > self.limit:
+                return  # FIFO: the head waits for room rather than being overtaken
+            self._waiters.popleft()
+            self._in_flight += waiter.units
+            waiter.future.set_result(None)
 
-    def _handed_over(self, waiter: asyncio.Future[None]) -> bool:
-        """True when `release` gave this waiter a slot just as it timed out or was cancelled."""
-        if waiter.done() and not waiter.cancelled():
+    def _handed_over(self, waiter: _Waiter) -> bool:
+        """True when `release` gave this waiter its slots just as it timed out or was cancelled."""
+        if waiter.future.done() and not waiter.future.cancelled():
             return True
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)

@@ -40,7 +40,9 @@ class FrontendMetrics:
             "frontend_http_requests_in_flight", "HTTP requests being served", registry=r
         )
         self.generations_in_flight = Gauge(
-            "frontend_generations_in_flight", "Admitted generations not finished yet", registry=r
+            "frontend_generations_in_flight",
+            "Sequences of admitted generations not finished yet (n per request of n choices)",
+            registry=r,
         )
         self.generations_queued = Gauge(
             "frontend_generations_queued", "Generations waiting for a concurrency slot", registry=r

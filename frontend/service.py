@@ -131,10 +131,9 @@ class GenerationService:
         the Triton call. Resources are released however it ends.
         """
         record = record if record is not None else GenerationRecord(caller.key_id)
-        # One slot of the gate per request, whatever its n: the gate bounds the calls and
-        # streams the frontend holds open, while the engine bounds its own sequences (its
-        # slots and queue refuse with queue_full) and the token budget below counts all n.
-        await self._gate.acquire()
+        # A request holds a slot of the gate and tokens of its budget for each of its n
+        # sequences: n choices cost the engine what n requests would (bar the prompt).
+        slots = await self._gate.acquire(request.n)
         reservation: Reservation | None = None
         try:
             reserve = estimate_prompt_tokens(request.input_text) + request.n * request.max_tokens
@@ -157,7 +156,7 @@ class GenerationService:
                 record.outcome = "cancelled"
             raise
         finally:
-            self._gate.release()
+            self._gate.release(slots)
             if record.outcome == "pending":
                 record.outcome = "closed"
             self._metrics.generations.labels(_outcome_label(record.outcome)).inc()

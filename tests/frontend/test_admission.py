@@ -71,3 +71,36 @@ async def test_slot_handed_over_as_the_waiter_is_cancelled_is_returned() -> None
     assert gate.in_flight == 0
     await gate.acquire()
     assert gate.in_flight == 1
+
+
+async def test_a_request_for_n_sequences_holds_n_slots() -> None:
+    gate = ConcurrencyGate(4)
+    assert await gate.acquire(3) == 3
+    with pytest.raises(OverloadedError):
+        await gate.acquire(2)
+    assert await gate.acquire(1) == 1
+    gate.release(3)
+    assert gate.in_flight == 1
+
+
+async def test_a_waiter_takes_its_slots_once_all_are_free_and_first() -> None:
+    gate = ConcurrencyGate(4, queue_limit=2, queue_timeout_s=30)
+    await gate.acquire(2)
+    await gate.acquire(2)
+    big = asyncio.create_task(gate.acquire(3))
+    await asyncio.sleep(0)
+    small = asyncio.create_task(gate.acquire(1))
+    await asyncio.sleep(0)
+    gate.release(2)  # 2 free: not enough for the head, and the small one waits behind it
+    await asyncio.sleep(0)
+    assert (gate.in_flight, gate.queued) == (2, 2)
+    gate.release(2)
+    assert await big == 3
+    assert await small == 1
+    assert (gate.in_flight, gate.queued) == (4, 0)
+
+
+async def test_more_slots_than_the_bound_take_the_whole_bound() -> None:
+    gate = ConcurrencyGate(2)
+    assert await gate.acquire(8) == 2
+    assert gate.in_flight == 2

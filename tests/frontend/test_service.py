@@ -69,7 +69,7 @@ async def run(
     tpm: int = 0,
     record: GenerationRecord | None = None,
 ) -> tuple[list[GenerationEvent], ScriptedPool]:
-    gate = ConcurrencyGate(1)
+    gate = ConcurrencyGate(8)
     pool = ScriptedPool(chunks, gate)
     limiter = RateLimiter(MemoryStorage(), rpm=0, tpm=tpm)
     service = GenerationService(pool, gate, limiter, FrontendMetrics())
@@ -108,8 +108,8 @@ async def test_choices_stream_side_by_side_and_end_one_by_one() -> None:
     ]
     assert (record.prompt_tokens, record.completion_tokens) == (5, 5)
     assert record.outcome == "length"  # one choice ran out of tokens
-    # The gate holds one slot for the request, whatever its n.
-    assert pool.in_flight_seen == [1] * len(chunks)
+    # The gate holds a slot for each of the request's n sequences.
+    assert pool.in_flight_seen == [2] * len(chunks)
 
 
 async def test_a_token_without_text_still_brings_its_logprobs() -> None:
