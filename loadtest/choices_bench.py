@@ -23,10 +23,8 @@ from pathlib import Path
 
 from launcher.triton_server import DEFAULT_MODEL_REPOSITORY
 from llm_stack.engine.base import Engine, GenerationRequest, SamplingParams
-from llm_stack.engine.factory import create_engine
-from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
-from loadtest.engine_bench import engine_parameters
+from loadtest.engine_bench import engine_parameters, local_engine
 
 
 @dataclass(frozen=True)
@@ -144,16 +142,10 @@ def report(c: ChoicesComparison) -> str:
 
 
 async def run(args: argparse.Namespace) -> ChoicesComparison:
-    params = engine_parameters(args.model_repository)
-    engine = create_engine(params)
-    tokenizer = GgufTokenizer(resolve_model_path(params.get_str("model_path")))
-    await engine.start()
-    try:
+    async with local_engine(engine_parameters(args.model_repository)) as (engine, tokenizer):
         return await compare(
             engine, tokenizer, args.n, args.prompt_tokens, args.max_tokens, args.repeat
         )
-    finally:
-        await engine.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,18 @@ def triton_stream(
     return one
 
 
+@contextlib.asynccontextmanager
+async def local_engine(params: ModelParameters) -> AsyncIterator[tuple[Engine, GgufTokenizer]]:
+    """The `tensorrt_llm` model's engine started in this process, and its tokenizer."""
+    engine = create_engine(params)
+    tokenizer = GgufTokenizer(resolve_model_path(params.get_str("model_path")))
+    await engine.start()
+    try:
+        yield engine, tokenizer
+    finally:
+        await engine.shutdown()
+
+
 async def compare(
     params: ModelParameters,
     server: TritonServer,
@@ -156,28 +169,25 @@ async def compare(
     repeat: int,
 ) -> list[Comparison]:
     """Alternate engine-alone and ensemble runs at each concurrency."""
-    engine = create_engine(params)
-    tokenizer = GgufTokenizer(resolve_model_path(params.get_str("model_path")))
     client = grpcclient.InferenceServerClient(server.grpc_url)
     texts = prompts(max(concurrency))
-    await engine.start()
     results = []
     try:
-        sides = (
-            engine_stream(engine, tokenizer, texts, max_tokens),
-            triton_stream(client, texts, max_tokens),
-        )
-        for side in sides:
-            await measure(1, side)  # warm-up
-        for n in concurrency:
-            runs: tuple[list[Run], list[Run]] = ([], [])
-            for _ in range(repeat):
-                for side, side_runs in zip(sides, runs, strict=True):
-                    side_runs.append(await measure(n, side))
-            results.append(Comparison(n, *runs))
+        async with local_engine(params) as (engine, tokenizer):
+            sides = (
+                engine_stream(engine, tokenizer, texts, max_tokens),
+                triton_stream(client, texts, max_tokens),
+            )
+            for side in sides:
+                await measure(1, side)  # warm-up
+            for n in concurrency:
+                runs: tuple[list[Run], list[Run]] = ([], [])
+                for _ in range(repeat):
+                    for side, side_runs in zip(sides, runs, strict=True):
+                        side_runs.append(await measure(n, side))
+                results.append(Comparison(n, *runs))
     finally:
         await client.close()
-        await engine.shutdown()
     return results
 
 

@@ -23,11 +23,9 @@ from typing import Any
 
 from launcher.triton_server import DEFAULT_MODEL_REPOSITORY
 from llm_stack.engine.base import Engine, GenerationRequest, SamplingParams
-from llm_stack.engine.factory import create_engine
 from llm_stack.guided_decoding import Guide, GuideType, check_schema, schema_text
-from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
-from loadtest.engine_bench import One, Run, engine_parameters, measure, prompts
+from loadtest.engine_bench import One, Run, engine_parameters, local_engine, measure, prompts
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -126,14 +124,8 @@ def report(results: Sequence[GuidedComparison]) -> str:
 
 
 async def run(args: argparse.Namespace) -> list[GuidedComparison]:
-    params = engine_parameters(args.model_repository)
-    engine = create_engine(params)
-    tokenizer = GgufTokenizer(resolve_model_path(params.get_str("model_path")))
-    await engine.start()
-    try:
+    async with local_engine(engine_parameters(args.model_repository)) as (engine, tokenizer):
         return await compare(engine, tokenizer, args.concurrency, args.max_tokens, args.repeat)
-    finally:
-        await engine.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
