@@ -37,6 +37,7 @@ from frontend.errors import (
     UnsupportedParameterError,
     UnsupportedSchemaKeywordError,
 )
+from llm_stack.ensemble_contract import MAX_NUM_TOP_LOG_PROBS
 from llm_stack.guided_decoding import Guide, GuideType, Path, SchemaError, check_schema, schema_text
 
 TEMPERATURE_MAX = 2.0
@@ -44,9 +45,9 @@ SEED_MAX = 2**64 - 1
 PENALTY_MAX = 2.0  # presence and frequency penalties lie in -2..2, as in OpenAI's API
 REPETITION_PENALTY_MAX = 2.0
 ROLES = ("system", "user", "assistant")
-# Likeliest alternatives per token: OpenAI chat's top_logprobs limit, which the ensemble's
-# num_top_log_probs also has; OpenAI's completions allow 5 (their `logprobs`).
-TOP_LOGPROBS_MAX = 20
+# Likeliest alternatives per token: what the ensemble's num_top_log_probs takes (OpenAI
+# chat's top_logprobs limit); OpenAI's completions allow 5 (their `logprobs`).
+TOP_LOGPROBS_MAX = MAX_NUM_TOP_LOG_PROBS
 COMPLETION_LOGPROBS_MAX = 5
 
 

@@ -23,6 +23,9 @@ import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 
 ENSEMBLE_MODEL: Final = "ensemble"
+# The most likeliest alternatives per token `num_top_log_probs` may ask for (OpenAI chat's
+# top_logprobs limit; the engines hold requests to it too).
+MAX_NUM_TOP_LOG_PROBS: Final = 20
 # The decoupled engine step: the target of NVIDIA's `stop` request.
 ENGINE_MODEL: Final = "tensorrt_llm"
 # Errors come inside the stream (an error message, then the stream ends), never with
@@ -99,7 +102,7 @@ class EnsembleRequest:
     # Each output token's log-probability (TensorRT-LLM backend's name), and how many
     # likeliest alternatives per token (0..20) with theirs.
     return_log_probs: bool | None = _input(_BOOL)
-    num_top_log_probs: int | None = _input(_INT32)
+    num_top_log_probs: int | None = _input(_INT32)  # 0..MAX_NUM_TOP_LOG_PROBS
 
     def inputs(self) -> list[grpcclient.InferInput]:
         """The input tensors (batch dimension 1) of the fields that are set."""

@@ -10,10 +10,12 @@ import pytest
 import tritonclient.grpc.model_config_pb2 as mc
 from google.protobuf import text_format
 
+from llm_stack.engine.base import MAX_TOP_LOGPROBS
 from llm_stack.ensemble_contract import (
     ENGINE_MODEL,
     ENSEMBLE_MODEL,
     INPUTS,
+    MAX_NUM_TOP_LOG_PROBS,
     OUTPUTS,
     EnsembleRequest,
     TensorSpec,
@@ -89,3 +91,7 @@ def test_stream_request_asks_for_the_final_flag_and_chosen_outputs() -> None:
     assert payload["enable_empty_final_response"] is True
     assert [o.name() for o in payload["outputs"]] == ["text_output"]
     assert stream_request(EnsembleRequest("hi", 4))["outputs"] is None
+
+
+def test_the_engines_hold_top_log_probs_to_the_contracts_bound() -> None:
+    assert MAX_NUM_TOP_LOG_PROBS == MAX_TOP_LOGPROBS
