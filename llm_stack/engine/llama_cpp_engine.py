@@ -114,8 +114,8 @@ class _Llama:
         # fed the prompt (for penalties), a grammar only the output.
         self.grammars: dict[SeqKey, Any] = {}
         self.penalized: set[SeqKey] = set()  # sequences whose chains keep penalty state
-        self.logprobs: dict[SeqKey, int] = {}  # alternatives wanted, by sequence
-        self.temperatures: dict[SeqKey, float] = {}  # of the sequences in `logprobs`
+        # Sequences that want logprobs: how many alternatives, at which temperature.
+        self.logprobs: dict[SeqKey, tuple[int, float]] = {}
         self._ids = np.arange(self.n_vocab, dtype=np.int32)
         self._candidates = np.zeros(self.n_vocab, dtype=_TOKEN_DATA)
         self._tiers = [
@@ -150,8 +150,8 @@ class _Llama:
                 raise EngineStoppedError("llama.cpp could not create a grammar sampler")
             self.grammars[key] = sampler
         if sampling.logprobs is not None:
-            self.logprobs[key] = sampling.logprobs
-            self.temperatures[key] = 1.0 if sampling.greedy else sampling.temperature
+            temperature = 1.0 if sampling.greedy else sampling.temperature
+            self.logprobs[key] = (sampling.logprobs, temperature)
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         if (
             sampling.repetition_penalty != 1.0
@@ -202,7 +202,6 @@ class _Llama:
     def free_sequence(self, key: SeqKey, slot: int | None) -> None:
         self.penalized.discard(key)
         self.logprobs.pop(key, None)
-        self.temperatures.pop(key, None)
         for samplers in (self.samplers, self.grammars):
             sampler = samplers.pop(key, None)
             if sampler is not None:
@@ -289,7 +288,8 @@ class _Llama:
     ) -> TokenLogprob | None:
         if scores is None:
             return None
-        return token_logprob(scores, token, self.temperatures[key], self.logprobs[key])
+        top, temperature = self.logprobs[key]
+        return token_logprob(scores, token, temperature, top)
 
     def _sample_guided(
         self, key: SeqKey, index: int

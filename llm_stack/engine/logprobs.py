@@ -36,11 +36,11 @@ def _likeliest(scaled: npt.NDArray[np.float32], peak: float, k: int) -> npt.NDAr
     the vocabulary, cheaper than partitioning it (0.05 ms against 1.3 ms for 262k scores);
     every id at or above the k-th score is inside it, so ties are ranked exactly.
     """
-    ids = np.arange(len(scaled))
     for width in _BANDS:
-        band = np.flatnonzero(scaled >= peak - width)
-        if len(band) >= k:
-            ids = band
+        ids = np.flatnonzero(scaled >= peak - width)
+        if len(ids) >= k:
             break
+    else:  # fewer than k scores near the peak (most banned): rank them all
+        ids = np.arange(len(scaled))
     ranked: npt.NDArray[np.intp] = ids[np.argsort(-scaled[ids], kind="stable")[:k]]
     return ranked
