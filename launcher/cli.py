@@ -16,6 +16,7 @@ from launcher.triton_server import (
     TritonLaunchError,
     TritonPorts,
     TritonServer,
+    default_work_dir,
     home_install,
     wheel_install,
 )
@@ -39,15 +40,19 @@ def _add_triton_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--work-dir",
         type=Path,
-        default=Path.home() / ".cache" / "llm-stack" / "triton",
-        help="where the backend directory for the wheel's Triton is assembled",
+        default=None,
+        help="where the backend directory for the wheel's Triton is assembled "
+        "(default: one folder per Python environment and checkout under ~/.cache/llm-stack)",
     )
     group.add_argument("--ready-timeout", type=float, default=300.0)
     group.add_argument("--log-verbose", type=int, default=0)
 
 
 def _triton_from_args(args: argparse.Namespace) -> TritonServer:
-    install = home_install(args.triton_home) if args.triton_home else wheel_install(args.work_dir)
+    if args.triton_home:
+        install = home_install(args.triton_home)
+    else:
+        install = wheel_install(args.work_dir or default_work_dir())
     return TritonServer(
         install=install,
         model_repository=args.model_repository.resolve(),

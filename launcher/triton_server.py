@@ -8,7 +8,10 @@ A user with a Triton of their own (NGC container, /opt/tritonserver) points
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import filecmp
+import hashlib
 import logging
 import os
 import shutil
@@ -17,6 +20,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import threading
 import time
 import urllib.error
@@ -28,7 +32,8 @@ from types import TracebackType
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+CHECKOUT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_REPOSITORY = CHECKOUT / "model_repository"
 
 
 class TritonLaunchError(RuntimeError):
@@ -54,12 +59,48 @@ def _pytriton_root() -> Path:
     return Path(pytriton.__file__).resolve().parent
 
 
+def default_work_dir(prefix: Path | None = None, checkout: Path = CHECKOUT) -> Path:
+    """This environment's own folder for the wheel's backend directory.
+
+    Keyed by the Python environment (`prefix`, default `sys.prefix`) and the checkout:
+    two checkouts on one machine then never assemble their backends in one folder that
+    a running Triton of the other is executing from.
+    """
+    env = (prefix or Path(sys.prefix)).resolve()
+    digest = hashlib.sha256(f"{env}\0{checkout.resolve()}".encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "llm-stack" / "triton" / digest
+
+
+def install_file(src: Path, dst: Path) -> None:
+    """Put a copy of `src` at `dst`, unless `dst` already holds the same bytes.
+
+    A running Triton executes the stub and maps `libtriton_python.so` from `dst`: writing
+    into them fails ("Text file busy") or corrupts that server. A changed file is written
+    under a temporary name and renamed over `dst`, so running processes keep the old
+    inode; contents are compared, not mtimes, since every install of the wheel has its own.
+    """
+    if dst.is_file() and filecmp.cmp(src, dst, shallow=False):
+        return
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, src.open("rb") as source:
+            shutil.copyfileobj(source, out)
+        shutil.copystat(src, tmp)  # the stub's executable bit
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def wheel_install(work_dir: Path) -> TritonInstall:
     """Locate Triton inside the nvidia-pytriton wheel and build a backend directory.
 
     The wheel keeps one Python backend stub per Python version apart from the backend;
     Triton expects the stub beside `libtriton_python.so`, so a backend directory with
-    the stub matching this interpreter is assembled under `work_dir`.
+    the stub matching this interpreter is assembled under `work_dir`. Safe while another
+    Triton runs from the same `work_dir` (see `install_file`).
     """
     root = _pytriton_root()
     server_root = root / "tritonserver"
@@ -77,9 +118,7 @@ def wheel_install(work_dir: Path) -> TritonInstall:
     python_dir.mkdir(parents=True, exist_ok=True)
     for src in (*backend_src.iterdir(), stub):
         if src.is_file():
-            dst = python_dir / src.name
-            if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
-                shutil.copy2(src, dst)
+            install_file(src, python_dir / src.name)
     return TritonInstall(binary=binary, backend_directory=backend_dir, library_paths=(libs,))
 
 
