@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -12,12 +13,16 @@ from pathlib import Path
 from types import FrameType
 
 from launcher.triton_server import (
+    ADMIN_HEADER,
+    ADMIN_KEY_FILE_ENV,
     DEFAULT_MODEL_REPOSITORY,
     TritonLaunchError,
     TritonPorts,
     TritonServer,
     default_work_dir,
+    generate_admin_key,
     home_install,
+    read_admin_key,
     wheel_install,
 )
 
@@ -44,8 +49,23 @@ def _add_triton_args(parser: argparse.ArgumentParser) -> None:
         help="where the backend directory for the wheel's Triton is assembled "
         "(default: one folder per Python environment and checkout under ~/.cache/llm-stack)",
     )
+    group.add_argument(
+        "--admin-key-file",
+        type=Path,
+        default=None,
+        help="a file holding the key that opens Triton's admin APIs (logging, model control, "
+        f"tracing, ...) in the '{ADMIN_HEADER}' header; default ${ADMIN_KEY_FILE_ENV}, "
+        "else a random key per start (the APIs stay closed)",
+    )
     group.add_argument("--ready-timeout", type=float, default=300.0)
     group.add_argument("--log-verbose", type=int, default=0)
+
+
+def _admin_key(args: argparse.Namespace) -> str:
+    """The operator's key from --admin-key-file or $LLM_STACK_TRITON_ADMIN_KEY_FILE, else
+    a random one: the admin APIs are never open to whoever reaches the port."""
+    path = args.admin_key_file or os.environ.get(ADMIN_KEY_FILE_ENV) or None
+    return read_admin_key(Path(path)) if path else generate_admin_key()
 
 
 def _triton_from_args(args: argparse.Namespace) -> TritonServer:
@@ -59,6 +79,7 @@ def _triton_from_args(args: argparse.Namespace) -> TritonServer:
         ports=TritonPorts(http=args.http_port, grpc=args.grpc_port, metrics=args.metrics_port),
         host=args.host,
         log_verbose=args.log_verbose,
+        admin_key=_admin_key(args),
     )
 
 

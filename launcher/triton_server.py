@@ -14,6 +14,8 @@ import filecmp
 import hashlib
 import logging
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +36,23 @@ log = logging.getLogger(__name__)
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_REPOSITORY = CHECKOUT / "model_repository"
+
+# Triton's API groups (HTTP) / protocols (gRPC) that only an operator needs: changing log
+# settings, loading and unloading models, tracing, registering shared memory, statistics.
+# health, metadata and inference stay open: the frontend's model-ready probe and its
+# streamed inference use them, as do the health checks. model-config (read-only, a
+# model's config.pbtxt as Triton parsed it) stays open for the tests that compare configs.
+RESTRICTED_APIS = ("logging", "model-repository", "trace", "shared-memory", "statistics")
+# The header that unlocks them over HTTP; over gRPC Triton expects it as
+# `triton-grpc-protocol-<name>` metadata.
+ADMIN_HEADER = "admin-key"
+ADMIN_GRPC_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+# Where `llm-stack triton` reads the operator's admin key from (a file, as compose and
+# Kubernetes hand out secrets); without it each start makes a key nobody is told.
+ADMIN_KEY_FILE_ENV = "LLM_STACK_TRITON_ADMIN_KEY_FILE"
+# Characters that survive Triton's `<apis>:<key>=<value>` parsing and an HTTP header;
+# at least 16 of them, so a short guessable key is refused.
+_ADMIN_KEY = re.compile(r"[A-Za-z0-9._~-]{16,512}")
 
 
 class TritonLaunchError(RuntimeError):
@@ -134,6 +153,33 @@ def home_install(triton_home: Path) -> TritonInstall:
     )
 
 
+def generate_admin_key() -> str:
+    """A fresh random admin key (256 bits, hex)."""
+    return secrets.token_hex(32)
+
+
+def check_admin_key(key: str) -> str:
+    """`key` if Triton's flag and an HTTP header can carry it and it is long enough."""
+    if not _ADMIN_KEY.fullmatch(key):
+        raise TritonLaunchError(
+            "the Triton admin key must be 16 to 512 characters of A-Z a-z 0-9 . _ ~ - "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return key
+
+
+def read_admin_key(path: Path) -> str:
+    """The admin key in the file `path` (surrounding whitespace dropped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TritonLaunchError(f"cannot read the Triton admin key file {path}: {exc}") from exc
+    try:
+        return check_admin_key(text.strip())
+    except TritonLaunchError as exc:
+        raise TritonLaunchError(f"{path}: {exc}") from None
+
+
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -201,7 +247,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @dataclass
 class TritonServer:
-    """One tritonserver process on a model repository, ready-checked over HTTP."""
+    """One tritonserver process on a model repository, ready-checked over HTTP.
+
+    Its admin APIs (`restricted_apis`) answer only requests that carry `admin_key` in
+    the `ADMIN_HEADER` header; by default the key is random, so nobody holds it.
+    """
 
     install: TritonInstall
     model_repository: Path = DEFAULT_MODEL_REPOSITORY
@@ -211,6 +261,8 @@ class TritonServer:
     extra_args: Sequence[str] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
     log_file: Path | None = None
+    admin_key: str = field(default_factory=generate_admin_key, repr=False)
+    restricted_apis: Sequence[str] = RESTRICTED_APIS
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _stopping: bool = field(default=False, init=False, repr=False)
 
@@ -225,6 +277,16 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    @property
+    def admin_http_headers(self) -> dict[str, str]:
+        """The header that opens the restricted APIs over HTTP."""
+        return {ADMIN_HEADER: self.admin_key}
+
+    @property
+    def admin_grpc_headers(self) -> dict[str, str]:
+        """The metadata that opens the restricted protocols over gRPC."""
+        return {ADMIN_GRPC_HEADER: self.admin_key}
 
     @property
     def pid(self) -> int | None:
@@ -245,8 +307,20 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=10",
             f"--log-verbose={self.log_verbose}",
+            *self._restriction_args(),
             *self.extra_args,
         ]
+
+    def _restriction_args(self) -> list[str]:
+        if not self.restricted_apis:
+            return []
+        key = check_admin_key(self.admin_key)
+        group = f"{','.join(self.restricted_apis)}:{ADMIN_HEADER}={key}"
+        return [f"--http-restricted-api={group}", f"--grpc-restricted-protocol={group}"]
+
+    def display_command(self) -> str:
+        """The command line as logged: the admin key left out."""
+        return " ".join(self.command()).replace(self.admin_key, "<admin-key>")
 
     def environment(self) -> dict[str, str]:
         """Environment for Triton and its Python backend stubs.
@@ -295,7 +369,7 @@ class TritonServer:
             log.debug("Triton started outside the main thread: it will not die with us")
         stdout = self.log_file.open("ab") if self.log_file else None
         self._stopping = False
-        log.info("starting Triton: %s", " ".join(self.command()))
+        log.info("starting Triton: %s", self.display_command())
         self._process = subprocess.Popen(
             self.command(),
             env=self.environment(),

@@ -20,6 +20,7 @@ import pytest
 from launcher import triton_server
 from launcher.cli import _triton_from_args, build_parser
 from launcher.triton_server import (
+    ADMIN_KEY_FILE_ENV,
     TritonInstall,
     default_work_dir,
     wheel_install,
@@ -160,6 +161,7 @@ def test_cli_assembles_the_backend_in_this_environments_work_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(ADMIN_KEY_FILE_ENV, raising=False)
     seen: list[Path] = []
 
     def fake_install(work_dir: Path) -> TritonInstall:

@@ -1,8 +1,11 @@
-"""The Triton launcher: the wheel's install layout, the environment, refusing busy ports."""
+"""The Triton launcher: the wheel's install layout, the environment, refusing busy ports,
+the admin key."""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
@@ -11,7 +14,11 @@ from pathlib import Path
 import pytest
 import pytriton
 
+from launcher.cli import _triton_from_args, build_parser
 from launcher.triton_server import (
+    ADMIN_HEADER,
+    ADMIN_KEY_FILE_ENV,
+    RESTRICTED_APIS,
     TritonInstall,
     TritonLaunchError,
     TritonPorts,
@@ -138,3 +145,90 @@ def test_home_install_layout(tmp_path: Path) -> None:
         backend_directory=tmp_path / "backends",
         library_paths=(tmp_path / "lib",),
     )
+
+
+def test_command_restricts_the_admin_apis_to_a_random_key(install: TritonInstall) -> None:
+    server, other = TritonServer(install=install), TritonServer(install=install)
+    assert re.fullmatch(r"[0-9a-f]{64}", server.admin_key)
+    assert server.admin_key != other.admin_key  # one per server, nobody told
+    group = (
+        "logging,model-repository,trace,shared-memory,statistics"
+        f":{ADMIN_HEADER}={server.admin_key}"
+    )
+    cmd = server.command()
+    assert f"--http-restricted-api={group}" in cmd
+    assert f"--grpc-restricted-protocol={group}" in cmd
+    # What the frontend calls (health, metadata, inference) stays open.
+    assert not {"health", "metadata", "inference"} & set(RESTRICTED_APIS)
+    assert server.admin_http_headers == {"admin-key": server.admin_key}
+    assert server.admin_grpc_headers == {"triton-grpc-protocol-admin-key": server.admin_key}
+    assert server.admin_key not in repr(server)
+
+
+def test_the_logged_command_leaves_the_key_out(
+    install: TritonInstall, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = TritonServer(
+        install=TritonInstall(binary=Path("/bin/true"), backend_directory=tmp_path),
+        model_repository=tmp_path,
+        ports=TritonPorts.free(),
+    )
+    with caplog.at_level(logging.INFO, logger="launcher.triton_server"):
+        server.start()
+        server.wait()
+    started = [r.getMessage() for r in caplog.records if "starting Triton" in r.getMessage()]
+    assert len(started) == 1
+    assert server.admin_key not in started[0]
+    assert f"--http-restricted-api={','.join(RESTRICTED_APIS)}:admin-key=<admin-key>" in started[0]
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 15, "with space in it!!", "a:b=c,d" * 4, ""])
+def test_a_key_triton_cannot_carry_is_refused(install: TritonInstall, key: str) -> None:
+    with pytest.raises(TritonLaunchError) as err:
+        TritonServer(install=install, admin_key=key).command()
+    assert "16 to 512 characters" in str(err.value)
+    if key:  # the refusal does not echo what may be a real secret
+        assert key not in str(err.value)
+
+
+def test_no_restriction_when_asked(install: TritonInstall) -> None:
+    cmd = TritonServer(install=install, restricted_apis=()).command()
+    assert not [arg for arg in cmd if "restricted" in arg]
+
+
+@pytest.fixture
+def cli_install(monkeypatch: pytest.MonkeyPatch, install: TritonInstall) -> None:
+    monkeypatch.setattr("launcher.cli.wheel_install", lambda _work_dir: install)
+    monkeypatch.delenv(ADMIN_KEY_FILE_ENV, raising=False)
+
+
+@pytest.mark.usefixtures("cli_install")
+def test_cli_reads_the_operators_key_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "triton_admin_key"
+    key_file.write_text("0123456789abcdef0123\n", encoding="utf-8")
+    flag = build_parser().parse_args(["triton", "--admin-key-file", str(key_file)])
+    assert _triton_from_args(flag).admin_key == "0123456789abcdef0123"
+    monkeypatch.setenv(ADMIN_KEY_FILE_ENV, str(key_file))
+    assert _triton_from_args(build_parser().parse_args(["triton"])).admin_key == (
+        "0123456789abcdef0123"
+    )
+
+
+@pytest.mark.usefixtures("cli_install")
+def test_cli_without_a_key_file_makes_a_key_per_start() -> None:
+    first = _triton_from_args(build_parser().parse_args(["triton"])).admin_key
+    second = _triton_from_args(build_parser().parse_args(["triton"])).admin_key
+    assert first != second
+
+
+@pytest.mark.usefixtures("cli_install")
+def test_cli_refuses_a_missing_or_weak_key_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(TritonLaunchError, match="cannot read the Triton admin key file"):
+        _triton_from_args(build_parser().parse_args(["triton", "--admin-key-file", str(missing)]))
+    weak = tmp_path / "weak"
+    weak.write_text("admin\n", encoding="utf-8")
+    with pytest.raises(TritonLaunchError, match="16 to 512 characters"):
+        _triton_from_args(build_parser().parse_args(["triton", "--admin-key-file", str(weak)]))
