@@ -64,4 +64,3 @@ def test_the_child_exits_when_its_parent_dies_and_not_before() -> None:
     finally:
         middle.kill()
         middle.wait(timeout=10)
-
