@@ -16,10 +16,13 @@ llm_stack.model_config, llm_stack.model_source, llm_stack.tokenizer, llm_stack.w
 # The model repository ships in the image (Kubernetes runs it as is); compose mounts the
 # working copy over it.
 COPY model_repository /models
+# Starts tritonserver with its admin APIs behind the operator's key (the script says how).
+COPY --chmod=0755 docker/triton-entrypoint.sh /opt/llm-stack/triton-entrypoint.sh
 
-# Triton's three ports: HTTP (health, KServe v2), gRPC (the frontend), metrics.
+# Triton's three ports: HTTP (health, KServe v2), gRPC (the frontend), metrics
+# (Prometheus). Compose and Kubernetes keep them off the host and away from other pods.
 EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
     CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
-CMD ["tritonserver", "--model-repository=/models", "--http-port=8000", "--grpc-port=8001", \
+CMD ["/opt/llm-stack/triton-entrypoint.sh", "--model-repository=/models", "--http-port=8000", "--grpc-port=8001", \
      "--metrics-port=8002", "--allow-gpu-metrics=true", "--exit-timeout-secs=30"]

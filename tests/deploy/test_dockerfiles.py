@@ -185,9 +185,14 @@ def test_gpu_triton_is_nvidias_tensorrt_llm_image() -> None:
         path = REPO / module.strip().replace(".", "/")
         assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), module
     cmd = next(c for c in reversed(commands) if c.cmd == "CMD")
-    assert cmd.value[0] == "tritonserver"
+    # tritonserver through the script that restricts its admin APIs (test_triton_entrypoint).
+    assert cmd.value[0] == "/opt/llm-stack/triton-entrypoint.sh"
+    copy = next(c for c in commands if c.cmd == "COPY" and c.value[-1] == cmd.value[0])
+    assert list(copy.value[:-1]) == ["docker/triton-entrypoint.sh"]
+    assert "--chmod=0755" in copy.flags
     assert "--model-repository=/models" in cmd.value
     assert "--metrics-port=8002" in cmd.value
+    assert not [arg for arg in cmd.value if "restricted" in arg]  # the script adds them
 
 
 def test_cpu_triton_builds_llama_cpp_and_runs_the_launcher() -> None:
