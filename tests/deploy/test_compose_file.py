@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from frontend.settings import FrontendSettings
+from launcher.triton_server import ADMIN_KEY_FILE_ENV
 from llm_stack.model_repository_config import read_model_config
 from loadtest.load_options import API_KEY_ENV
 
@@ -32,9 +33,8 @@ SCHEMA_FILE = Path(__file__).with_name("compose_spec") / "compose-spec.json"
 PROMETHEUS_CONFIG = REPO / "deploy" / "prometheus" / "prometheus.yml"
 
 SERVICES = {"triton", "frontend", "redis", "prometheus", "grafana", "locust"}
-# Container ports each service publishes on the host.
+# Container ports each service publishes on the host; none of Triton's.
 PUBLISHED = {
-    "triton": {8000, 8001, 8002},
     "frontend": {8080},
     "prometheus": {9090},
     "grafana": {3000},
@@ -208,8 +208,10 @@ def test_triton_environment_names_real_model_parameters(stack: Any) -> None:
     parameters = _parameters_in_model_repository()
     assert {"engine", "model_path", "tokenizer", "tokenizer_path"} <= parameters
     env = stack()["services"]["triton"]["environment"]
+    # Read by the launcher and the image's start, not by the models.
+    not_parameters = {"LLM_STACK_CACHE_DIR", ADMIN_KEY_FILE_ENV}
     for name in env:
-        if name.startswith("LLM_STACK_") and name != "LLM_STACK_CACHE_DIR":
+        if name.startswith("LLM_STACK_") and name not in not_parameters:
             assert name.removeprefix("LLM_STACK_").lower() in parameters, name
 
 
@@ -275,6 +277,28 @@ def test_ports_are_published_on_loopback_by_default() -> None:
     assert "ports" not in services["redis"]  # only the frontend reaches it
 
 
+@pytest.mark.parametrize("stack", [gpu_stack, cpu_stack], ids=["gpu", "cpu"])
+def test_no_triton_port_is_published(stack: Any) -> None:
+    services = stack(LLM_STACK_BIND="0.0.0.0")["services"]
+    assert "ports" not in services["triton"]
+    assert services["triton"].get("network_mode") is None  # not the host's network
+
+
+def _networks(service: dict[str, Any]) -> set[str]:
+    return set(service.get("networks") or {"default": None})
+
+
+@pytest.mark.parametrize("stack", [gpu_stack, cpu_stack], ids=["gpu", "cpu"])
+def test_only_the_frontend_and_prometheus_share_a_network_with_triton(stack: Any) -> None:
+    services = stack()["services"]
+    triton_networks = _networks(services["triton"])
+    assert "default" not in triton_networks  # the network every other service is on
+    reach = {name for name, s in services.items() if _networks(s) & triton_networks}
+    # The frontend calls gRPC; Prometheus scrapes metrics (compose cannot narrow it to a port).
+    assert reach == {"triton", "frontend", "prometheus"}
+    assert "default" in _networks(services["frontend"])  # Redis, and its published port
+
+
 def test_bind_address_is_one_variable() -> None:
     services = gpu_stack(LLM_STACK_BIND="0.0.0.0")["services"]
     for name in PUBLISHED:
@@ -302,7 +326,11 @@ def test_no_secret_is_written_in_the_compose_files() -> None:
 
 def test_secrets_are_files_outside_the_repository_history() -> None:
     stack = gpu_stack()
-    assert set(stack["secrets"]) == {"frontend_api_keys", "grafana_admin_password"}
+    assert set(stack["secrets"]) == {
+        "frontend_api_keys",
+        "grafana_admin_password",
+        "triton_admin_key",
+    }
     env = stack["services"]["grafana"]["environment"]
     assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
     assert "GF_SECURITY_ADMIN_PASSWORD" not in env
@@ -341,12 +369,30 @@ def test_prometheus_scrapes_the_compose_services() -> None:
     }
     assert targets["triton"] == ["triton:8002"]
     assert targets["frontend"] == ["frontend:8080"]
-    for job in ("triton", "frontend"):
-        host, port = targets[job][0].split(":")
-        assert int(port) in _published(services[host])
+    assert int(targets["frontend"][0].split(":")[1]) in _published(services["frontend"])
+    # Triton's metrics port, over the network Prometheus shares with it (not published).
+    host, port = targets["triton"][0].split(":")
+    assert port in services[host]["expose"]
+    assert _networks(services["prometheus"]) & _networks(services[host])
     mounts = {m["target"]: Path(m["source"]) for m in services["prometheus"]["volumes"]}
     assert mounts["/etc/prometheus/prometheus.yml"] == PROMETHEUS_CONFIG
     assert mounts["/etc/prometheus/rules.yml"] == PROMETHEUS_CONFIG.with_name("rules.yml")
+
+
+@pytest.mark.parametrize("stack", [gpu_stack, cpu_stack], ids=["gpu", "cpu"])
+def test_triton_admin_key_is_a_secret_file(stack: Any) -> None:
+    resolved = stack()
+    triton = resolved["services"]["triton"]
+    # Read at start by docker/triton-entrypoint.sh (GPU) and `llm-stack triton` (CPU).
+    path = triton["environment"][ADMIN_KEY_FILE_ENV]
+    mounted = {m["target"]: m["source"] for m in triton["secrets"]}
+    assert mounted[path] == "triton_admin_key"
+    assert Path(resolved["secrets"]["triton_admin_key"]["file"]) == (
+        REPO / "deploy" / "secrets" / "triton_admin_key"
+    )
+    # The frontend needs none: it calls only Triton's open APIs.
+    frontend_secrets = {m["source"] for m in resolved["services"]["frontend"]["secrets"]}
+    assert "triton_admin_key" not in frontend_secrets
 
 
 # --- the CPU override -------------------------------------------------------------------
