@@ -17,6 +17,7 @@ import yaml
 
 from frontend.metrics import FrontendMetrics
 from frontend.settings import FrontendSettings
+from launcher.triton_server import ADMIN_KEY_FILE_ENV
 from llm_stack.model_repository_config import read_model_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,7 +189,7 @@ def test_triton_env_names_real_model_parameters() -> None:
         parameters |= set(read_model_config(config).parameters)
     (container,) = containers(objects("StatefulSet")["triton"])
     for name in env_of(container):
-        if name.startswith("LLM_STACK_"):
+        if name.startswith("LLM_STACK_") and name != ADMIN_KEY_FILE_ENV:  # read at start
             assert name.removeprefix("LLM_STACK_").lower() in parameters, name
 
 
@@ -210,3 +211,84 @@ def test_no_secret_values_in_the_manifests() -> None:
                 assert not secret_name.search(name) or name.endswith("_FILE"), (name, value)
     for name in objects("ConfigMap")["frontend-config"]["data"]:
         assert not secret_name.search(name) or name.endswith("_FILE"), name
+
+
+def test_triton_admin_key_comes_from_a_secret_mounted_for_the_images_start() -> None:
+    pod = objects("StatefulSet")["triton"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # The image's own start (docker/triton-entrypoint.sh) restricts the admin APIs.
+    assert "command" not in container
+    assert "args" not in container
+    path = Path(env_of(container)[ADMIN_KEY_FILE_ENV])
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (name,) = [n for n, m in mounts.items() if path.parent == Path(m["mountPath"])]
+    assert mounts[name]["readOnly"] is True
+    assert volumes[name]["secret"]["secretName"] == "triton-admin-key"
+    assert path.name == "admin_key"  # the secret's key (kubectl create ... admin_key=...)
+
+
+def _pod_labels(kind: str, name: str) -> dict[str, str]:
+    labels: dict[str, str] = objects(kind)[name]["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels selectors are read here"
+    return bool(selector["matchLabels"].items() <= labels.items())
+
+
+def _triton_ingress() -> list[dict[str, Any]]:
+    """The ingress rules of the policies that select Triton's pods."""
+    triton = _pod_labels("StatefulSet", "triton")
+    policies = [
+        p for p in objects("NetworkPolicy").values() if _selects(p["spec"]["podSelector"], triton)
+    ]
+    assert policies, "no NetworkPolicy selects Triton's pods"
+    rules: list[dict[str, Any]] = []
+    for policy in policies:
+        assert "Ingress" in policy["spec"]["policyTypes"]
+        rules += policy["spec"].get("ingress", [])
+    return rules
+
+
+def _port_names(rule: dict[str, Any]) -> set[str]:
+    (container,) = containers(objects("StatefulSet")["triton"])
+    by_number = {p["containerPort"]: p["name"] for p in container["ports"]}
+    assert rule.get("ports"), "a rule without ports opens every port"
+    return {by_number.get(p["port"], p["port"]) for p in rule["ports"]}
+
+
+def test_only_the_frontend_reaches_tritons_grpc_port() -> None:
+    rules = _triton_ingress()
+    grpc = [r for r in rules if "grpc" in _port_names(r)]
+    assert grpc
+    frontend = _pod_labels("Deployment", "frontend")
+    for rule in grpc:
+        assert rule.get("from"), "a rule without peers lets every source in"
+        for peer in rule["from"]:
+            # A pod selector alone: pods of this namespace only, and the frontend's only.
+            assert set(peer) == {"podSelector"}, peer
+            assert _selects(peer["podSelector"], frontend)
+            assert not _selects(peer["podSelector"], _pod_labels("Deployment", "redis"))
+
+
+def test_nothing_in_the_cluster_reaches_tritons_http_port() -> None:
+    # Its probes come from the kubelet on the node, which policies always let through.
+    assert not [r for r in _triton_ingress() if "http" in _port_names(r)]
+
+
+def test_only_prometheus_reaches_tritons_metrics_port() -> None:
+    rules = [r for r in _triton_ingress() if "metrics" in _port_names(r)]
+    assert len(rules) == 1
+    assert _port_names(rules[0]) == {"metrics"}
+    (peer,) = rules[0]["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+    # The pods' scrape annotation names that port.
+    annotations = objects("StatefulSet")["triton"]["spec"]["template"]["metadata"]["annotations"]
+    (container,) = containers(objects("StatefulSet")["triton"])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
