@@ -71,22 +71,48 @@ _OWNER: Final = {keyword: kind for kind, keywords in _BY_TYPE.items() for keywor
 MAX_REPEAT: Final = 256
 MAX_DEPTH: Final = 16
 MAX_NODES: Final = 512  # schemas after resolving every $ref
+# What a guide may cost before its request is admitted: the CPU engine converts it to a
+# grammar in Python and llama.cpp compiles that in time that grows with the square of
+# an enum's values (31k values: 2.6 s, 300k: minutes). The frontend and the models
+# enforce the same limits, cheapest first: the text's bytes, then the values. With
+# them, the costliest guide allowed converts and compiles in tens of milliseconds.
+# Enum limits are OpenAI's structured outputs' own (500 values per enum at first,
+# 1000 in all; 15,000 characters for a long enum).
+MAX_GUIDE_BYTES: Final = 64 * 1024  # the schema as JSON text, UTF-8
+MAX_ENUM_VALUES: Final = 500  # values of one enum
+MAX_TOTAL_VALUES: Final = 1000  # enum and const values in all, once $ref are resolved
+MAX_LITERAL_CHARS: Final = 15_000  # those values' characters as JSON text, in all
+# Optional properties of one object: the grammar converter's work grows with the cube
+# of their count (64: 2 ms, 500: 400 ms).
+MAX_OPTIONAL_PROPERTIES: Final = 64
+# The GBNF grammar the CPU engine compiles (checked after conversion): compilation and
+# each sequence's copy of the grammar grow with it.
+MAX_GRAMMAR_BYTES: Final = 64 * 1024
 
 Path = tuple[str | int, ...]
 
 
 class SchemaError(ValueError):
-    """A schema this stack cannot enforce: an unsupported keyword or a broken rule.
+    """A schema this stack cannot enforce: an unsupported keyword, a broken rule or a limit.
 
     `path` leads from the schema's root to the offending keyword (unsupported) or value,
-    `rule` says what is wrong there; str() is both, the path as a JSON pointer.
+    `rule` says what is wrong there; str() is both, the path as a JSON pointer. Over a
+    limit, `values` holds the limit and the value that passed it, for coded errors.
     """
 
-    def __init__(self, rule: str, path: Path, *, unsupported: bool) -> None:
+    def __init__(
+        self,
+        rule: str,
+        path: Path,
+        *,
+        unsupported: bool,
+        values: Mapping[str, int] | None = None,
+    ) -> None:
         super().__init__(f"{pointer(path)}: {rule}")
         self.rule = rule
         self.path = path
         self.unsupported = unsupported
+        self.values: Mapping[str, int] = values or {}
 
 
 def pointer(path: Path) -> str:
@@ -109,14 +135,38 @@ def _invalid(path: Path, rule: str) -> SchemaError:
     return SchemaError(rule, path, unsupported=False)
 
 
+def _over(path: Path, what: str, value: int, limit: int) -> SchemaError:
+    """`what` (e.g. "enum has 600 values") passes `limit`."""
+    return SchemaError(
+        f"{what}, over the limit of {limit}",
+        path,
+        unsupported=False,
+        values={"value": value, "limit": limit},
+    )
+
+
+def utf8_size(text: str) -> int:
+    """`text`'s bytes in UTF-8 (a lone surrogate counts as 3 rather than failing)."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
 def check_schema(schema: object) -> None:
-    """Raise SchemaError unless every part of `schema` is supported and well formed."""
+    """Raise SchemaError unless every part of `schema` is supported, well formed and
+    within this module's limits (MAX_GUIDE_BYTES, MAX_ENUM_VALUES, ...)."""
     if not isinstance(schema, dict):
         raise _invalid((), "the schema must be a JSON object")
     defs = schema.get("$defs", {})
     if not isinstance(defs, dict):
         raise _invalid(("$defs",), "$defs must be an object of schemas")
     try:
+        # Cheapest first: the text the schema travels as, measured in C, before the walk.
+        try:
+            text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+        except (TypeError, ValueError):  # not JSON: a Python caller's object or a cycle
+            raise _invalid((), "the schema must be JSON") from None
+        size = utf8_size(text)
+        if size > MAX_GUIDE_BYTES:
+            raise _over((), f"the schema is {size} bytes as JSON", size, MAX_GUIDE_BYTES)
         _check(schema, (), defs, depth=0)
         for name, sub in defs.items():
             _check(sub, ("$defs", name), defs, depth=1)
@@ -224,6 +274,9 @@ def _check_values(node: Mapping[str, Any], path: Path, structural: list[str]) ->
     values = node["enum"] if keyword == "enum" else [node["const"]]
     if keyword == "enum" and (not isinstance(values, list) or not values):
         raise _invalid((*path, "enum"), "enum must be a non-empty list")
+    if len(values) > MAX_ENUM_VALUES:  # before the values are looked at
+        count = len(values)
+        raise _over((*path, "enum"), f"enum has {count} values", count, MAX_ENUM_VALUES)
     declared = node.get("type")
     types = declared if isinstance(declared, list) else [declared] if declared else None
     for index, value in enumerate(values):
@@ -260,6 +313,14 @@ def _check_object(node: Mapping[str, Any], path: Path, defs: Mapping[str, Any], 
             "additionalProperties",
             path,
             "only false is supported",
+        )
+    optional = len(properties) - len(required)
+    if optional > MAX_OPTIONAL_PROPERTIES:
+        raise _over(
+            (*path, "properties"),
+            f"the object has {optional} optional properties (not in required)",
+            optional,
+            MAX_OPTIONAL_PROPERTIES,
         )
 
 
@@ -337,10 +398,29 @@ def _is_type(value: object, kind: str) -> bool:
 def resolve_refs(schema: Mapping[str, Any]) -> dict[str, Any]:
     """A checked schema with every `$ref` replaced by its definition and `$defs` dropped.
 
-    Raises SchemaError for a recursive reference or a result over MAX_NODES schemas.
+    Raises SchemaError for a recursive reference or a result over MAX_NODES schemas,
+    MAX_TOTAL_VALUES enum and const values or MAX_LITERAL_CHARS of them: each copy of
+    a definition is a copy in the grammar too.
     """
     defs: Mapping[str, Any] = schema.get("$defs", {})
     count = 0
+    values = 0
+    chars = 0
+
+    def count_values(key: str, literals: list[Any], path: Path) -> None:
+        nonlocal values, chars
+        values += len(literals)
+        for value in literals:
+            # As the grammar holds it: the converter writes json.dumps of the value.
+            chars += len(json.dumps(value))
+            if chars > MAX_LITERAL_CHARS:  # stop counting: a huge value costs its length
+                raise _over(
+                    (*path, key),
+                    f"enum and const values reach {chars} characters as JSON once $ref are "
+                    "resolved",
+                    chars,
+                    MAX_LITERAL_CHARS,
+                )
 
     def inline(node: Any, path: Path, active: tuple[str, ...]) -> Any:
         nonlocal count
@@ -363,6 +443,7 @@ def resolve_refs(schema: Mapping[str, Any]) -> dict[str, Any]:
                 continue
             if key in ("enum", "const"):
                 out[key] = value  # values, not schemas
+                count_values(key, value if key == "enum" else [value], path)
             elif key == "properties":
                 out[key] = {n: inline(s, (*path, key, n), active) for n, s in value.items()}
             else:
@@ -371,6 +452,13 @@ def resolve_refs(schema: Mapping[str, Any]) -> dict[str, Any]:
 
     resolved = inline(schema, (), ())
     assert isinstance(resolved, dict)
+    if values > MAX_TOTAL_VALUES:
+        raise _over(
+            (),
+            f"the schema has {values} enum and const values once $ref are resolved",
+            values,
+            MAX_TOTAL_VALUES,
+        )
     return resolved
 
 
@@ -404,6 +492,15 @@ def parse_guide(guide_type: str | None, guide: str | None) -> Guide | None:
         return Guide(kind)
     if not guide:
         raise InvalidGuideError(f"{GUIDE_FIELD} is required for json_schema", field=GUIDE_FIELD)
+    # Before parsing: a text of more characters has at least as many bytes.
+    size = len(guide) if len(guide) > MAX_GUIDE_BYTES else utf8_size(guide)
+    if size > MAX_GUIDE_BYTES:
+        raise InvalidGuideError(
+            f"{GUIDE_FIELD} is {size} bytes, over the limit of {MAX_GUIDE_BYTES}",
+            field=GUIDE_FIELD,
+            value=size,
+            limit=MAX_GUIDE_BYTES,
+        )
     try:
         schema = json.loads(guide)
     except (json.JSONDecodeError, RecursionError):
@@ -411,7 +508,9 @@ def parse_guide(guide_type: str | None, guide: str | None) -> Guide | None:
     try:
         check_schema(schema)
     except SchemaError as exc:
-        raise InvalidGuideError(f"{GUIDE_FIELD}: {exc}", field=GUIDE_FIELD) from None
+        error = InvalidGuideError(f"{GUIDE_FIELD}: {exc}", field=GUIDE_FIELD)
+        error.values = dict(exc.values)  # over a limit: the limit and the value
+        raise error from None
     return Guide(kind, guide)
 
 
@@ -422,6 +521,12 @@ def schema_text(schema: Mapping[str, Any]) -> str:
 
 __all__ = [
     "ANNOTATIONS",
+    "MAX_ENUM_VALUES",
+    "MAX_GRAMMAR_BYTES",
+    "MAX_GUIDE_BYTES",
+    "MAX_LITERAL_CHARS",
+    "MAX_OPTIONAL_PROPERTIES",
+    "MAX_TOTAL_VALUES",
     "SUPPORTED_KEYWORDS",
     "Guide",
     "GuideType",

@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 
 from llm_stack.guided_decoding import (
+    MAX_ENUM_VALUES,
+    MAX_GUIDE_BYTES,
+    MAX_LITERAL_CHARS,
     MAX_NODES,
+    MAX_OPTIONAL_PROPERTIES,
+    MAX_TOTAL_VALUES,
     Guide,
     GuideType,
     InvalidGuideError,
@@ -19,6 +24,7 @@ from llm_stack.guided_decoding import (
     resolve_refs,
     schema_text,
 )
+from llm_stack.model_errors import ErrorCode
 
 PERSON: dict[str, Any] = {
     "title": "Person",
@@ -203,3 +209,115 @@ def test_parse_guide() -> None:
         parse_guide("json_schema", '{"type": "string", "pattern": "a"}')
     assert caught.value.field == "guided_decoding_guide"
     assert "'pattern' is not supported" in str(caught.value)
+
+
+# The findings of issue 21: a 62 KB schema (an enum of 31k zeros) and a 3.2 MB guide (an
+# enum of 300k strings) each took seconds to minutes to compile.
+ZEROS: dict[str, Any] = {"enum": [0] * 31_000}
+
+
+def limit_refused(schema: object, limit: int) -> SchemaError:
+    error = refused(schema)
+    assert not error.unsupported
+    assert error.values["limit"] == limit
+    assert error.values["value"] > limit
+    assert f"over the limit of {limit}" in error.rule
+    return error
+
+
+def test_an_enum_over_its_limit_is_refused_before_its_values_are_read() -> None:
+    error = limit_refused(ZEROS, MAX_ENUM_VALUES)
+    assert error.path == ("enum",)
+    assert error.rule == f"enum has 31000 values, over the limit of {MAX_ENUM_VALUES}"
+    check_schema({"enum": list(range(MAX_ENUM_VALUES))})
+
+
+def test_enum_and_const_values_are_bounded_in_all_once_refs_are_resolved() -> None:
+    # Each enum within its own limit; the same definition used three times is three
+    # copies in the grammar.
+    half: dict[str, Any] = {"enum": list(range(MAX_ENUM_VALUES))}
+    check_schema({"anyOf": [half, {"$ref": "#/$defs/H"}], "$defs": {"H": half}})
+    schema = {"anyOf": [half, {"$ref": "#/$defs/H"}, {"const": 1}], "$defs": {"H": half}}
+    error = limit_refused(schema, MAX_TOTAL_VALUES)
+    assert error.values["value"] == MAX_TOTAL_VALUES + 1
+    assert "enum and const values once $ref are resolved" in error.rule
+
+
+def test_the_characters_of_enum_and_const_values_are_bounded() -> None:
+    check_schema({"const": "x" * (MAX_LITERAL_CHARS - 2)})  # quotes included
+    error = limit_refused({"const": "x" * (MAX_LITERAL_CHARS - 1)}, MAX_LITERAL_CHARS)
+    assert error.path == ("const",)
+    words = [f"{i:0100d}" for i in range(200)]  # 102 characters each as JSON
+    error = limit_refused({"properties": {"a": {"enum": words}}}, MAX_LITERAL_CHARS)
+    assert error.path == ("properties", "a", "enum")
+
+
+def test_the_schema_text_is_bounded_before_it_is_walked() -> None:
+    # Annotations cost no grammar, but the text still travels and is parsed.
+    schema = {"type": "string", "description": "d" * MAX_GUIDE_BYTES}
+    error = limit_refused(schema, MAX_GUIDE_BYTES)
+    assert error.path == ()
+    # Bytes, not characters: each é is two.
+    check_schema({"type": "string", "description": "é" * (MAX_GUIDE_BYTES // 2 - 40)})
+    limit_refused({"type": "string", "description": "é" * (MAX_GUIDE_BYTES // 2)}, MAX_GUIDE_BYTES)
+    # A lone surrogate is measured, not a crash.
+    check_schema({"type": "string", "description": "\ud800"})
+
+
+def test_optional_properties_are_bounded_per_object() -> None:
+    def props(n: int) -> dict[str, Any]:
+        return {f"p{i}": {"type": "integer"} for i in range(n)}
+
+    check_schema({"type": "object", "properties": props(MAX_OPTIONAL_PROPERTIES)})
+    # Required properties cost the converter nothing extra.
+    many = props(MAX_OPTIONAL_PROPERTIES + 10)
+    check_schema({"type": "object", "properties": many, "required": list(many)[:10]})
+    error = limit_refused({"type": "object", "properties": many}, MAX_OPTIONAL_PROPERTIES)
+    assert error.path == ("properties",)
+
+
+def test_a_typical_schema_with_a_few_hundred_enum_values_passes() -> None:
+    countries = [f"Country {i}" for i in range(250)]
+    schema = {
+        "type": "object",
+        "properties": {
+            "country": {"type": "string", "enum": countries},
+            "currency": {"enum": [f"C{i:02d}" for i in range(180)]},
+            "steps": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"explanation": {"type": "string"}, "output": {"type": "string"}},
+                    "required": ["explanation", "output"],
+                    "additionalProperties": False,
+                },
+            },
+        },
+        "required": ["country", "currency", "steps"],
+        "additionalProperties": False,
+    }
+    check_schema(schema)
+
+
+def test_parse_guide_refuses_an_oversized_guide_before_parsing_it() -> None:
+    # Not even JSON: refused for its size, before json.loads could say so.
+    guide = "[" * (MAX_GUIDE_BYTES + 1)
+    with pytest.raises(InvalidGuideError) as caught:
+        parse_guide("json_schema", guide)
+    error = caught.value.model_error()
+    assert (error.code, error.field) == (ErrorCode.INVALID_ARGUMENT, "guided_decoding_guide")
+    assert error.values == {"value": MAX_GUIDE_BYTES + 1, "limit": MAX_GUIDE_BYTES}
+    assert error.message == (
+        f"guided_decoding_guide is {MAX_GUIDE_BYTES + 1} bytes, over the limit of {MAX_GUIDE_BYTES}"
+    )
+
+
+def test_parse_guide_names_the_limit_and_the_value() -> None:
+    with pytest.raises(InvalidGuideError) as caught:
+        parse_guide("json_schema", schema_text(ZEROS))
+    error = caught.value.model_error()
+    assert (error.code, error.field) == (ErrorCode.INVALID_ARGUMENT, "guided_decoding_guide")
+    assert error.values == {"value": 31_000, "limit": MAX_ENUM_VALUES}
+    assert error.message == (
+        f"guided_decoding_guide: /enum: enum has 31000 values, over the limit of {MAX_ENUM_VALUES}"
+    )
