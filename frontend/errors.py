@@ -203,6 +203,19 @@ class TokenBudgetTooSmallError(FieldRuleViolationError):
         )
 
 
+class InvalidTextError(FieldRuleViolationError):
+    """A string holding a lone surrogate: JSON's \\u escapes can spell one, but it is not
+    Unicode text, and nothing after validation (UTF-8 encoding, tokenizing) can take it."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(
+            field,
+            None,
+            "Unicode text",
+            f"{field} is not valid Unicode text: it holds a lone surrogate",
+        )
+
+
 class ModelRejectedRequestError(InvalidRequestError):
     """Triton answered INVALID_ARG for a reason the frontend does not check itself."""
 

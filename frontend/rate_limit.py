@@ -181,6 +181,22 @@ class RateLimiter:
             windows.append(await self._state(self._tpm, "tokens", identity))
         return Reservation(identity, reserve_tokens if self._tpm else 0, tuple(windows))
 
+    async def charge_refused(self, identity: str) -> None:
+        """Count a request refused as invalid against the requests budget: refusals cost
+        work too, so a client spends its budget on them like on any request. Raises
+        RateLimitedError once the budget is spent; storage failures pass, as in `admit`."""
+        if self._rpm is None:
+            return
+        try:
+            admitted = await self._strategy.hit(self._rpm, identity)
+            if not admitted:
+                state = await self._state(self._rpm, "requests", identity)
+        except StorageError as exc:
+            log.error("rate-limit storage failed, not counting a refusal of %s: %s", identity, exc)
+            return
+        if not admitted:
+            raise self._limited("requests", state, "requests per minute")
+
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Correct the token reservation to what the request really used."""
         if self._tpm is None or not reservation.windows:

@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Literal
 
 from frontend.admission import ConcurrencyGate
-from frontend.errors import FrontendError, RateLimitedError, TritonInternalError
+from frontend.errors import (
+    FrontendError,
+    InvalidRequestError,
+    RateLimitedError,
+    TritonInternalError,
+)
 from frontend.metrics import FrontendMetrics
 from frontend.rate_limit import RateLimiter, Reservation, estimate_prompt_tokens
 from frontend.triton_client import EngineChunk, TritonPool
@@ -116,6 +121,22 @@ class GenerationService:
         self._limiter = limiter
         self._metrics = metrics
         self._accounting: set[asyncio.Task[None]] = set()
+
+    async def validated(
+        self, caller: Caller, validate: Callable[[], GenerationRequest]
+    ) -> GenerationRequest:
+        """What `validate` makes of a request; when it refuses the request as invalid, the
+        refusal counts against the caller's requests per minute (429 once they are spent)."""
+        try:
+            return validate()
+        except InvalidRequestError:
+            if self._limiter.enabled:
+                try:
+                    await self._limiter.charge_refused(caller.rate_key)
+                except RateLimitedError as limited:
+                    self._metrics.rate_limited.labels(limited.limit_name).inc()
+                    raise limited from None
+            raise
 
     async def generate(
         self,

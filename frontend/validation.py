@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from frontend.errors import (
     AssistantMessageLastError,
     ChoicesOutOfRangeError,
@@ -21,6 +23,7 @@ from frontend.errors import (
     EmptyPromptError,
     EmptyStopSequenceError,
     InvalidSchemaError,
+    InvalidTextError,
     LogprobsOutOfRangeError,
     MaxTokensOutOfRangeError,
     MinTokensOutOfRangeError,
@@ -306,6 +309,56 @@ class RequestValidator:
             n=s.n,
             logprobs=s.logprobs,
         )
+
+
+def check_text(body: BaseModel) -> None:
+    """InvalidTextError naming the first string of `body` (a key, a value, at any depth,
+    in declared and extra fields) that is not Unicode text.
+
+    The first check of every request that carries text: a lone surrogate, which JSON's
+    \\u escapes can spell, fails wherever text is encoded (the token estimate, the Triton
+    request, the logs). Iterative, so no nesting the JSON parser took can exhaust the stack.
+    """
+    pending: list[tuple[str, object]] = [("", body)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                raise InvalidTextError(path)
+            continue
+        children: list[tuple[str, object]]
+        if isinstance(value, BaseModel):
+            fields = type(value).model_fields
+            children = [
+                (_member(path, field.alias or name), getattr(value, name))
+                for name, field in fields.items()
+            ]
+            children += [(_member(path, k), v) for k, v in (value.model_extra or {}).items()]
+        elif isinstance(value, dict):
+            for key in value:
+                if isinstance(key, str) and not _is_text(key):
+                    # A member name cannot name itself: the object holding it is named.
+                    raise InvalidTextError(path)
+            children = [(_member(path, str(k)), v) for k, v in value.items()]
+        elif isinstance(value, list | tuple):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            continue
+        pending.extend(reversed(children))  # depth first, in the order the body has them
+
+
+def _is_text(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")  # strict UTF-8 refuses exactly the surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _member(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 def guide_for(fmt: OutputFormat) -> Guide | None:

@@ -10,6 +10,7 @@ With `logprobs`, the body and each delta also carry their tokens' log-probabilit
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -38,6 +39,7 @@ from frontend.routes.events import (
     stream_doc,
 )
 from frontend.service import Completed, GenerationEvent, GenerationRecord, TextDelta
+from frontend.validation import GenerationRequest, RequestValidator, check_text
 
 router = APIRouter(tags=["generation"])
 
@@ -112,6 +114,22 @@ def _error_event(request_id: str) -> ErrorRenderer:
     return render
 
 
+def _validated(body: GenerateRequest, validator: RequestValidator) -> GenerationRequest:
+    check_text(body)
+    return validator.generation(
+        prompt=body.prompt,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+        top_p=body.top_p,
+        top_k=body.top_k,
+        stop=body.stop,
+        seed=body.seed,
+        stream=body.stream,
+        response_format=output_format(body.response_format),
+        logprobs=body.logprobs,
+    )
+
+
 @router.post(
     "/generate",
     response_model=GenerateResponse,
@@ -125,18 +143,7 @@ async def generate(
     caller: CallerDep,
     context: ContextDep,
 ) -> Response:
-    validated = state.validator.generation(
-        prompt=body.prompt,
-        max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
-        stop=body.stop,
-        seed=body.seed,
-        stream=body.stream,
-        response_format=output_format(body.response_format),
-        logprobs=body.logprobs,
-    )
+    validated = await state.service.validated(caller, partial(_validated, body, state.validator))
     record = GenerationRecord(caller.key_id)
     context.generation = record
     if state.settings.log_prompts:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -58,7 +59,7 @@ from frontend.service import (
     GenerationRecord,
     TextDelta,
 )
-from frontend.validation import GenerationRequest
+from frontend.validation import GenerationRequest, check_text
 from llm_stack.ensemble_contract import TokenLogprob
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -341,6 +342,18 @@ async def _run(
     return event_stream_response(stream, admitted.rate_limit_headers)
 
 
+def _completion(body: CompletionRequest, state: FrontendState) -> GenerationRequest:
+    check_text(body)
+    check_model(body.model, state.settings.served_model_name)
+    return completion_request(body, state.validator)
+
+
+def _chat(body: ChatCompletionRequest, state: FrontendState) -> GenerationRequest:
+    check_text(body)
+    check_model(body.model, state.settings.served_model_name)
+    return chat_request(body, state.validator)
+
+
 @router.post(
     "/completions",
     response_model=CompletionResponse,
@@ -354,8 +367,7 @@ async def completions(
     caller: CallerDep,
     context: ContextDep,
 ) -> Response:
-    check_model(body.model, state.settings.served_model_name)
-    validated = completion_request(body, state.validator)
+    validated = await state.service.validated(caller, partial(_completion, body, state))
     output = CompletionFormat(
         f"cmpl-{context.request_id}",
         int(state.clock()),
@@ -380,8 +392,7 @@ async def chat_completions(
     caller: CallerDep,
     context: ContextDep,
 ) -> Response:
-    check_model(body.model, state.settings.served_model_name)
-    validated = chat_request(body, state.validator)
+    validated = await state.service.validated(caller, partial(_chat, body, state))
     output = ChatFormat(
         f"chatcmpl-{context.request_id}",
         int(state.clock()),
