@@ -136,5 +136,6 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         route_name=route_name,
+        body_timeout_s=settings.body_timeout_s,
     )
     return app

@@ -250,6 +250,17 @@ class BodyTooLargeError(FrontendError):
         super().__init__(f"request body {shown}exceeds the {limit:,} byte limit")
 
 
+class BodyTimeoutError(FrontendError):
+    """The body did not arrive in full in time (a stalled or trickling client); the
+    connection is closed with the answer, as the rest may still be on its way."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {timeout_s:g} s",
+            headers={"Connection": "close"},
+        )
+
+
 class NotFoundError(FrontendError):
     pass
 
@@ -379,6 +390,7 @@ ERROR_TABLE: Final[Mapping[type[FrontendError], ErrorKind]] = {
     InvalidRequestError: ErrorKind(422, "invalid_request"),
     PromptTooManyTokensError: ErrorKind(422, "prompt_too_long"),
     BodyTooLargeError: ErrorKind(413, "request_too_large"),
+    BodyTimeoutError: ErrorKind(408, "request_timeout"),
     NotFoundError: ErrorKind(404, "not_found"),
     ModelNotFoundError: ErrorKind(404, "model_not_found"),
     MethodNotAllowedError: ErrorKind(405, "method_not_allowed"),

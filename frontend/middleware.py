@@ -1,7 +1,9 @@
 """Pure-ASGI middleware around every HTTP request.
 
 It assigns the request id (the client's X-Request-ID when usable) and echoes it on the
-response, refuses bodies over the size limit with 413 before anything parses them,
+response, refuses bodies over the size limit with 413 before anything parses them, reads
+each body in full within its deadline (408 and the connection closed after it) so no
+route waits on a stalled client,
 counts and times requests per route, and writes one JSON access-log line per request
 once the response has been sent completely (after the last byte of a stream).
 """
@@ -15,7 +17,13 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from frontend.errors import BodyTooLargeError, FrontendError, InternalError, ShuttingDownError
+from frontend.errors import (
+    BodyTimeoutError,
+    BodyTooLargeError,
+    FrontendError,
+    InternalError,
+    ShuttingDownError,
+)
 from frontend.handlers import render_error, uses_openai_errors
 from frontend.logs import ACCESS_LOGGER
 from frontend.metrics import FrontendMetrics
@@ -36,7 +44,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class FrontendMiddleware:
-    """Request id, body limit, HTTP metrics and the access log."""
+    """Request id, body limit and deadline, HTTP metrics and the access log."""
 
     def __init__(
         self,
@@ -45,10 +53,12 @@ class FrontendMiddleware:
         metrics: FrontendMetrics,
         max_body_bytes: int,
         route_name: RouteNamer,
+        body_timeout_s: float = 30.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.route_name = route_name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,7 +86,7 @@ class FrontendMiddleware:
 
         self.metrics.http_in_flight.inc()
         try:
-            receive_for_app = await self._limit_body(scope, receive)
+            receive_for_app = await self._read_body(scope, receive)
             await self.app(scope, receive_for_app, send_with_id)
         except FrontendError as error:
             if response_started:
@@ -119,8 +129,10 @@ class FrontendMiddleware:
             self.metrics.http_in_flight.dec()
             self._finish(scope, context, status, time.perf_counter() - started)
 
-    async def _limit_body(self, scope: Scope, receive: Receive) -> Receive:
-        """Raise BodyTooLargeError before the app reads an oversized body."""
+    async def _read_body(self, scope: Scope, receive: Receive) -> Receive:
+        """The body read in full, to be replayed to the app: BodyTooLargeError before an
+        oversized one is read, BodyTimeoutError when it does not arrive within the deadline.
+        """
         if scope["method"] not in _BODY_METHODS:
             return receive
         declared = _header(scope, b"content-length")
@@ -131,18 +143,21 @@ class FrontendMiddleware:
                 size = None
             if size is not None and size > self.max_body_bytes:
                 raise BodyTooLargeError(size, self.max_body_bytes)
-            return receive
-        # No length given (chunked): read up to the limit here, then replay it.
         body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return receive
-            body += message.get("body", b"")
-            if len(body) > self.max_body_bytes:
-                raise BodyTooLargeError(None, self.max_body_bytes)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return receive  # the client left: the app sees it on its own read
+                    body += message.get("body", b"")
+                    # No length given (chunked): the limit applies as it arrives.
+                    if len(body) > self.max_body_bytes:
+                        raise BodyTooLargeError(None, self.max_body_bytes)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise BodyTimeoutError(self.body_timeout_s) from None
         replayed = False
 
         async def replay() -> Message:

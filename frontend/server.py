@@ -1,10 +1,23 @@
-"""Run the frontend under uvicorn (what `llm-stack up` and `llm-stack frontend` call)."""
+"""Run the frontend under uvicorn (what `llm-stack up` and `llm-stack frontend` call).
+
+uvicorn closes a connection idle between requests (keep-alive timeout) but has no
+deadline for a request's line and headers: a client that trickles them, or connects and
+sends nothing, holds its connection for good. FrontendServerConfig serves HTTP/1.1 with
+HeaderDeadlineProtocol, which closes such connections; the body's deadline is
+FrontendMiddleware's (it can still answer 408 then).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
 
 from frontend.app import create_app
 from frontend.logs import configure_logging
@@ -23,16 +36,81 @@ class ShutdownTimeoutIsAWarning(logging.Filter):
         return True
 
 
-def uvicorn_config(settings: FrontendSettings) -> uvicorn.Config:
-    """uvicorn's configuration for the app built from `settings`."""
-    return uvicorn.Config(
-        create_app(settings),
+class FrontendServerConfig(uvicorn.Config):
+    """uvicorn's configuration, serving HTTP/1.1 with a deadline for each request's headers."""
+
+    def __init__(self, app: Any, *, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, http=HeaderDeadlineProtocol, **kwargs)
+        self.header_timeout_s = header_timeout_s
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request line and headers are not
+    complete within `header_timeout_s` of the connection's start, or of the first byte of
+    a request that follows another (between requests, uvicorn's keep-alive timeout rules).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        assert isinstance(config, FrontendServerConfig)
+        self.header_timeout_s = config.header_timeout_s
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._watch_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watching()
+        super().connection_lost(exc)
+
+    def _watch_headers(self) -> None:
+        # h11 leaves IDLE for the peer once a request's line and headers are complete.
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if not waiting:
+            self._stop_watching()
+        elif self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(
+                self.header_timeout_s, self._headers_too_slow
+            )
+
+    def _stop_watching(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        # No response: the request is not known yet (as nginx's client_header_timeout).
+        self.transport.close()
+
+
+def uvicorn_config(settings: FrontendSettings, app: Any = None) -> uvicorn.Config:
+    """uvicorn's configuration for `app` (default: the app built from `settings`)."""
+    return FrontendServerConfig(
+        create_app(settings) if app is None else app,
+        header_timeout_s=settings.header_timeout_s,
         host=settings.host,
         port=settings.port,
         log_config=None,  # keep the JSON logging configured by run()
         access_log=False,  # the middleware writes the access log
         server_header=False,
         lifespan="on",
+        ws="none",  # no WebSocket routes: upgrades are not taken
+        timeout_keep_alive=settings.idle_timeout_s,
+        # X-Forwarded-For names the client only when a trusted proxy sent it.
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
         # SIGTERM/SIGINT: stop accepting, let in-flight requests finish this long, then stop.
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
     )

@@ -39,6 +39,17 @@ class FrontendSettings(BaseSettings):
     # Prompts are user data: they reach the logs only when this is switched on.
     log_prompts: bool = False
     graceful_shutdown_s: int = Field(default=30, ge=1)
+    # Client addresses whose X-Forwarded-For/-Proto are believed (the reverse proxies in
+    # front; "*" for any). None by default: a client could name any address it likes, and
+    # per-IP rate limits would key on it.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Slow clients hold a connection each (slowloris): a request's line and headers must
+    # arrive within header_timeout_s of the connection's start or of the request's first
+    # byte, its body within body_timeout_s (408 after), and a connection idle between
+    # requests is closed after idle_timeout_s.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    idle_timeout_s: int = Field(default=5, ge=1)
 
     # Triton
     triton_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:8001"])
@@ -91,7 +102,9 @@ class FrontendSettings(BaseSettings):
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("triton_urls", "api_keys", "cors_origins", mode="before")
+    @field_validator(
+        "triton_urls", "api_keys", "cors_origins", "forwarded_allow_ips", mode="before"
+    )
     @classmethod
     def _lists_from_env(cls, value: object) -> object:
         return _split_list(value)

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from frontend.deps import FrontendState
+from frontend.server import uvicorn_config
 from frontend.settings import FrontendSettings
 from launcher.triton_server import TritonPorts, TritonServer, wheel_install
 from tests.conftest import REPO_ROOT, free_port
@@ -70,6 +71,26 @@ async def serve(app: FastAPI) -> AsyncIterator[ServedApp]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )
+    async with serve_config(config) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serve_frontend(
+    settings: FrontendSettings, app: FastAPI | None = None
+) -> AsyncIterator[ServedApp]:
+    """Serve as `python -m frontend` does (frontend.server's uvicorn configuration: its
+    connection timeouts, forwarded headers), on a free loopback port in this event loop."""
+    settings = settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
+    async with serve_config(uvicorn_config(settings, app)) as served:
+        yield served
+
+
+@contextlib.asynccontextmanager
+async def serve_config(config: uvicorn.Config) -> AsyncIterator[ServedApp]:
+    """Run uvicorn with `config` (an app and a loopback port) in this event loop."""
+    assert isinstance(config.app, FastAPI)
+    app, port = config.app, config.port
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
