@@ -5,26 +5,44 @@ json-schema-to-grammar, in Python); `json` (any object) is the schema {"type": "
 whose grammar allows one space between tokens where llama.cpp's JSON grammar allows a
 newline and 20 tabs, which a small model fills after the value before it stops.
 Schemas reach here checked (`llm_stack.guided_decoding.check_schema`), so the converter
-only sees the keywords it enforces. Two of its outputs are corrected, both so that what
-the grammar allows is always valid JSON for `json.loads`: string characters exclude
-control characters (JSON forbids them raw; the converter allows them), and literals
-(property names, enum and const values) escape backslashes.
+only sees the keywords it enforces, within the limits that keep its work and
+llama.cpp's small. Two of its outputs are corrected, both so that what the grammar
+allows is always valid JSON for `json.loads`: string characters exclude control
+characters (JSON forbids them raw; the converter allows them), and literals (property
+names, enum and const values) escape backslashes.
+
+`GrammarCache` does that work in a worker thread of its own, never on the engine's
+event loop or its step thread: a guide is converted and compiled by llama.cpp once,
+and each sequence gets a copy of the compiled grammar.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Final
 
+import llama_cpp
 from llama_cpp import llama_grammar
 
-from llm_stack.engine.base import InvalidRequestError
-from llm_stack.guided_decoding import GUIDE_FIELD, JSON_TYPES, Guide, GuideType, resolve_refs
+from llm_stack.engine.base import EngineStoppedError, InvalidRequestError
+from llm_stack.guided_decoding import (
+    GUIDE_FIELD,
+    JSON_TYPES,
+    MAX_GRAMMAR_BYTES,
+    Guide,
+    GuideType,
+    resolve_refs,
+    utf8_size,
+)
+from llm_stack.model_errors import ErrorCode, Value
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +57,12 @@ _CHAR: Final = llama_grammar.BuiltinRule(
 _LITERAL_ESCAPES: Final = {"\\": "\\\\", "\r": "\\r", "\n": "\\n", '"': '\\"'}
 _LITERAL_ESCAPE_RE: Final = re.compile(r'[\\\r\n"]')
 CACHE_SIZE: Final = 256
+# How long a request waits for its grammar (mostly for the worker's queue: the largest
+# grammar the limits allow takes tens of milliseconds); past it the request is refused.
+GRAMMAR_DEADLINE_S: Final = 2.0
+
+Sampler = Any  # a llama.cpp grammar sampler (`struct llama_sampler *`)
+SeqKey = tuple[str, int]  # (request id, sequence index), as the scheduler's
 
 
 class _Converter(llama_grammar.SchemaConverter):
@@ -80,51 +104,218 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     return str(converter.format_grammar())  # type: ignore[no-untyped-call]
 
 
-class GrammarCache:
-    """Each guide's grammar, converted and compiled once (bounded LRU, thread-safe).
-
-    `compiles` tells whether llama.cpp accepts a grammar; a guide whose grammar it does not
-    is refused here, before its request reaches the scheduler, so it never fails a step.
-    """
-
-    def __init__(self, compiles: Callable[[str], bool], capacity: int = CACHE_SIZE) -> None:
-        self._compiles = compiles
-        self._capacity = capacity
-        self._grammars: OrderedDict[Guide, str] = OrderedDict()
-        self._lock = threading.Lock()
-        self.conversions = 0  # guides converted since start (cache misses)
-
-    def get(self, guide: Guide) -> str:
-        """The guide's GBNF; raises InvalidRequestError naming guided_decoding_guide."""
-        with self._lock:
-            gbnf = self._grammars.get(guide)
-            if gbnf is not None:
-                self._grammars.move_to_end(guide)
-                return gbnf
-        gbnf = self._convert(guide)
-        with self._lock:
-            self.conversions += 1
-            self._grammars[guide] = gbnf
-            while len(self._grammars) > self._capacity:
-                self._grammars.popitem(last=False)
-        return gbnf
-
-    def _convert(self, guide: Guide) -> str:
-        try:
-            gbnf = guide_gbnf(guide)
-        except Exception:  # the converter asserts on what it cannot turn into rules
-            log.warning("guide not convertible to a grammar", exc_info=True)
-            gbnf = ""
-        if not gbnf or not self._compiles(gbnf):
-            raise InvalidRequestError(
-                f"{GUIDE_FIELD}: the schema cannot be enforced as a grammar", field=GUIDE_FIELD
-            )
-        return gbnf
-
-
 def guide_gbnf(guide: Guide) -> str:
     """The grammar of a guide."""
     if guide.type is GuideType.JSON:
         return schema_to_gbnf({"type": "object"})
     assert guide.schema is not None
     return schema_to_gbnf(json.loads(guide.schema))
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A guide whose grammar cannot be built: cached too, so that it is not tried again."""
+
+    message: str
+    values: dict[str, Value] = field(default_factory=dict)
+
+    def error(self) -> InvalidRequestError:
+        error = InvalidRequestError(self.message, field=GUIDE_FIELD)
+        error.values = dict(self.values)
+        return error
+
+
+class GrammarCache:
+    """Grammar samplers for guided sequences, built off the engine's loop and step thread.
+
+    `prepare` converts a guide's schema to GBNF and compiles it with llama.cpp once
+    (bounded LRU of compiled prototypes), then copies the prototype for each of the
+    request's sequences (`llama_sampler_clone` copies the grammar's rules and stacks:
+    a copy never depends on its prototype). The step thread `take`s a sequence's copy
+    and frees it with the sequence; `release` frees the copies a request's sequences
+    did not take.
+
+    All of it runs in one worker thread: Python's conversion would not run two at once
+    (GIL), one core at most is taken from decoding, and as the only thread that touches
+    prototypes it can free an evicted one without locking. A request waits `deadline_s`
+    for its grammar, then is refused; the work goes on and its grammar is cached.
+    """
+
+    def __init__(
+        self,
+        compile_gbnf: Callable[[str], Sampler],
+        *,
+        capacity: int = CACHE_SIZE,
+        deadline_s: float = GRAMMAR_DEADLINE_S,
+        convert: Callable[[Guide], str] = guide_gbnf,
+        clone: Callable[[Sampler], Sampler] = llama_cpp.llama_sampler_clone,
+        free: Callable[[Sampler], None] = llama_cpp.llama_sampler_free,
+    ) -> None:
+        """`compile_gbnf` returns a grammar sampler, NULL where llama.cpp refuses the
+        grammar; `convert`, `clone` and `free` are llama-cpp-python's unless a test
+        gives its own."""
+        self._compile = compile_gbnf
+        self._convert = convert
+        self._clone = clone
+        self._free = free
+        self._capacity = capacity
+        self.deadline_s = deadline_s
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="grammar")
+        # The worker's alone: compiled prototypes, or why a guide has none.
+        self._grammars: OrderedDict[Guide, Sampler | _Refused] = OrderedDict()
+        self.conversions = 0  # guides converted since start (cache misses)
+        self._lock = threading.Lock()  # guards what follows
+        self._held: dict[str, list[Sampler | None]] = {}  # each request's copies, by index
+        self._closed = False
+
+    async def prepare(self, guide: Guide, request_id: str, n: int) -> None:
+        """Build a grammar sampler for each of the request's `n` sequences, to be taken.
+
+        Raises InvalidRequestError naming guided_decoding_guide: the guide cannot be
+        enforced (its grammar is over MAX_GRAMMAR_BYTES, or llama.cpp refuses it), or its
+        grammar was not ready within `deadline_s` (code timeout).
+        """
+        with self._lock:
+            if self._closed:
+                raise EngineStoppedError("the engine is not running")
+        abandoned = threading.Event()
+        try:
+            job = self._worker.submit(self._build, guide, n, abandoned)
+        except RuntimeError:  # closed since the check above
+            raise EngineStoppedError("the engine is not running") from None
+        try:
+            samplers = await asyncio.wait_for(asyncio.wrap_future(job), self.deadline_s)
+        except TimeoutError:
+            self._abandon(job, abandoned)
+            raise InvalidRequestError(
+                f"{GUIDE_FIELD}: the schema's grammar was not ready within {self.deadline_s:g} s",
+                code=ErrorCode.TIMEOUT,
+                field=GUIDE_FIELD,
+                limit_s=self.deadline_s,
+            ) from None
+        except asyncio.CancelledError:
+            self._abandon(job, abandoned)
+            task = asyncio.current_task()
+            if job.cancelled() and self._closed and not (task and task.cancelling()):
+                raise EngineStoppedError("the engine stopped") from None  # `close` cancelled it
+            raise
+        except BaseException:
+            self._abandon(job, abandoned)
+            raise
+        with self._lock:
+            refusal: Exception | None = None
+            if self._closed:
+                refusal = EngineStoppedError("the engine stopped")
+            elif request_id in self._held:
+                refusal = InvalidRequestError(
+                    f"request id {request_id!r} is in use", code=ErrorCode.DUPLICATE_REQUEST_ID
+                )
+            else:
+                self._held[request_id] = list(samplers)
+        if refusal is not None:
+            self._free_all(samplers)
+            raise refusal
+
+    def take(self, key: SeqKey) -> Sampler:
+        """Sequence `key`'s grammar sampler, prepared for it; the caller frees it."""
+        request_id, index = key
+        with self._lock:
+            samplers = self._held[request_id]
+            sampler, samplers[index] = samplers[index], None
+        if sampler is None:
+            raise KeyError(f"the grammar of sequence {key} was taken already")
+        return sampler
+
+    def release(self, request_id: str) -> None:
+        """Free the request's samplers that no sequence took (none: nothing to do)."""
+        with self._lock:
+            samplers = self._held.pop(request_id, [])
+        self._free_all(s for s in samplers if s is not None)
+
+    def held(self) -> int:
+        """Samplers prepared and not taken yet, of all requests (for leak checks)."""
+        with self._lock:
+            return sum(s is not None for samplers in self._held.values() for s in samplers)
+
+    def close(self) -> None:
+        """Stop the worker, after the grammar it is compiling (which reads the model's
+        vocabulary: call this before freeing the model), and free every sampler held
+        here. Later `prepare` calls raise EngineStoppedError."""
+        with self._lock:
+            self._closed = True
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            held = [s for samplers in self._held.values() for s in samplers if s is not None]
+            self._held.clear()
+        self._free_all(held)
+        prototypes = [g for g in self._grammars.values() if not isinstance(g, _Refused)]
+        self._grammars.clear()
+        self._free_all(prototypes)
+
+    # -- the worker thread ------------------------------------------------------
+
+    def _build(self, guide: Guide, n: int, abandoned: threading.Event) -> list[Sampler]:
+        prototype = self._prototype(guide)
+        samplers: list[Sampler] = []
+        try:
+            while len(samplers) < n and not abandoned.is_set():
+                sampler = self._clone(prototype)
+                if not sampler:
+                    raise EngineStoppedError("llama.cpp could not copy a grammar")
+                samplers.append(sampler)
+        except BaseException:
+            self._free_all(samplers)
+            raise
+        return samplers
+
+    def _prototype(self, guide: Guide) -> Sampler:
+        entry = self._grammars.get(guide)
+        if entry is None:
+            entry = self._compile_guide(guide)
+            self.conversions += 1
+            self._grammars[guide] = entry
+            while len(self._grammars) > self._capacity:
+                _, evicted = self._grammars.popitem(last=False)
+                if not isinstance(evicted, _Refused):
+                    self._free(evicted)  # its copies are their own
+        else:
+            self._grammars.move_to_end(guide)
+        if isinstance(entry, _Refused):
+            raise entry.error()
+        return entry
+
+    def _compile_guide(self, guide: Guide) -> Sampler | _Refused:
+        unenforceable = _Refused(f"{GUIDE_FIELD}: the schema cannot be enforced as a grammar")
+        try:
+            gbnf = self._convert(guide)
+        except Exception:  # the converter asserts on what it cannot turn into rules
+            log.warning("guide not convertible to a grammar", exc_info=True)
+            return unenforceable
+        size = utf8_size(gbnf)
+        if size > MAX_GRAMMAR_BYTES:
+            return _Refused(
+                f"{GUIDE_FIELD}: the schema's grammar is {size} bytes, over the limit of "
+                f"{MAX_GRAMMAR_BYTES}",
+                {"value": size, "limit": MAX_GRAMMAR_BYTES},
+            )
+        sampler = self._compile(gbnf) if gbnf else None
+        return sampler if sampler else unenforceable
+
+    # -- any thread ----------------------------------------------------------------
+
+    def _abandon(
+        self, job: concurrent.futures.Future[list[Sampler]], abandoned: threading.Event
+    ) -> None:
+        """The requester is gone: drop the job if it has not started, else free what it
+        builds (it stops copying; a compiled prototype is cached all the same)."""
+        abandoned.set()
+        job.cancel()
+        job.add_done_callback(self._free_result)
+
+    def _free_result(self, job: concurrent.futures.Future[list[Sampler]]) -> None:
+        if not job.cancelled() and job.exception() is None:
+            self._free_all(job.result())
+
+    def _free_all(self, samplers: Iterable[Sampler]) -> None:
+        for sampler in samplers:
+            self._free(sampler)

@@ -124,31 +124,23 @@ class _Llama:
         self._one = np.zeros(1, dtype=_TOKEN_DATA)
         self._eog = min(self.end_tokens) if self.end_tokens else -1
 
-    def grammar_compiles(self, gbnf: str) -> bool:
-        """Whether llama.cpp accepts this grammar (it only reads the vocabulary: any thread)."""
-        sampler = self.lc.llama_sampler_init_grammar(
-            self.vocab, gbnf.encode(), GRAMMAR_ROOT.encode()
-        )
-        if not sampler:
-            return False
-        self.lc.llama_sampler_free(sampler)
-        return True
+    def grammar_sampler(self, gbnf: str) -> Any:
+        """A grammar sampler of this vocabulary, NULL where llama.cpp refuses the grammar
+        (it only reads the vocabulary: any thread, while the model lives)."""
+        return self.lc.llama_sampler_init_grammar(self.vocab, gbnf.encode(), GRAMMAR_ROOT.encode())
 
     def new_sampler(
         self,
         key: SeqKey,
         sampling: SamplingParams,
         prompt: tuple[int, ...],
-        grammar: str | None = None,
+        grammar: Any = None,
     ) -> None:
+        """The sequence's sampling chain; `grammar`, its own grammar sampler (compiled and
+        copied by the GrammarCache's worker, never here), is freed with the sequence."""
         lc = self.lc
         if grammar is not None:
-            sampler = lc.llama_sampler_init_grammar(
-                self.vocab, grammar.encode(), GRAMMAR_ROOT.encode()
-            )
-            if not sampler:  # checked when the request came in: only out of memory
-                raise EngineStoppedError("llama.cpp could not create a grammar sampler")
-            self.grammars[key] = sampler
+            self.grammars[key] = grammar
         if sampling.logprobs is not None:
             temperature = 1.0 if sampling.greedy else sampling.temperature
             self.logprobs[key] = (sampling.logprobs, temperature)
@@ -401,11 +393,13 @@ class LlamaCppEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failure: str | None = None
-        self.grammars = GrammarCache(self._grammar_compiles)
+        self.grammars = GrammarCache(self._grammar_sampler)
 
-    def _grammar_compiles(self, gbnf: str) -> bool:
+    def _grammar_sampler(self, gbnf: str) -> Any:
+        # The GrammarCache's worker: only between start and the cache's close, while the
+        # model lives.
         assert self._llama is not None
-        return self._llama.grammar_compiles(gbnf)
+        return self._llama.grammar_sampler(gbnf)
 
     async def start(self) -> None:
         """Load the model (in a worker thread) and start the step loop."""
@@ -422,16 +416,25 @@ class LlamaCppEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         """Stream the deltas of one sequence; closing early aborts it."""
         queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
-        if request.guide is not None and self._llama is not None:
-            self.grammars.get(request.guide)  # converted and checked once: refused here
-        with self._lock:
-            if self._stopping or self._failure or self._llama is None:
-                raise EngineStoppedError(self._failure or "the engine is not running")
-            self._scheduler.add(request)  # raises InvalidRequest/Overloaded before any delta
-            self._queues[request.request_id] = _Consumer(
-                asyncio.get_running_loop(), queue, request.sampling.n
-            )
-            self._lock.notify()
+        guide = request.guide if self._llama is not None else None
+        guided = guide is not None
+        if guide is not None:
+            # Converted, compiled and copied for each sequence by the grammar worker, off
+            # this loop and the step thread; refused here when it cannot be, or not in time.
+            await self.grammars.prepare(guide, request.request_id, request.sampling.n)
+        try:
+            with self._lock:
+                if self._stopping or self._failure or self._llama is None:
+                    raise EngineStoppedError(self._failure or "the engine is not running")
+                self._scheduler.add(request)  # raises InvalidRequest/Overloaded before any delta
+                self._queues[request.request_id] = _Consumer(
+                    asyncio.get_running_loop(), queue, request.sampling.n
+                )
+                self._lock.notify()
+        except BaseException:
+            if guided:
+                self.grammars.release(request.request_id)  # no step will take them
+            raise
         finished = False
         remaining = request.sampling.n
         try:
@@ -445,6 +448,10 @@ class LlamaCppEngine:
         finally:
             if not finished:
                 self._request_abort(request.request_id)
+            if guided:
+                # After the abort is queued: the step thread applies aborts before it
+                # admits, so no sequence of this request takes a grammar after this.
+                self.grammars.release(request.request_id)
 
     def _request_abort(self, request_id: str) -> None:
         with self._lock:
@@ -519,6 +526,8 @@ class LlamaCppEngine:
                 for rid, delta in aborted:
                     llama.free_sequence((rid, delta.index), None)
                 self._deliver(aborted)
+            # First: a grammar being compiled reads the model's vocabulary.
+            self.grammars.close()
             llama.close()
 
     def _step(self, llama: _Llama) -> bool:
@@ -544,7 +553,7 @@ class LlamaCppEngine:
                 if item.key not in llama.samplers:
                     request = self._scheduler.request(item.key)
                     assert request is not None
-                    grammar = self.grammars.get(request.guide) if request.guide else None
+                    grammar = self.grammars.take(item.key) if request.guide else None
                     llama.new_sampler(item.key, request.sampling, request.prompt_ids, grammar)
             banned = {
                 item.key: self._scheduler.banned_tokens(item.key, llama.end_tokens)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +17,7 @@ import jsonschema
 import pytest
 
 from llm_stack.engine.base import (
+    EngineStoppedError,
     FinishReason,
     GenerationRequest,
     InvalidRequestError,
@@ -25,8 +26,9 @@ from llm_stack.engine.base import (
 )
 from llm_stack.engine.llama_cpp_engine import LlamaCppEngine
 from llm_stack.guided_decoding import Guide, GuideType, check_schema, schema_text
+from llm_stack.model_errors import ErrorCode
 from llm_stack.tokenizer import GgufTokenizer
-from tests.llm_stack.engine.conftest import engine_config, running
+from tests.llm_stack.engine.conftest import engine_config, running, wait_idle
 
 # Bounded strings, integers and arrays: each value is complete well within MAX_TOKENS.
 NESTED: dict[str, Any] = {
@@ -221,3 +223,48 @@ async def test_n_guided_sequences_each_keep_their_own_grammar(
     assert finishes == dict.fromkeys(range(3), FinishReason.STOP)
     for tokens in outputs.values():
         jsonschema.validate(json.loads(tokenizer.decode(tokens)), ARRAY_ENUM)
+
+
+async def test_greedy_output_is_the_same_from_a_new_grammar_and_a_cached_one(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    # The first request compiles the grammar, the second copies the cached prototype.
+    schema = {"type": "object", "properties": {"q": {"type": "boolean"}}, "required": ["q"]}
+    first = engine.grammars.conversions
+    outputs = [await run(engine, request(tokenizer, schema_guide(schema))) for _ in range(2)]
+    assert engine.grammars.conversions == first + 1
+    (tokens, last), (again, _) = outputs
+    assert last.finish_reason is FinishReason.STOP
+    assert tokens == again
+    jsonschema.validate(json.loads(tokenizer.decode(tokens)), schema)
+
+
+async def test_no_grammar_is_left_behind_by_aborted_or_refused_requests(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    guide = schema_guide(ARRAY_ENUM)
+    base = request(tokenizer, guide, temperature=0.8)
+    stream = engine.generate(replace(base, sampling=replace(base.sampling, n=3)))
+    await anext(stream)
+    assert isinstance(stream, AsyncGenerator)
+    await stream.aclose()  # aborted with its sequences running
+    # Refused by the scheduler after its grammar copies were made.
+    too_long = request(tokenizer, guide, max_tokens=10_000)
+    with pytest.raises(InvalidRequestError) as caught:
+        await run(engine, too_long)
+    assert caught.value.code is ErrorCode.SEQUENCE_TOO_LONG
+    await wait_idle(engine)
+    assert engine.grammars.held() == 0
+
+
+async def test_a_stopped_engine_frees_its_grammars_and_refuses_guides(
+    tokenizer: GgufTokenizer,
+) -> None:
+    eng = LlamaCppEngine(engine_config())
+    await eng.start()
+    guide = schema_guide(NESTED)
+    await run(eng, request(tokenizer, guide, max_tokens=2))
+    await eng.shutdown()
+    assert eng.grammars.held() == 0
+    with pytest.raises(EngineStoppedError):
+        await run(eng, request(tokenizer, guide, max_tokens=2))
