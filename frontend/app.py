@@ -31,7 +31,7 @@ _DRAIN_S = 5.0
 
 def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastAPI:
     """The frontend app for `settings`; `clock` (wall time) feeds rate-limit headers."""
-    metrics = FrontendMetrics()
+    metrics = FrontendMetrics(per_key=settings.metrics_per_key)
     # Key files are read now so a bad one fails at start-up, not on the first request.
     keys = (
         ApiKeyStore.from_settings(settings.api_keys, settings.api_keys_file)

@@ -20,8 +20,11 @@ _TOKEN_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 class FrontendMetrics:
     """Every metric the frontend exports; label values are bounded sets."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, per_key: bool = False) -> None:
         self.registry = CollectorRegistry()
+        # Usage per API key id only when asked: /metrics needs no key, and key ids (a
+        # digest's prefix for plain keys) and each caller's usage are not for everyone.
+        self.per_key = per_key
         r = self.registry
         self.http_requests = Counter(
             "frontend_http_requests",
@@ -62,14 +65,13 @@ class FrontendMetrics:
             buckets=_TOKEN_GAP_BUCKETS,
             registry=r,
         )
+        key_label = ["key_id"] if per_key else []
+        per = ", per API key id" if per_key else ""
         self.prompt_tokens = Counter(
-            "frontend_prompt_tokens", "Prompt tokens, per API key id", ["key_id"], registry=r
+            "frontend_prompt_tokens", f"Prompt tokens{per}", key_label, registry=r
         )
         self.completion_tokens = Counter(
-            "frontend_completion_tokens",
-            "Completion tokens, per API key id",
-            ["key_id"],
-            registry=r,
+            "frontend_completion_tokens", f"Completion tokens{per}", key_label, registry=r
         )
         self.rate_limited = Counter(
             "frontend_rate_limited", "Requests refused by a rate limit", ["limit"], registry=r
@@ -105,6 +107,15 @@ class FrontendMetrics:
             ["decision"],
             registry=r,
         )
+
+    def count_tokens(self, key_id: str, prompt: int, completion: int) -> None:
+        """A generation's tokens, under its key id when usage is counted per key."""
+        if self.per_key:
+            self.prompt_tokens.labels(key_id).inc(prompt)
+            self.completion_tokens.labels(key_id).inc(completion)
+        else:
+            self.prompt_tokens.inc(prompt)
+            self.completion_tokens.inc(completion)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -253,9 +253,7 @@ class GenerationService:
         self, caller: Caller, reservation: Reservation | None, record: GenerationRecord
     ) -> None:
         """Count usage and correct the token reservation off the response path."""
-        metrics = self._metrics
-        metrics.prompt_tokens.labels(caller.key_id).inc(record.prompt_tokens)
-        metrics.completion_tokens.labels(caller.key_id).inc(record.completion_tokens)
+        self._metrics.count_tokens(caller.key_id, record.prompt_tokens, record.completion_tokens)
         if reservation is None:
             return
         used = record.prompt_tokens + record.completion_tokens

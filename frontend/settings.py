@@ -102,6 +102,10 @@ class FrontendSettings(BaseSettings):
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # /metrics needs no key: token usage per API key id is exported only when this is on
+    # (then keep /metrics where only the operators' Prometheus reaches it).
+    metrics_per_key: bool = False
+
     @field_validator(
         "triton_urls", "api_keys", "cors_origins", "forwarded_allow_ips", mode="before"
     )

@@ -110,6 +110,30 @@ async def test_limits_apply_per_api_key(fast_echo: TritonServer, clock: FakeCloc
         assert (await generate(app, 2, **two)).status_code == 200
 
 
+async def test_metrics_name_no_key_unless_usage_per_key_is_on(fast_echo: TritonServer) -> None:
+    keys = ["sk-one", "sk-two"]
+    for per_key in (False, True):
+        settings = echo_settings(fast_echo.grpc_url, api_keys=keys, metrics_per_key=per_key)
+        async with serve(create_app(settings)) as app:
+            for key in keys:
+                assert (await generate(app, 2, Authorization=f"Bearer {key}")).status_code == 200
+            async with app.client() as client:
+                exposition = (await client.get("/metrics")).text  # no key needed
+            samples = await app.metrics()
+        tokens = {
+            labels: value
+            for (name, labels), value in samples.items()
+            if name == "frontend_completion_tokens_total"
+        }
+        if per_key:
+            assert sorted(tokens.values()) == [2, 2]
+            assert all(dict(labels)["key_id"].startswith("key-") for labels in tokens)
+        else:
+            assert tokens == {(): 4}
+            assert "key_id" not in exposition
+            assert "key-" not in exposition
+
+
 async def test_two_replicas_share_one_budget_through_redis(
     fast_echo: TritonServer, redis_url: str
 ) -> None:
