@@ -32,6 +32,9 @@ class ErrorCode(enum.StrEnum):
     CANCELLED = "cancelled"
     TEMPLATE_ERROR = "template_error"  # the chat template itself is broken
     ENGINE_ERROR = "engine_error"
+    # The engine cannot generate (its step loop died, steps keep failing or stalled);
+    # the message says why. A health_check request answers with it.
+    ENGINE_UNAVAILABLE = "engine_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,7 @@ TRITON_STATUS: Mapping[ErrorCode, str] = {
     ErrorCode.CANCELLED: "CANCELLED",
     ErrorCode.TEMPLATE_ERROR: "INTERNAL",
     ErrorCode.ENGINE_ERROR: "INTERNAL",
+    ErrorCode.ENGINE_UNAVAILABLE: "UNAVAILABLE",
 }
 
 

@@ -8,12 +8,17 @@ and the TensorRT-LLM engine both implement it.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from llm_stack.guided_decoding import Guide
 from llm_stack.model_errors import CodedError, ErrorCode
+
+log = logging.getLogger(__name__)
 
 
 class FinishReason(enum.StrEnum):
@@ -41,15 +46,23 @@ class EngineOverloadedError(EngineError):
 
 
 class EngineStoppedError(EngineError):
-    """The engine is shutting down or has failed."""
+    """The engine is shutting down or has failed: it serves no request."""
+
+    default_code = ErrorCode.ENGINE_UNAVAILABLE
 
 
 MAX_TOP_LOGPROBS = 20  # alternatives per token at most (OpenAI's top_logprobs limit)
+# Temperatures below this sample greedily (vLLM's _SAMPLING_EPS). Dividing logits by a
+# tinier one overflows FP32 (a logit of 30 over 1e-40 is inf; inf - inf is NaN, and the
+# draw lands on any token, control tokens included), and at 1e-5 the softmax already puts
+# all the mass on the best token unless another is within about 1e-4 of it.
+GREEDY_TEMPERATURE = 1e-5
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-request decoding settings; `temperature` 0 means greedy.
+    """Per-request decoding settings; `temperature` below GREEDY_TEMPERATURE (0 too) means
+    greedy.
 
     `n` sequences are sampled from one prompt (sequence i seeded `seed + i`); `logprobs`
     (None: off) asks for each output token's log-probability and that many likeliest
@@ -99,7 +112,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        """Whether to take the likeliest token: the one place that rule is decided."""
+        return self.temperature < GREEDY_TEMPERATURE or self.top_k == 1
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,28 @@ class GenerationRequest:
         if any(not seq for seq in (*self.stop_sequences, *self.bad_sequences)):
             raise InvalidRequestError(
                 "stop and bad word sequences must not be empty", field="stop_words"
+            )
+
+
+def check_token_ids(request: GenerationRequest, vocab_size: int) -> None:
+    """Refuse a request holding a token id outside the vocabulary, naming the input, the
+    vocabulary size and the id: an engine fed one fails (llama.cpp's decode refuses the
+    whole batch, a GPU embedding lookup reads out of bounds)."""
+    groups: list[tuple[str, Iterable[int]]] = [
+        ("input_ids", request.prompt_ids),
+        ("stop_words", (t for seq in request.stop_sequences for t in seq)),
+        ("bad_words", (t for seq in request.bad_sequences for t in seq)),
+        ("end_id", () if request.end_id is None else (request.end_id,)),
+    ]
+    for name, ids in groups:
+        bad = next((t for t in ids if not 0 <= t < vocab_size), None)
+        if bad is not None:
+            raise InvalidRequestError(
+                f"{name} holds token id {bad}, outside the vocabulary of {vocab_size} tokens "
+                f"(ids 0..{vocab_size - 1})",
+                field=name,
+                limit=vocab_size,
+                value=bad,
             )
 
 
@@ -176,6 +212,106 @@ class EngineStats:
     kv_reserved_tokens: int = 0  # held for running sequences (prompt + max_tokens each)
     prefix_cache_tokens: int = 0  # held by cached prefix blocks
     block_tokens: int = 0  # tokens per cache block (0: no blocks)
+    failed: int = 0  # sequences ended by an engine failure (their requests got an error)
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """Whether the engine can generate; if not, why (our own words, for logs and probes)."""
+
+    ok: bool
+    reason: str = ""
+
+
+MAX_FAILED_STEPS = 3  # consecutive failed steps (or requests) that make an engine unhealthy
+STALL_TIMEOUT_S = 120.0  # no progress for this long while work is pending: unhealthy
+
+
+class HealthMonitor:
+    """An engine's own liveness figures: consecutive failures and the time of its last
+    progress, read by `health()` from another thread.
+
+    Unhealthy once `fatal` was called (for good), after `max_failures` failures with no
+    success between them, or when nothing progressed for `stall_s` while work is pending.
+    Each turn to unhealthy is logged once, with its reason.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        max_failures: int = MAX_FAILED_STEPS,
+        stall_s: float = STALL_TIMEOUT_S,
+        work: str = "engine steps",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`name`: the engine, for the log; `work`: what fails and progresses (plural)."""
+        self.name = name
+        self.work = work
+        self._clock = clock
+        self.max_failures = max_failures
+        self.stall_s = stall_s
+        self._lock = threading.Lock()
+        self._fatal: str | None = None
+        self._failures = 0
+        self._last_failure = ""
+        self._progress_at = clock()
+        self._reported: str | None = None  # the unhealthy reason last logged
+
+    def progressed(self) -> None:
+        """The engine did work (a step ran) or has none waiting."""
+        self._progress_at = self._clock()
+
+    def succeeded(self) -> None:
+        """A step (or request) went through: failures before it were not the engine's end."""
+        with self._lock:
+            self._failures = 0
+
+    def failed(self, why: str) -> None:
+        """A step (or request) failed; its requests were told."""
+        with self._lock:
+            self._failures += 1
+            self._last_failure = why
+            self._report(self._health(busy=False))
+
+    def fatal(self, why: str) -> None:
+        """The engine cannot generate any more (its loop is gone)."""
+        with self._lock:
+            if self._fatal is None:
+                self._fatal = why
+            self._report(self._health(busy=False))
+
+    def check(self, busy: bool) -> EngineHealth:
+        """The health now; `busy`: work is pending, so a lack of progress is a stall."""
+        with self._lock:
+            health = self._health(busy)
+            self._report(health)
+        return health
+
+    def _health(self, busy: bool) -> EngineHealth:
+        if self._fatal is not None:
+            return EngineHealth(False, self._fatal)
+        if self._failures >= self.max_failures:
+            return EngineHealth(
+                False,
+                f"the last {self._failures} {self.work} failed (last: {self._last_failure})",
+            )
+        stalled = self._clock() - self._progress_at
+        if busy and stalled > self.stall_s:
+            return EngineHealth(
+                False,
+                f"no progress of {self.work} for {stalled:.0f} s while requests are pending "
+                f"(limit {self.stall_s:.0f} s)",
+            )
+        return EngineHealth(True)
+
+    def _report(self, health: EngineHealth) -> None:
+        # Once per turn, not per probe: a probe every few seconds would flood the log.
+        if health.ok and self._reported is not None:
+            log.warning("%s is healthy again", self.name)
+            self._reported = None
+        elif not health.ok and self._reported is None:
+            log.error("%s is unhealthy: %s", self.name, health.reason)
+            self._reported = health.reason
 
 
 class Engine(Protocol):
@@ -188,7 +324,8 @@ class Engine(Protocol):
         """Stream deltas; each sequence's last one has `finish_reason` set, and the
         stream ends after the last sequence's.
 
-        Raises `InvalidRequestError` or `EngineOverloadedError` before the first delta.
+        Raises `InvalidRequestError` or `EngineOverloadedError` before the first delta,
+        `EngineError` where the engine failed the request (the others go on).
         Closing the iterator early aborts the sequence and frees its slot.
         """
         ...
@@ -198,6 +335,10 @@ class Engine(Protocol):
 
     def stats(self) -> EngineStats:
         """The scheduler's current figures."""
+        ...
+
+    def health(self) -> EngineHealth:
+        """Whether the engine can generate, and if not why; cheap, never blocks."""
         ...
 
     async def shutdown(self) -> None:

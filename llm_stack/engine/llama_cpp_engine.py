@@ -25,13 +25,18 @@ import numpy as np
 import numpy.typing as npt
 
 from llm_stack.engine.base import (
+    STALL_TIMEOUT_S,
+    EngineError,
+    EngineHealth,
     EngineStats,
     EngineStoppedError,
     FinishReason,
     GenerationRequest,
+    HealthMonitor,
     SamplingParams,
     TokenDelta,
     TokenLogprob,
+    check_token_ids,
 )
 from llm_stack.engine.grammar import GRAMMAR_ROOT, GrammarCache
 from llm_stack.engine.logprobs import token_logprob
@@ -64,6 +69,8 @@ class LlamaCppConfig:
     # prompts that start with them; each cached prefix holds a sequence id of its own.
     enable_prefix_cache: bool = True
     prefix_cache_block_tokens: int = 64
+    # A step running this long while requests wait makes the engine unhealthy.
+    stall_timeout_s: float = STALL_TIMEOUT_S
 
     @property
     def cache_slots(self) -> int:
@@ -222,8 +229,8 @@ class _Llama:
                 logits_at[item.key] = n - 1
         batch.n_tokens = n
         rc = self.lc.llama_decode(self.ctx, batch)
-        if rc != 0:
-            raise EngineStoppedError(f"llama_decode failed with code {rc}")
+        if rc != 0:  # the step's sequences fail; llama.cpp rolled their cells back
+            raise EngineError(f"llama_decode failed with code {rc}")
         return logits_at
 
     def sample(
@@ -393,6 +400,8 @@ class LlamaCppEngine:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._failure: str | None = None
+        self._monitor = HealthMonitor("llama.cpp engine", stall_s=config.stall_timeout_s)
+        self._planned: list[StepItem] = []  # the running step's items, failed together
         self.grammars = GrammarCache(self._grammar_sampler)
 
     def _grammar_sampler(self, gbnf: str) -> Any:
@@ -415,7 +424,9 @@ class LlamaCppEngine:
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenDelta]:
         """Stream the deltas of one sequence; closing early aborts it."""
-        queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
+        if self._llama is not None:  # not started: refused below
+            check_token_ids(request, self._llama.n_vocab)  # before any id reaches llama.cpp
+        queue: asyncio.Queue[TokenDelta | EngineError] = asyncio.Queue()
         guide = request.guide if self._llama is not None else None
         guided = guide is not None
         if guide is not None:
@@ -440,6 +451,9 @@ class LlamaCppEngine:
         try:
             while True:
                 delta = await queue.get()
+                if isinstance(delta, EngineError):
+                    finished = True  # the engine dropped the request already
+                    raise delta
                 remaining -= delta.finished
                 finished = remaining == 0
                 yield delta
@@ -467,6 +481,25 @@ class LlamaCppEngine:
         """The scheduler's current figures."""
         with self._lock:
             return self._scheduler.stats()
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run 0..vocab_size - 1 (known once started)."""
+        if self._llama is None:
+            raise EngineStoppedError("the engine is not started")
+        return int(self._llama.n_vocab)
+
+    def health(self) -> EngineHealth:
+        """Whether the step loop can generate: it runs, its steps do not keep failing and
+        none has stalled while requests wait. Takes no engine lock, so a stuck step thread
+        cannot block the caller."""
+        if self._llama is None or self._thread is None:
+            return EngineHealth(False, "the engine is not started")
+        if self._stopping:
+            return EngineHealth(False, "the engine is shutting down")
+        if self._failure is None and not self._thread.is_alive():
+            self._monitor.fatal("the engine's step thread is gone")
+        return self._monitor.check(busy=bool(self._queues))
 
     def cell_owners(self) -> dict[int, int]:
         """Sequence ids holding KV cells, with the highest position each holds.
@@ -496,8 +529,7 @@ class LlamaCppEngine:
     def _deliver(self, deltas: list[tuple[str, TokenDelta]]) -> None:
         # One wake-up per consumer loop per step, not one per delta: with 16 sequences
         # in flight, per-delta wake-ups cost the consumer more than the deltas do.
-        batches: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[TokenDelta], TokenDelta]]]
-        batches = {}
+        batches: dict[asyncio.AbstractEventLoop, list[tuple[_Queue, TokenDelta]]] = {}
         for request_id, delta in deltas:
             entry = self._queues.get(request_id)
             if entry is None:
@@ -511,28 +543,73 @@ class LlamaCppEngine:
             with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
                 loop.call_soon_threadsafe(_put_all, items)
 
+    def _fail_requests(self, llama: _Llama, request_ids: list[str], error: EngineError) -> None:
+        """End these requests with `error` (their consumers raise it) and clear their cells;
+        the caller holds the lock."""
+        for rid in request_ids:
+            # Told first: whatever llama.cpp does below, no consumer waits forever.
+            entry = self._queues.pop(rid, None)
+            if entry is not None:
+                with contextlib.suppress(RuntimeError):  # the consumer's loop is closed
+                    entry.loop.call_soon_threadsafe(entry.queue.put_nowait, error)
+            dropped = self._scheduler.fail(rid)
+            llama.copy_cells(self._scheduler.take_copies())
+            for index, slot in dropped:
+                llama.free_sequence((rid, index), slot)
+
     def _run(self) -> None:
         llama = self._llama
         assert llama is not None
+        failure: str | None = "the engine's step thread ended unexpectedly"
         try:
-            while self._step(llama):
+            while self._guarded_step(llama):
                 pass
+            failure = None
         except Exception as exc:
-            log.exception("llama.cpp engine failed")
-            self._failure = f"engine failure: {type(exc).__name__}"
+            log.exception("llama.cpp engine: the step thread died")
+            failure = f"the engine's step thread died: {_describe(exc)}"
         finally:
+            try:
+                with self._lock:
+                    if failure is None:
+                        aborted = self._scheduler.abort_all()
+                        for rid, delta in aborted:
+                            llama.free_sequence((rid, delta.index), None)
+                        self._deliver(aborted)
+                    else:
+                        # Set under the lock: `generate` admits nothing after this.
+                        self._failure = failure
+                        self._monitor.fatal(failure)
+                        stopped = EngineStoppedError(f"the engine failed: {failure}")
+                        self._fail_requests(llama, list(self._queues), stopped)
+            finally:
+                # First: a grammar being compiled reads the model's vocabulary.
+                self.grammars.close()
+                llama.close()
+
+    def _guarded_step(self, llama: _Llama) -> bool:
+        """One step; a failure ends the requests of that step only, and the loop goes on."""
+        try:
+            return self._step(llama)
+        except Exception as exc:
+            why = _describe(exc)
+            # Our own errors say enough; anything else is a bug worth its traceback.
+            bug = not isinstance(exc, EngineError)
+            log.error("llama.cpp engine step failed: %s", why, exc_info=bug)
+            # Counted before the requests hear of it: they may ask for health at once.
+            self._monitor.failed(why)
+            self._monitor.progressed()
             with self._lock:
-                aborted = self._scheduler.abort_all()
-                for rid, delta in aborted:
-                    llama.free_sequence((rid, delta.index), None)
-                self._deliver(aborted)
-            # First: a grammar being compiled reads the model's vocabulary.
-            self.grammars.close()
-            llama.close()
+                ids = list(dict.fromkeys(item.request_id for item in self._planned))
+                self._planned = []
+                self._fail_requests(llama, ids, EngineError(f"the engine step failed: {why}"))
+            return True
 
     def _step(self, llama: _Llama) -> bool:
         with self._lock:
+            self._planned = []
             while not self._stopping and not self._aborts and self._scheduler.idle:
+                self._monitor.progressed()  # idle is no stall
                 self._lock.wait(timeout=1.0)
             if self._stopping:
                 return False
@@ -546,6 +623,7 @@ class LlamaCppEngine:
             self._aborts.clear()
             self._deliver(aborted)
             items = self._scheduler.plan()
+            self._planned = items
             # Cached prefixes copied into newly admitted sequences (also those admitted
             # by `add` since the last step) before the step reads them.
             llama.copy_cells(self._scheduler.take_copies())
@@ -561,6 +639,7 @@ class LlamaCppEngine:
                 if item.sample
             }
         if not items:
+            self._monitor.progressed()
             return True
         logits_at = llama.decode(items)  # the long part, outside the lock
         sampled: dict[SeqKey, int] = {}
@@ -574,6 +653,8 @@ class LlamaCppEngine:
                 sampled[key] = token
             if logprob is not None:
                 logprobs[key] = logprob
+        self._monitor.succeeded()  # before any delta goes out, as failures are
+        self._monitor.progressed()
         with self._lock:
             deltas, _ = self._scheduler.complete(
                 sampled, llama.end_tokens.__contains__, ended, logprobs
@@ -591,16 +672,26 @@ class LlamaCppEngine:
         return next((i.slot for i in items if i.key == key), None)
 
 
+# A request's deltas, or the error that ended it.
+_Queue = asyncio.Queue[TokenDelta | EngineError]
+
+
 @dataclass
 class _Consumer:
     """Where a request's deltas go, and how many of its sequences are still running."""
 
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[TokenDelta]
+    queue: _Queue
     remaining: int
 
 
-def _put_all(items: list[tuple[asyncio.Queue[TokenDelta], TokenDelta]]) -> None:
+def _describe(exc: BaseException) -> str:
+    """An exception in one line for logs and health reasons."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:300]
+
+
+def _put_all(items: list[tuple[_Queue, TokenDelta]]) -> None:
     for queue, delta in items:
         queue.put_nowait(delta)
 

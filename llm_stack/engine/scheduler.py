@@ -184,6 +184,7 @@ class Scheduler:
         self._prompt_cached = 0
         self._prompt_computed = 0
         self._finished: dict[str, int] = {}
+        self._failed = 0  # sequences dropped by `fail`
 
     # -- admission ---------------------------------------------------------------
 
@@ -396,12 +397,33 @@ class Scheduler:
             out.append((self._final_delta(seq, FinishReason.CANCELLED), slot))
         return out
 
+    def fail(self, request_id: str) -> list[tuple[int, int]]:
+        """Drop a request the engine failed; returns each running sequence's index and the
+        slot to clear (none for a waiting request).
+
+        Unlike an abort its prompt blocks are not cached: a failed step may have left their
+        cells uncomputed.
+        """
+        for waiting in self._waiting:
+            if waiting.request_id == request_id:
+                self._waiting.remove(waiting)
+                self._failed += waiting.request.sampling.n
+                return []
+        dropped: list[tuple[int, int]] = []
+        for seq in [s for s in self._active.values() if s.request_id == request_id]:
+            dropped.append((seq.index, seq.slot))
+            self._release(seq, keep_prefix=False)
+            self._failed += 1
+        return dropped
+
+    def request_ids(self) -> list[str]:
+        """Every waiting or running request, once each."""
+        ids = [s.request_id for s in (*self._waiting, *self._active.values())]
+        return list(dict.fromkeys(ids))
+
     def abort_all(self) -> list[tuple[str, TokenDelta]]:
         """Cancel everything (engine shutdown)."""
-        ids = dict.fromkeys(
-            [s.request_id for s in self._waiting] + [s.request_id for s in self._active.values()]
-        )
-        return [(rid, delta) for rid in ids for delta, _ in self.abort(rid)]
+        return [(rid, delta) for rid in self.request_ids() for delta, _ in self.abort(rid)]
 
     # -- steps -------------------------------------------------------------------
 
@@ -527,11 +549,12 @@ class Scheduler:
         seq.next_token = token
         return None
 
-    def _release(self, seq: Sequence) -> None:
+    def _release(self, seq: Sequence, keep_prefix: bool = True) -> None:
         del self._active[seq.key]
         self._free_slots.append(seq.slot)
         self._reserved -= seq.reserved
-        self._store(seq)
+        if keep_prefix:
+            self._store(seq)
 
     def _final_delta(self, seq: Sequence, finish: FinishReason) -> TokenDelta:
         self._finished[finish.value] = self._finished.get(finish.value, 0) + 1
@@ -570,6 +593,7 @@ class Scheduler:
             kv_reserved_tokens=self._reserved,
             prefix_cache_tokens=self._cache_tokens,
             block_tokens=self.limits.block_tokens,
+            failed=self._failed,
         )
 
 

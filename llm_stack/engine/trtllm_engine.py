@@ -114,16 +114,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llm_stack.engine.base import (
+    STALL_TIMEOUT_S,
     EngineError,
+    EngineHealth,
     EngineOverloadedError,
     EngineStats,
     EngineStoppedError,
     FinishReason,
     GenerationRequest,
+    HealthMonitor,
     InvalidRequestError,
     SamplingParams,
     TokenDelta,
     TokenLogprob,
+    check_token_ids,
 )
 from llm_stack.engine.stops import StopMatcher
 from llm_stack.guided_decoding import GUIDE_TYPE_FIELD, Guide, GuideType
@@ -410,6 +414,62 @@ class IterationFigures:
             self.peak_step_batch = max(self.peak_step_batch, scheduled)
 
 
+def config_vocab_size(model_path: Path) -> int | None:
+    """The vocabulary size (embedding rows) in a model directory's config.json: a Hugging
+    Face checkpoint's `vocab_size` (`text_config.vocab_size` for multimodal ones), an
+    engine directory's `pretrained_config.vocab_size`; None where it says none."""
+    try:
+        config = json.loads((model_path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for section in (config, config.get("text_config"), config.get("pretrained_config")):
+        if isinstance(section, dict):
+            size = section.get("vocab_size")
+            if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+                return size
+    return None
+
+
+def tokenizer_vocab_size(llm: Any) -> int | None:
+    """The size of the LLM's tokenizer, added tokens included (None: it has none). The LLM
+    API wraps Hugging Face's tokenizer (`TransformersTokenizer.tokenizer`)."""
+    tokenizer = getattr(llm, "tokenizer", None)
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    try:
+        size = len(tokenizer) if tokenizer is not None else 0
+    except TypeError:
+        return None
+    return size if size > 0 else None
+
+
+def executor_failure(llm: Any) -> str | None:
+    """Why the LLM's executor cannot serve (None: as far as it tells, it can).
+
+    Read as each TensorRT-LLM version offers it: `LLM.shutdown` sets `_executor` to None;
+    newer executors have `check_health()` (False after a fatal error or a shutdown) or
+    `is_shutdown()`, older ones the flag `doing_shutdown`.
+    """
+    if not hasattr(llm, "_executor"):
+        return None  # an LLM class that tells nothing
+    executor = llm._executor
+    if executor is None:
+        return "the TensorRT-LLM executor is shut down"
+    try:
+        check = getattr(executor, "check_health", None)
+        is_shutdown = getattr(executor, "is_shutdown", None)
+        if callable(check):
+            healthy = bool(check())
+        elif callable(is_shutdown):
+            healthy = not is_shutdown()
+        else:
+            healthy = not getattr(executor, "doing_shutdown", False)
+    except Exception as exc:
+        return f"the TensorRT-LLM executor failed its health check: {type(exc).__name__}"
+    return None if healthy else "the TensorRT-LLM executor hit a fatal error or is shutting down"
+
+
 def is_engine_dir(path: Path) -> bool:
     """A directory `trtllm-build` wrote: `rank*.engine` files beside its config.json.
 
@@ -437,10 +497,14 @@ class TrtLlmEngine:
         sampling_params_factory: Callable[..., Any] | None = None,
         guided_decoding_params_factory: Callable[..., Any] | None = None,
         collect_iteration_stats: bool = True,
+        vocab_size: int | None = None,
+        stall_timeout_s: float = STALL_TIMEOUT_S,
     ) -> None:
         """`llm_kwargs` go to the LLM class, over ours; the factories replace it (tests,
         custom LLMs). `enable_block_reuse` and `free_gpu_memory_fraction` (of the GPU
-        memory free after loading the model, in (0, 1]) make its `KvCacheConfig`."""
+        memory free after loading the model, in (0, 1]) make its `KvCacheConfig`.
+        `vocab_size` bounds token ids (None: the model's config.json, else its tokenizer).
+        """
         for name, value, minimum in (
             ("max_batch_size", max_batch_size, 1),
             ("max_queue", max_queue, 0),
@@ -480,6 +544,10 @@ class TrtLlmEngine:
         self._finished: dict[str, int] = {}
         self._iterations = IterationFigures()
         self._stats_task: asyncio.Task[None] | None = None
+        self.vocab_size = vocab_size
+        self._monitor = HealthMonitor(
+            "TensorRT-LLM engine", stall_s=stall_timeout_s, work="TensorRT-LLM requests"
+        )
 
     async def start(self) -> None:
         """Load the model (blocks until TensorRT-LLM has built or loaded the engine)."""
@@ -503,18 +571,31 @@ class TrtLlmEngine:
         try:
             # Built on the caller's thread: TensorRT-LLM sets up CUDA and MPI there, and
             # its request results bind to whichever loop later calls generate_async.
-            self._llm = llm_factory()
+            llm = llm_factory()
         except Exception as exc:
             log.exception("TensorRT-LLM could not load %s", self.model_path)
             raise EngineStoppedError(f"TensorRT-LLM could not load {self.model_path}") from exc
+        vocab_size = (
+            self.vocab_size or config_vocab_size(Path(self.model_path)) or tokenizer_vocab_size(llm)
+        )
+        if vocab_size is None:
+            # Unchecked token ids would reach the GPU's embedding lookup: serve none.
+            await asyncio.to_thread(llm.shutdown)
+            raise EngineStoppedError(
+                f"cannot tell the vocabulary size of {self.model_path} (no vocab_size in its "
+                "config.json, no tokenizer): set the engine's vocab_size"
+            )
+        self.vocab_size = vocab_size
+        self._llm = llm
         self._make_sampling_params = params_factory
         self._make_guided_decoding_params = guided_factory  # None: guides are refused
         self._stopping = False
         log.info(
-            "TensorRT-LLM engine ready: %s (%s backend), batch %d, queue %d, input %d, "
-            "sequence %d, KV block reuse %s, KV cache %.0f%% of free GPU memory",
+            "TensorRT-LLM engine ready: %s (%s backend), vocabulary %d, batch %d, queue %d, "
+            "input %d, sequence %d, KV block reuse %s, KV cache %.0f%% of free GPU memory",
             self.model_path,
             self.backend or "custom",
+            vocab_size,
             self.max_batch_size,
             self.max_queue,
             self.max_input_len,
@@ -577,6 +658,7 @@ class TrtLlmEngine:
             while remaining:
                 try:
                     output = await anext(outputs)
+                    self._monitor.progressed()
                     raws = [
                         delta_from_output(
                             stream.received,
@@ -594,6 +676,7 @@ class TrtLlmEngine:
                 except Exception as exc:
                     failed = True
                     log.error("TensorRT-LLM request %s failed: %r", request_id, exc)
+                    self._monitor.failed(f"a request failed: {type(exc).__name__}")
                     raise EngineError("the TensorRT-LLM request failed") from exc
                 engine_done = bool(output.finished) or all(raw.finished for raw in raws)
                 for i, (stream, raw) in enumerate(zip(streams, raws, strict=True)):
@@ -609,6 +692,8 @@ class TrtLlmEngine:
                         stream.done = True
                         remaining -= copies
                         self._finish(request_id, entry, delta.finish_reason, copies)
+                        if not remaining:
+                            self._monitor.succeeded()  # served to its end
                         if not remaining and not engine_done:
                             # Stop sequences ended what is left, not TensorRT-LLM.
                             _abort(handle, request_id)
@@ -641,8 +726,9 @@ class TrtLlmEngine:
     def _submit(self, request: GenerationRequest) -> _InFlight:
         """Validate and admit a request; its entry, with the TensorRT-LLM handle."""
         llm, make_params = self._llm, self._make_sampling_params
-        if llm is None or make_params is None or self._stopping:
+        if llm is None or make_params is None or self._stopping or self.vocab_size is None:
             raise EngineStoppedError("the engine is not running")
+        check_token_ids(request, self.vocab_size)
         prompt_len = len(request.prompt_ids)
         if prompt_len > self.max_input_len:
             raise InvalidRequestError(
@@ -703,7 +789,10 @@ class TrtLlmEngine:
             raise InvalidRequestError("the engine rejected the request's parameters") from exc
         except Exception as exc:
             log.error("TensorRT-LLM could not take request %s: %r", request.request_id, exc)
+            self._monitor.failed(f"could not take a request: {type(exc).__name__}")
             raise EngineError("the TensorRT-LLM engine could not take the request") from exc
+        if not self._inflight:
+            self._monitor.progressed()  # the time it idled was no stall
         entry = _InFlight(handle, n)
         self._inflight[request.request_id] = entry
         self._peak_inflight = max(self._peak_inflight, self._inflight_sequences())
@@ -728,6 +817,19 @@ class TrtLlmEngine:
         entry = self._inflight.get(request_id)
         if entry is not None:
             _abort(entry.handle, request_id)
+
+    def health(self) -> EngineHealth:
+        """Whether the LLM can generate: started, its executor alive (as far as it tells),
+        requests not failing one after another, and outputs coming while any run."""
+        llm = self._llm
+        if llm is None:
+            return EngineHealth(False, "the engine is not running")
+        if self._stopping:
+            return EngineHealth(False, "the engine is shutting down")
+        failure = executor_failure(llm)
+        if failure is not None:
+            self._monitor.fatal(failure)
+        return self._monitor.check(busy=bool(self._inflight))
 
     def stats(self) -> EngineStats:
         """Our own admission figures (sequences), refined by the executor's iteration stats."""
@@ -843,9 +945,12 @@ __all__ = [
     "IterationFigures",
     "StopSequenceFilter",
     "TrtLlmEngine",
+    "config_vocab_size",
     "delta_from_output",
     "engine_sequences",
+    "executor_failure",
     "guided_decoding_kwargs",
     "to_sampling_kwargs",
     "token_logprob",
+    "tokenizer_vocab_size",
 ]

@@ -839,3 +839,29 @@ def test_logprobs_follow_their_tokens_and_a_cut_stop_sequence() -> None:
         ((), []),  # 8 9 matched the stop sequence and went with their logprobs
     ]
     assert seen[-1].finish_reason is FinishReason.STOP
+
+
+def test_a_failed_request_frees_its_slots_and_caches_nothing() -> None:
+    s = Scheduler(cache_limits())
+    finish_alone(s, req("seen", prompt=range(1, 11)))  # its blocks seen once already
+    s.take_copies()
+    s.add(req("a", prompt=range(1, 11)))
+    s.add(req("b", prompt=range(1, 11)))
+    s.plan()  # both prefill: their cells would be cached on an abort
+    assert s.fail("a") == [(0, 0)]
+    assert s.take_copies() == []  # the failed step may have left its cells uncomputed
+    assert s.cache_ids() == {}
+    assert s.fail("a") == []  # already gone
+    stats = s.stats()
+    assert (stats.active, stats.failed) == (1, 1)
+    assert "cancelled" not in stats.finished  # a failure is no finish reason
+    assert s.request_ids() == ["b"]
+
+
+def test_a_failed_waiting_request_leaves_the_queue() -> None:
+    s = Scheduler(limits(max_active=1))
+    s.add(req("running"))
+    s.add(req("waiting"))
+    assert s.fail("waiting") == []
+    stats = s.stats()
+    assert (stats.active, stats.waiting, stats.failed) == (1, 0, 1)

@@ -15,6 +15,7 @@ against a fake `tensorrt_llm` package: `LLM` (PyTorch backend), `_tensorrt_engin
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import types
@@ -42,8 +43,10 @@ from llm_stack.engine.trtllm_engine import (
     IterationFigures,
     StopSequenceFilter,
     TrtLlmEngine,
+    config_vocab_size,
     delta_from_output,
     engine_sequences,
+    executor_failure,
     guided_decoding_kwargs,
     is_engine_dir,
     to_sampling_kwargs,
@@ -51,6 +54,7 @@ from llm_stack.engine.trtllm_engine import (
 )
 from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.model_config import ModelConfigError
+from llm_stack.model_errors import ErrorCode
 from llm_stack.model_repository_config import model_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -165,8 +169,19 @@ class FakeRequestOutput:
         return self
 
 
+FAKE_VOCAB = 32000
+
+
+class FakeTokenizer:
+    """The LLM API's `TransformersTokenizer`: Hugging Face's tokenizer inside."""
+
+    def __init__(self, size: int) -> None:
+        self.tokenizer = [f"t{i}" for i in range(size)]
+
+
 class FakeLLM:
     def __init__(self) -> None:
+        self.tokenizer = FakeTokenizer(FAKE_VOCAB)
         self.calls: list[dict[str, Any]] = []
         self.handles: list[FakeRequestOutput] = []
         self.stats_items: list[Any] = []
@@ -1344,3 +1359,140 @@ async def test_a_guided_request_without_guided_decoding_is_refused() -> None:
         await anext(engine.generate(make_request(guide=Guide(GuideType.JSON))))
     assert caught.value.field == "guided_decoding_guide_type"
     assert llm.calls == []
+
+
+# -- vocabulary and health -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "size"),
+    [
+        ({"vocab_size": 128256}, 128256),  # a Hugging Face checkpoint
+        ({"text_config": {"vocab_size": 262208}}, 262208),  # a multimodal one (Gemma 3 4B)
+        ({"pretrained_config": {"vocab_size": 32000}}, 32000),  # a trtllm-build engine
+        ({}, None),
+        ({"vocab_size": "many"}, None),
+    ],
+)
+def test_the_vocabulary_size_comes_from_config_json(
+    tmp_path: Path, config: dict[str, Any], size: int | None
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert config_vocab_size(tmp_path) == size
+
+
+def test_no_config_json_tells_no_vocabulary_size(tmp_path: Path) -> None:
+    assert config_vocab_size(tmp_path) is None
+
+
+async def test_the_model_config_bounds_ids_before_the_tokenizer(tmp_path: Path) -> None:
+    model = tmp_path / "llama"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"vocab_size": 128}))
+    llm = FakeLLM()
+    engine = TrtLlmEngine(
+        str(model), 4, 4, 16, 32, llm_factory=lambda: llm, sampling_params_factory=dict
+    )
+    await engine.start()
+    assert engine.vocab_size == 128
+
+
+async def test_without_a_vocabulary_size_the_engine_does_not_start() -> None:
+    llm = FakeLLM()
+    del llm.tokenizer
+    with pytest.raises(EngineStoppedError, match="cannot tell the vocabulary size"):
+        await started(llm)
+    assert llm.shut_down
+
+
+@pytest.mark.parametrize(
+    ("field", "fields"),
+    [
+        ("input_ids", {"prompt": (1, FAKE_VOCAB)}),
+        ("stop_words", {"stops": ((7, FAKE_VOCAB + 1),)}),
+        ("bad_words", {"bad": ((999999,),)}),
+        ("end_id", {"end_id": -5}),
+    ],
+)
+async def test_an_id_outside_the_vocabulary_never_reaches_tensorrt_llm(
+    field: str, fields: dict[str, Any]
+) -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    with pytest.raises(InvalidRequestError) as info:
+        await anext(engine.generate(make_request(**fields)))
+    error = info.value.model_error()
+    assert (error.code, error.field) == (ErrorCode.INVALID_ARGUMENT, field)
+    assert error.values["limit"] == FAKE_VOCAB
+    assert llm.calls == []
+    stream = await submit(engine, make_request(request_id="next"))
+    llm.handles[0].emit([5], "length")
+    assert (await stream.next()).token_ids == (5,)
+    assert engine.health().ok
+
+
+def test_a_temperature_below_fp32_range_is_greedy() -> None:
+    kwargs = to_sampling_kwargs(make_request(temperature=1e-40))
+    assert kwargs["top_k"] == 1
+    assert "temperature" not in kwargs
+
+
+async def test_requests_failing_one_after_another_make_it_unhealthy_until_one_succeeds() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    assert engine.health().ok
+    for i in range(3):
+        stream = await submit(engine, make_request(request_id=f"f{i}"))
+        llm.handles[-1].fail(RuntimeError("executor died"))
+        with pytest.raises(EngineError):
+            await stream.next()
+    health = engine.health()
+    assert not health.ok
+    assert (
+        health.reason
+        == "the last 3 TensorRT-LLM requests failed (last: a request failed: RuntimeError)"
+    )
+    stream = await submit(engine, make_request(request_id="ok"))
+    llm.handles[-1].emit([5], "length")
+    await stream.next()
+    assert engine.health().ok
+
+
+class FakeExecutor:
+    def __init__(self, healthy: bool) -> None:
+        self.healthy = healthy
+
+    def check_health(self) -> bool:
+        return self.healthy
+
+
+@pytest.mark.parametrize(
+    ("executor", "failure"),
+    [
+        (FakeExecutor(True), None),
+        (FakeExecutor(False), "the TensorRT-LLM executor hit a fatal error or is shutting down"),
+        (None, "the TensorRT-LLM executor is shut down"),
+        (types.SimpleNamespace(doing_shutdown=True), "the TensorRT-LLM executor hit a fatal"),
+        (types.SimpleNamespace(is_shutdown=lambda: False), None),
+    ],
+)
+def test_the_executor_tells_whether_it_can_serve(executor: Any, failure: str | None) -> None:
+    llm = types.SimpleNamespace(_executor=executor)
+    found = executor_failure(llm)
+    assert found == failure or (
+        failure is not None and found is not None and found.startswith(failure)
+    )
+
+
+async def test_a_dead_executor_makes_the_engine_unhealthy_for_good() -> None:
+    llm = FakeLLM()
+    engine = await started(llm, collect_iteration_stats=False)
+    llm._executor = FakeExecutor(False)  # type: ignore[attr-defined]
+    health = engine.health()
+    assert (health.ok, health.reason) == (
+        False,
+        "the TensorRT-LLM executor hit a fatal error or is shutting down",
+    )
+    await engine.shutdown()
+    assert engine.health() == engine.health()  # stable
+    assert not engine.health().ok
