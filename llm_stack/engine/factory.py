@@ -17,6 +17,7 @@ def create_engine(params: ModelParameters) -> Engine:
     max_queue = params.get_int("max_queue_size", minimum=0)
     max_seq_len = params.get_int("max_seq_len", minimum=2)
     enable_prefix_cache = params.get_bool("enable_prefix_cache")
+    stall_timeout_s = params.get_float("engine_stall_timeout_s", minimum=1.0)
     if kind == "cpu":
         from llm_stack.engine.llama_cpp_engine import (
             LlamaCppConfig,
@@ -34,6 +35,7 @@ def create_engine(params: ModelParameters) -> Engine:
                 n_threads=params.get_int("n_threads", minimum=0),
                 enable_prefix_cache=enable_prefix_cache,
                 prefix_cache_block_tokens=params.get_int("prefix_cache_block_tokens", minimum=1),
+                stall_timeout_s=stall_timeout_s,
             )
         )
     from llm_stack.engine.trtllm_engine import TrtLlmEngine
@@ -46,4 +48,5 @@ def create_engine(params: ModelParameters) -> Engine:
         max_seq_len=max_seq_len,
         enable_block_reuse=enable_prefix_cache,
         free_gpu_memory_fraction=params.get_fraction("kv_cache_free_gpu_memory_fraction"),
+        stall_timeout_s=stall_timeout_s,
     )

@@ -7,16 +7,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from engine_request import SequenceOutput, build_request, response_arrays
+from engine_request import SequenceOutput, build_request, health_reply, response_arrays
 
 from llm_stack.engine.base import (
     EngineError,
+    EngineHealth,
     FinishReason,
     InvalidRequestError,
     TokenDelta,
     TokenLogprob,
 )
 from llm_stack.guided_decoding import Guide, GuideType
+from llm_stack.model_errors import ErrorCode, ModelError
 from llm_stack.word_lists import encode_word_list
 
 MAX_INPUT_LEN = 16
@@ -370,3 +372,26 @@ def test_logprobs_that_do_not_match_the_tokens_are_an_engine_error() -> None:
 
 def lp(value: float, top_token: int) -> TokenLogprob:
     return TokenLogprob(value, ((top_token, value),))
+
+
+def test_a_temperature_below_fp32_range_is_greedy() -> None:
+    # 1e-40 survives as an FP32 subnormal; dividing logits by it would overflow.
+    request, _ = build(temperature=scalar(1e-40, np.float32))
+    assert request.sampling.temperature > 0.0
+    assert request.sampling.greedy
+
+
+def test_a_healthy_engine_answers_one_empty_finish_reason() -> None:
+    reply = health_reply(EngineHealth(True))
+    assert isinstance(reply, dict)
+    assert list(reply) == ["finish_reason"]
+    assert reply["finish_reason"].dtype == object
+    assert reply["finish_reason"].tolist() == [[b""]]
+
+
+def test_an_unhealthy_engine_answers_engine_unavailable_with_the_reason() -> None:
+    reply = health_reply(EngineHealth(False, "the engine's step thread died: RuntimeError"))
+    assert reply == ModelError(
+        ErrorCode.ENGINE_UNAVAILABLE,
+        "the engine cannot generate: the engine's step thread died: RuntimeError",
+    )

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from llm_stack.engine.base import (
     EngineError,
+    EngineHealth,
     EngineStats,
     GenerationRequest,
     InvalidRequestError,
@@ -25,7 +26,7 @@ from llm_stack.guided_decoding import (
     InvalidGuideError,
     parse_guide,
 )
-from llm_stack.model_errors import ErrorCode
+from llm_stack.model_errors import ErrorCode, ModelError
 from llm_stack.word_lists import decode_word_list
 
 Tensors = Mapping[str, npt.NDArray[Any] | None]
@@ -221,3 +222,11 @@ def kv_cache_blocks(stats: EngineStats) -> dict[str, int]:
     reused = stats.prefix_cache_tokens // size
     used = min(total, -(-stats.kv_reserved_tokens // size) + reused)
     return {"max": total, "used": used, "free": total - used, "reused": reused, "tokens_per": size}
+
+
+def health_reply(health: EngineHealth) -> dict[str, npt.NDArray[Any]] | ModelError:
+    """A health_check request's answer (config.pbtxt): healthy, the output tensors of its
+    one final response (finish_reason ""); unhealthy, the error saying why."""
+    if health.ok:
+        return {"finish_reason": np.array([[b""]], dtype=object)}
+    return ModelError(ErrorCode.ENGINE_UNAVAILABLE, f"the engine cannot generate: {health.reason}")

@@ -13,12 +13,14 @@ from collections.abc import Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from engine_request import SequenceOutput, build_request, kv_cache_blocks
+from engine_request import SequenceOutput, build_request, health_reply, kv_cache_blocks
 
 from llm_stack.engine.base import (
     EngineError,
+    EngineHealth,
     EngineOverloadedError,
     EngineStats,
+    EngineStoppedError,
     InvalidRequestError,
 )
 from llm_stack.engine.factory import create_engine
@@ -37,6 +39,7 @@ INPUTS = (
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_S = 0.5  # each check is a round trip to the Triton process
 METRICS_PERIOD_S = 0.25
+HEALTH_PERIOD_S = 1.0  # how often the health gauge follows the engine between probes
 
 
 class TritonPythonModel:
@@ -65,6 +68,7 @@ class TritonPythonModel:
         self.metrics.update(self.engine.stats, force=True)
         self.tasks: set[concurrent.futures.Future[None]] = set()
         self.by_triton_id: dict[str, str] = {}  # Triton request id → engine request id
+        self.health_task = asyncio.run_coroutine_threadsafe(self._follow_health(), self.loop)
 
     def execute(self, requests: list[Any]) -> None:
         # Decoupled: responses go out through each request's sender, from the loop.
@@ -75,6 +79,11 @@ class TritonPythonModel:
 
     async def _serve(self, request: Any) -> None:
         sender = request.get_response_sender()
+        if _flag(request, "health_check"):
+            # Answered here, on the loop: no sequence, no queue. A loop too blocked to
+            # get here leaves the caller's probe to time out, which reads as not ready.
+            _send_reply(sender, health_reply(self._health()))
+            return
         triton_id = request.request_id()
         if _flag(request, "stop"):
             await self._stop(triton_id, sender)
@@ -146,12 +155,29 @@ class TritonPythonModel:
             message = f"generation exceeded the time limit of {self.timeout_s:.0f} s"
             limit = {"limit_s": self.timeout_s}
             _send_error(sender, ModelError(ErrorCode.TIMEOUT, message, None, limit))
+        except EngineStoppedError as exc:  # our own words on why the engine serves nothing
+            _send_error(sender, exc.model_error())
         except EngineError as exc:
             log.error("engine error for %s: %s", request_id, exc)
             _send_error(sender, ModelError(ErrorCode.ENGINE_ERROR, "engine error"))
         finally:
             watcher.cancel()
             self.metrics.update(self.engine.stats, force=True)
+
+    def _health(self) -> EngineHealth:
+        try:
+            health = self.engine.health()
+        except Exception as exc:  # a health check that breaks is no sign of health
+            log.exception("the engine's health check failed")
+            health = EngineHealth(False, f"the engine's health check failed: {exc!r}")
+        self.metrics.healthy.set(1 if health.ok else 0)
+        return health
+
+    async def _follow_health(self) -> None:
+        # The gauge follows the engine between probes too (and the engine logs each turn).
+        while True:
+            self._health()
+            await asyncio.sleep(HEALTH_PERIOD_S)
 
     async def _watch_cancel(self, request: Any, request_id: str) -> None:
         # Triton flags cancellation (client gone, stream cancelled) on the request only.
@@ -160,6 +186,7 @@ class TritonPythonModel:
         await self.engine.abort(request_id)
 
     def finalize(self) -> None:
+        self.health_task.cancel()
         for future in list(self.tasks):
             future.cancel()
         asyncio.run_coroutine_threadsafe(self.engine.shutdown(), self.loop).result(timeout=60)
@@ -175,6 +202,20 @@ def _optional(request: Any, name: str) -> Any:
 def _flag(request: Any, name: str) -> bool:
     value = _optional(request, name)
     return bool(value is not None and value.size and value.reshape(-1)[0])
+
+
+def _send_reply(sender: Any, reply: dict[str, Any] | ModelError) -> None:
+    """One final response: these output tensors, or this error."""
+    if isinstance(reply, ModelError):
+        _send_error(sender, reply)
+        return
+    response = pb_utils.InferenceResponse(
+        output_tensors=[pb_utils.Tensor(name, value) for name, value in reply.items()]
+    )
+    try:
+        sender.send(response, flags=FINAL)
+    except Exception:  # the client is gone; nothing left to tell it
+        log.debug("could not send a response", exc_info=True)
 
 
 def _send_error(sender: Any, error: ModelError) -> None:
@@ -202,6 +243,11 @@ class _EngineMetrics:
         }
         self.peak = self._single(
             "llm_engine_peak_step_batch", "Most sequences decoded in one engine step", gauge
+        )
+        self.healthy = self._single(
+            "llm_engine_healthy",
+            "1 while the engine can generate, 0 when it cannot (the log says why)",
+            gauge,
         )
         self.steps = self._single("llm_engine_steps_total", "Engine steps run", counter)
         self.tokens = self._single(
