@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from chat_template import ChatTemplateError, load_chat_template, parse_messages
-from prompt_encoding import RequestError, decode_strings, encode_prompt, encode_words
+from prompt_encoding import (
+    Limits,
+    RequestError,
+    decode_text,
+    decode_words,
+    encode_chat,
+    encode_prompt,
+    encode_words,
+    one_request,
+)
 
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_errors import ErrorCode, ModelError, error_response
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import load_tokenizer
+
+# The ensemble's name of each input, for errors the client can act on.
+FIELDS = {
+    "QUERY": "text_input",
+    "MESSAGES": "messages",
+    "REQUEST_OUTPUT_LEN": "max_tokens",
+    "BAD_WORDS_DICT": "bad_words",
+    "STOP_WORDS_DICT": "stop_words",
+    "END_ID": "end_id",
+    "PAD_ID": "pad_id",
+}
 
 
 class TritonPythonModel:
@@ -24,8 +45,11 @@ class TritonPythonModel:
         params = ModelParameters(json.loads(args["model_config"]))
         kind = params.get_choice("tokenizer", ("gguf", "hf"))
         self.tokenizer = load_tokenizer(kind, resolve_model_path(params.get_str("tokenizer_path")))
-        self.max_input_len = params.get_int("max_input_len", minimum=1)
-        self.max_words = params.get_int("max_words", minimum=0)
+        self.limits = Limits.from_parameters(params)
+        # Read once here: the size proof of a too-long prompt needs it for every request.
+        self.max_token_bytes = self.tokenizer.max_token_bytes
+        # Off: a message's content is text, so no client writes the markup of turns.
+        self.special_in_content = params.get_bool("allow_special_tokens_in_content")
         # Rendered here, next to the vocabulary, so every Triton client gets the same chat.
         self.chat_template = load_chat_template(
             params.get_str("chat_template"),
@@ -34,7 +58,11 @@ class TritonPythonModel:
             bos_token=self.tokenizer.bos_token,
             eos_token=self.tokenizer.eos_token,
         )
-        pb_utils.Logger.log_info(f"preprocessing: chat template from {self.chat_template.origin}")
+        pb_utils.Logger.log_info(
+            f"preprocessing: chat template from {self.chat_template.origin}; control tokens "
+            f"in message contents are {'tokens' if self.special_in_content else 'text'}; "
+            f"a token stands for at most {self.max_token_bytes} bytes"
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         # One response per request: a bad request fails alone, not its batch.
@@ -42,57 +70,76 @@ class TritonPythonModel:
 
     def _one(self, request: Any) -> Any:
         try:
+            if request.is_cancelled():
+                return error_response(
+                    pb_utils, ModelError(ErrorCode.CANCELLED, "preprocessing: request cancelled")
+                )
             return pb_utils.InferenceResponse(output_tensors=self._encode(request))
         except RequestError as exc:
             return error_response(pb_utils, exc.model_error())
         except ChatTemplateError as exc:
             pb_utils.Logger.log_error(f"preprocessing: {exc}")
             return error_response(pb_utils, ModelError(ErrorCode.TEMPLATE_ERROR, str(exc)))
-
-    def _prompt_ids(self, request: Any) -> list[int]:
-        """MESSAGES, when given, rendered with the chat template; else QUERY as it is."""
-        raw_messages = _optional(request, "MESSAGES")
-        if raw_messages is not None:
-            values = decode_strings(raw_messages.reshape(-1), "messages")
-            prompt = self.chat_template.render(parse_messages(values[0] if values else ""))
-            # The template writes the BOS itself.
-            return encode_prompt(
-                self.tokenizer, prompt, self.max_input_len, add_special=False, field="messages"
+        except Exception:
+            # The details stay in the server's log; the client learns only that it failed.
+            pb_utils.Logger.log_error(f"preprocessing: {traceback.format_exc()}")
+            return error_response(
+                pb_utils,
+                ModelError(
+                    ErrorCode.ENGINE_ERROR,
+                    "preprocessing failed on this request (internal error, logged by the server)",
+                ),
             )
-        query = decode_strings(_input(request, "QUERY").reshape(-1), "text_input")
-        return encode_prompt(self.tokenizer, query[0] if query else "", self.max_input_len)
 
     def _encode(self, request: Any) -> list[Any]:
-        ids = self._prompt_ids(request)
-        output_len = _input(request, "REQUEST_OUTPUT_LEN").reshape(-1)
+        limits = self.limits
+        # Cheap checks first: shapes and sizes, before anything is decoded or tokenized.
+        inputs = {name: _row(request, name) for name in FIELDS}
         words = {}
-        for name, field in (("STOP_WORDS_DICT", "stop_words"), ("BAD_WORDS_DICT", "bad_words")):
-            raw = _optional(request, name)
-            values = decode_strings(raw.reshape(-1), field) if raw is not None else []
-            words[name] = encode_words(self.tokenizer, values, self.max_words, field)
-        end_id = _optional(request, "END_ID")
-        pad_id = _optional(request, "PAD_ID")
+        for name in ("STOP_WORDS_DICT", "BAD_WORDS_DICT"):
+            row = inputs[name]
+            words[name] = (
+                decode_words(row, FIELDS[name], limits.max_words, limits.max_word_bytes)
+                if row is not None
+                else []
+            )
+        ids = self._prompt_ids(inputs["MESSAGES"], inputs["QUERY"])
+        lists = {
+            name: encode_words(self.tokenizer, values, limits.max_words, FIELDS[name])
+            for name, values in words.items()
+        }
         return [
             pb_utils.Tensor("INPUT_ID", np.array([ids], dtype=np.int32)),
             pb_utils.Tensor("REQUEST_INPUT_LEN", np.array([[len(ids)]], dtype=np.int32)),
-            pb_utils.Tensor("REQUEST_OUTPUT_LEN", output_len.astype(np.int32).reshape(1, 1)),
-            pb_utils.Tensor("STOP_WORDS_IDS", words["STOP_WORDS_DICT"][np.newaxis]),
-            pb_utils.Tensor("BAD_WORDS_IDS", words["BAD_WORDS_DICT"][np.newaxis]),
+            pb_utils.Tensor("REQUEST_OUTPUT_LEN", _number(inputs["REQUEST_OUTPUT_LEN"], 0)),
+            pb_utils.Tensor("STOP_WORDS_IDS", lists["STOP_WORDS_DICT"][np.newaxis]),
+            pb_utils.Tensor("BAD_WORDS_IDS", lists["BAD_WORDS_DICT"][np.newaxis]),
             # -1: the engine's own end-of-generation tokens (EOS and end-of-turn).
-            pb_utils.Tensor("OUT_END_ID", _id_or(end_id, -1)),
-            pb_utils.Tensor("OUT_PAD_ID", _id_or(pad_id, self.tokenizer.pad_id)),
+            pb_utils.Tensor("OUT_END_ID", _number(inputs["END_ID"], -1)),
+            pb_utils.Tensor("OUT_PAD_ID", _number(inputs["PAD_ID"], self.tokenizer.pad_id)),
         ]
 
+    def _prompt_ids(self, messages: Any, query: Any) -> list[int]:
+        """MESSAGES, when given, rendered with the chat template; else QUERY as it is."""
+        limits, bound = self.limits, self.max_token_bytes
+        if messages is None:
+            text = decode_text(query.reshape(-1)[0], "text_input", limits.max_prompt_bytes)
+            return encode_prompt(self.tokenizer, text, limits.max_input_len, max_token_bytes=bound)
+        raw = decode_text(messages.reshape(-1)[0], "messages", limits.max_messages_bytes)
+        chat = parse_messages(
+            raw, max_messages=limits.max_messages, max_depth=limits.max_messages_depth
+        )
+        # The template writes the BOS itself.
+        segments = self.chat_template.segments(chat, special_in_content=self.special_in_content)
+        return encode_chat(self.tokenizer, segments, limits.max_input_len, max_token_bytes=bound)
 
-def _input(request: Any, name: str) -> Any:
-    return pb_utils.get_input_tensor_by_name(request, name).as_numpy()
 
-
-def _optional(request: Any, name: str) -> Any:
+def _row(request: Any, name: str) -> Any:
+    """The request's row of input `name` (None when not sent), one prompt per request."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy()
+    return None if tensor is None else one_request(tensor.as_numpy(), FIELDS[name])
 
 
-def _id_or(value: Any, default: int) -> Any:
-    number = int(value.reshape(-1)[0]) if value is not None else default
+def _number(row: Any, default: int) -> Any:
+    number = int(row.reshape(-1)[0]) if row is not None else default
     return np.array([[number]], dtype=np.int32)
