@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from launcher.triton_server import TritonPorts
+from llm_stack.model_repository_config import read_model_config
 from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.integration
@@ -237,8 +238,8 @@ def test_triton_dies_with_a_killed_launcher(launchers: list[Launcher], tmp_path:
     launchers.append(launcher)
     _wait_ready(launcher, f"http://127.0.0.1:{launcher.ports.http}/v2/models/ensemble/ready")
     programs = sorted(_processes_of(launcher.work_dir).values())
-    # tritonserver and a backend stub for each of the three Python models
-    assert programs == ["triton_python_backend_stub"] * 3 + ["tritonserver"]
+    # tritonserver and a backend stub for each instance of the three Python models
+    assert programs == ["triton_python_backend_stub"] * _python_instances() + ["tritonserver"]
     assert not _port_free(launcher.ports.grpc)
 
     launcher.process.kill()  # SIGKILL: the launcher cannot stop anything itself
@@ -250,3 +251,13 @@ def test_triton_dies_with_a_killed_launcher(launchers: list[Launcher], tmp_path:
     assert _processes_of(launcher.work_dir) == {}
     assert _port_free(launcher.ports.grpc)
     assert _port_free(launcher.ports.http)
+
+
+def _python_instances() -> int:
+    """Model instances of the repository's Python models: one backend stub each."""
+    count = 0
+    for config_path in (REPO_ROOT / "model_repository").glob("*/config.pbtxt"):
+        config = read_model_config(config_path)
+        if config.backend == "python":
+            count += sum(group.count or 1 for group in config.instance_group) or 1
+    return count
