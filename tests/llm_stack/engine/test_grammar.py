@@ -328,3 +328,63 @@ def test_a_copy_masks_as_a_freshly_compiled_grammar_does(vocab: tuple[Any, Any])
         lc.llama_sampler_accept(copy, token)
     lc.llama_sampler_free(fresh)
     lc.llama_sampler_free(copy)
+
+
+def accepts(lc: Any, vocab: Any, schema: dict[str, Any], text: str) -> bool:
+    """Whether the schema's grammar takes exactly `text` (one character per step)."""
+    gbnf = schema_to_gbnf(schema)
+    sampler = lc.llama_sampler_init_grammar(vocab, gbnf.encode(), GRAMMAR_ROOT.encode())
+    assert sampler, gbnf
+    try:
+        for char in text:
+            token = token_of(lc, vocab, char)
+            if not allowed(lc, sampler, [token]):
+                return False
+            lc.llama_sampler_accept(sampler, token)
+        # Complete: the end of generation is allowed here.
+        return bool(allowed(lc, sampler, [lc.llama_vocab_eos(vocab)]))
+    finally:
+        lc.llama_sampler_free(sampler)
+
+
+@pytest.mark.parametrize(
+    ("schema", "taken", "refused"),
+    [
+        # The converter read the list of types first and allowed any string.
+        (
+            {"type": ["string", "null"], "enum": ["F", "C", None]},
+            ['"F"', '"C"', "null"],
+            ['"X"', '"FC"', '""'],
+        ),
+        # Values that are prefixes of others, shared prefixes, escapes, objects.
+        (
+            {"enum": [1, 12, 123, 2, 'a"b', "a\\c", "ab", {"a": 1}, None]},
+            ["1", "12", "123", "2", '"a\\"b"', '"a\\\\c"', '"ab"', '{"a": 1}', "null"],
+            ["13", "1234", "3", '"a"', '"a\\"', '{"a": 2}', "nul"],
+        ),
+        # Options that are only values are one set of values.
+        (
+            {"anyOf": [{"const": "ab"}, {"type": "string", "enum": ["ac", "b"]}, {"const": 7}]},
+            ['"ab"', '"ac"', '"b"', "7"],
+            ['"a"', '"bc"', "77"],
+        ),
+    ],
+    ids=["type-list", "prefixes", "any-of-values"],
+)
+def test_values_are_enforced_exactly(
+    vocab: tuple[Any, Any], schema: dict[str, Any], taken: list[str], refused: list[str]
+) -> None:
+    lc, voc = vocab
+    for text in taken:
+        assert accepts(lc, voc, schema, text), text
+    for text in refused:
+        assert not accepts(lc, voc, schema, text), text
+
+
+def test_an_enum_is_one_alternative_per_next_character() -> None:
+    # llama.cpp checks each candidate token against each alternative it could be in: one
+    # per value made a 500-value enum cost 500 times a literal's check per token.
+    gbnf = schema_to_gbnf({"enum": [f"value-{i:03d}" for i in range(500)]})
+    root = next(line for line in gbnf.splitlines() if line.startswith("root ::= "))
+    assert root.startswith('root ::= "\\"value-" (')
+    assert root.count("|") == 499  # one branch point per leaf at most
