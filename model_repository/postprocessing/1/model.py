@@ -10,6 +10,7 @@ import triton_python_backend_utils as pb_utils
 
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_source import resolve_model_path
+from llm_stack.stub_lifetime import watch_parent
 from llm_stack.tokenizer import load_tokenizer, logprob_texts, text_delta
 
 
@@ -17,6 +18,7 @@ class TritonPythonModel:
     """Stateless: each response carries all ids so far and where the new ones start."""
 
     def initialize(self, args: dict[str, Any]) -> None:
+        watch_parent()
         params = ModelParameters(json.loads(args["model_config"]))
         kind = params.get_choice("tokenizer", ("gguf", "hf"))
         self.tokenizer = load_tokenizer(kind, resolve_model_path(params.get_str("tokenizer_path")))

@@ -24,6 +24,7 @@ from prompt_encoding import (
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_errors import ErrorCode, ModelError, error_response
 from llm_stack.model_source import resolve_model_path
+from llm_stack.stub_lifetime import watch_parent
 from llm_stack.tokenizer import load_tokenizer
 
 # The ensemble's name of each input, for errors the client can act on.
@@ -42,6 +43,7 @@ class TritonPythonModel:
     """Tokenizes with the same vocabulary the engine uses."""
 
     def initialize(self, args: dict[str, Any]) -> None:
+        watch_parent()
         params = ModelParameters(json.loads(args["model_config"]))
         kind = params.get_choice("tokenizer", ("gguf", "hf"))
         self.tokenizer = load_tokenizer(kind, resolve_model_path(params.get_str("tokenizer_path")))
