@@ -25,7 +25,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from launcher.triton_server import TritonPorts
+from launcher.triton_server import TritonPorts, TritonServer, wheel_install
 from llm_stack.model_repository_config import read_model_config
 from tests.conftest import REPO_ROOT, free_port
 
@@ -35,6 +35,8 @@ pytestmark = pytest.mark.integration
 # here, on two busy cores; the fault it guards against costs the whole 10 s exit timeout.
 STOP_WITHIN_S = 5.0
 READY_WITHIN_S = 300.0
+# Stubs check for their server every second; a loaded machine may take longer to run them.
+ORPHANS_GONE_WITHIN_S = 60.0
 # Greedy text that would run to the full MAX_TOKENS if nobody stopped it.
 COUNTING = "Count from one to one hundred in words: one, two, three, four,"
 MAX_TOKENS = 64
@@ -261,3 +263,34 @@ def _python_instances() -> int:
         if config.backend == "python":
             count += sum(group.count or 1 for group in config.instance_group) or 1
     return count
+
+
+
+def test_backend_stubs_exit_once_a_killed_triton_is_gone(tmp_path: Path) -> None:
+    # A crashed tritonserver cannot unload its models: each stub must notice by itself.
+    # Its parent is not reaped here until the end: the stub's own check, kill(pid, 0),
+    # still finds such a zombie server, while the model's watcher sees its new parent.
+    server = TritonServer(
+        install=wheel_install(tmp_path / "triton"),
+        ports=TritonPorts.free(),
+        log_file=tmp_path / "triton.log",
+        extra_env={"LLM_STACK_TEST": "1"},
+    )
+    server.start()
+    try:
+        server.wait_ready("ensemble", timeout=READY_WITHIN_S)
+        stubs = _processes_of(tmp_path / "triton")
+        assert sorted(stubs.values()).count("triton_python_backend_stub") == _python_instances()
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)  # the server alone, not its process group
+        deadline = time.monotonic() + ORPHANS_GONE_WITHIN_S
+        while any(_alive(pid) for pid in stubs if pid != server.pid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert [pid for pid in stubs if pid != server.pid and _alive(pid)] == []
+    finally:
+        server.stop()
+        for pid in _processes_of(tmp_path / "triton"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

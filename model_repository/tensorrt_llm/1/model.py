@@ -26,6 +26,7 @@ from llm_stack.engine.base import (
 from llm_stack.engine.factory import create_engine
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_errors import ErrorCode, ModelError, error_response
+from llm_stack.stub_lifetime import watch_parent
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class TritonPythonModel:
     """
 
     def initialize(self, args: dict[str, Any]) -> None:
+        watch_parent()
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException("tensorrt_llm must be decoupled")
