@@ -73,22 +73,24 @@ ENUM_300K = schema_text({"enum": [f"v{i:06d}" for i in range(300_000)]})
 
 
 @pytest.mark.parametrize(
-    ("guide", "message"),
+    ("guide", "message", "values"),
     [
         (
             ENUM_31K,
             f"guided_decoding_guide: /enum: enum has 31000 values, over the limit of "
             f"{MAX_ENUM_VALUES}",
+            {"value": 31_000, "limit": MAX_ENUM_VALUES},
         ),
         (
             ENUM_300K,
             f"guided_decoding_guide is {len(ENUM_300K)} bytes, over the limit of {MAX_GUIDE_BYTES}",
+            {"value": len(ENUM_300K), "limit": MAX_GUIDE_BYTES},
         ),
     ],
     ids=["enum-31k-values", "guide-3mb"],
 )
 async def test_an_oversized_guide_is_refused_naming_its_limit(
-    client: grpcclient.InferenceServerClient, guide: str, message: str
+    client: grpcclient.InferenceServerClient, guide: str, message: str, values: dict[str, int]
 ) -> None:
     refused = await generate(
         client,
@@ -105,6 +107,7 @@ async def test_an_oversized_guide_is_refused_naming_its_limit(
         "guided_decoding_guide",
         message,
     )
+    assert {k: error.values.get(k) for k in values} == values
     served = await generate(client, PROMPT, 4, temperature=0.0)
     assert served.error is None
     assert served.num_output_tokens == 4

@@ -106,7 +106,9 @@ def _guide(tensors: Tensors) -> Guide | None:
     try:
         return parse_guide(_text(tensors, GUIDE_TYPE_FIELD), _text(tensors, GUIDE_FIELD))
     except InvalidGuideError as exc:
-        raise InvalidRequestError(str(exc), field=exc.field) from None
+        error = InvalidRequestError(str(exc), code=exc.code, field=exc.field)
+        error.values = dict(exc.values)  # the limit and the value the guide broke
+        raise error from None
 
 
 def build_request(
