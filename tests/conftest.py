@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import tritonclient.grpc.aio as grpcclient
 
 from launcher.triton_server import TritonPorts, TritonServer, free_port, wheel_install
 
@@ -36,6 +37,16 @@ def triton(triton_work_dir: Path) -> Iterator[TritonServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def client(triton: TritonServer) -> AsyncIterator[grpcclient.InferenceServerClient]:
+    """A gRPC client of the session's Triton."""
+    c = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        yield c
+    finally:
+        await c.close()
 
 
 def _passthrough_env() -> dict[str, str]:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import tritonclient.grpc.aio as grpcclient
 
-from launcher.triton_server import TritonServer
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
 
@@ -26,12 +23,3 @@ def gguf_tokenizer() -> GgufTokenizer:
     """The default model's vocabulary (the preprocessing model's tokenizer)."""
     return GgufTokenizer(resolve_model_path("gemma3-270m"))
 
-
-@pytest.fixture
-async def client(triton: TritonServer) -> AsyncIterator[grpcclient.InferenceServerClient]:
-    """A gRPC client of the session's Triton."""
-    c = grpcclient.InferenceServerClient(triton.grpc_url)
-    try:
-        yield c
-    finally:
-        await c.close()
