@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from llm_stack.engine.base import Engine
-from llm_stack.model_config import ModelParameters
+from llm_stack.model_config import ModelConfigError, ModelParameters
 from llm_stack.model_source import resolve_model_path
 
-ENGINES = ("cpu", "tensorrt_llm")
+ENGINES = ("cpu", "tensorrt_llm", "sim")
 
 
 def create_engine(params: ModelParameters) -> Engine:
-    """`engine` = cpu (llama.cpp, GGUF) or tensorrt_llm (LLM API); imports only that one."""
+    """`engine` = cpu (llama.cpp, GGUF), tensorrt_llm (LLM API) or sim (a simulated GPU
+    engine, no weights); imports only that one."""
     kind = params.get_choice("engine", ENGINES)
     model_path = resolve_model_path(params.get_str("model_path"))
     max_batch_size = params.get_int("max_batch_size", minimum=1)
@@ -38,6 +41,8 @@ def create_engine(params: ModelParameters) -> Engine:
                 stall_timeout_s=stall_timeout_s,
             )
         )
+    if kind == "sim":
+        return _sim_engine(params, model_path, max_batch_size, max_queue, max_seq_len)
     from llm_stack.engine.trtllm_engine import TrtLlmEngine
 
     return TrtLlmEngine(
@@ -50,3 +55,48 @@ def create_engine(params: ModelParameters) -> Engine:
         free_gpu_memory_fraction=params.get_fraction("kv_cache_free_gpu_memory_fraction"),
         stall_timeout_s=stall_timeout_s,
     )
+
+
+def _sim_engine(
+    params: ModelParameters,
+    model_path: Path,
+    max_batch_size: int,
+    max_queue: int,
+    max_seq_len: int,
+) -> Engine:
+    from llm_stack.engine.sim_engine import (
+        CUSTOM_PRESET,
+        PRESETS,
+        SimConfig,
+        SimEngine,
+        SimTiming,
+    )
+
+    preset = params.get_choice("sim_preset", (*PRESETS, CUSTOM_PRESET))
+    # Read (and checked) whatever the preset, so a typo fails the load, not a later switch.
+    custom = SimTiming(
+        prefill_tokens_per_s=params.get_float("sim_prefill_tokens_per_s", minimum=0.0),
+        step_base_ms=params.get_float("sim_step_base_ms", minimum=0.0),
+        step_per_sequence_us=params.get_float("sim_step_per_sequence_us", minimum=0.0),
+        step_per_context_token_ns=params.get_float("sim_step_per_context_token_ns", minimum=0.0),
+    )
+    end_probability = params.get_float("sim_end_probability", minimum=0.0)
+    if end_probability >= 1.0:
+        raise ModelConfigError(
+            f"model '{params.model_name}': parameter 'sim_end_probability' must be < 1, "
+            f"got {end_probability}"
+        )
+    config = SimConfig(
+        timing=custom if preset == CUSTOM_PRESET else PRESETS[preset],
+        max_batch_size=max_batch_size,
+        max_queue=max_queue,
+        kv_cache_blocks=params.get_int("sim_kv_cache_blocks", minimum=1),
+        block_tokens=params.get_int("prefix_cache_block_tokens", minimum=1),
+        max_seq_len=max_seq_len,
+        max_step_tokens=params.get_int("sim_max_step_tokens", minimum=1),
+        enable_prefix_cache=params.get_bool("enable_prefix_cache"),
+        end_probability=end_probability,
+        seed=params.get_int("sim_seed", minimum=0),
+        stall_timeout_s=params.get_float("engine_stall_timeout_s", minimum=1.0),
+    )
+    return SimEngine(config, model_path)
