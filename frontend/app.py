@@ -57,6 +57,7 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
                 timeout_s=settings.request_timeout_s,
                 probe_interval_s=settings.health_probe_interval_s,
                 probe_timeout_s=settings.health_probe_timeout_s,
+                down_probe_interval_s=settings.health_probe_down_interval_s,
                 reconnect_backoff_max_s=settings.reconnect_backoff_max_s,
                 keepalive_s=settings.grpc_keepalive_s,
                 abort_model=settings.abort_model or None,

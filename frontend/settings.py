@@ -55,10 +55,14 @@ class FrontendSettings(BaseSettings):
     triton_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:8001"])
     model_name: str = ENSEMBLE_MODEL
     request_timeout_s: float = Field(default=120.0, gt=0)
+    # Each endpoint's readiness is probed every interval, every down interval while it is
+    # out of rotation.
     health_probe_interval_s: float = Field(default=2.0, gt=0)
+    health_probe_down_interval_s: float = Field(default=0.25, gt=0)
     health_probe_timeout_s: float = Field(default=1.0, gt=0)
-    # gRPC reconnects to a restarted Triton within this back-off at most.
-    reconnect_backoff_max_s: float = Field(default=2.0, gt=0)
+    # gRPC reconnects to a restarted Triton within this back-off at most; with the down
+    # interval it bounds how long a Triton ready again stays out of rotation.
+    reconnect_backoff_max_s: float = Field(default=0.5, gt=0)
     # Triton's default refuses keep-alive pings more often than every 5 minutes.
     grpc_keepalive_s: float = Field(default=300.0, gt=0)
     # The decoupled engine model inside the ensemble; a client that goes away gets its

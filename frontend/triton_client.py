@@ -93,6 +93,9 @@ class Endpoint:
         self.client = client
         self.in_flight = 0
         self.ready = False
+        # Set when the endpoint leaves rotation, so its probe loop takes up the fast pace.
+        self.went_down = asyncio.Event()
+        self.down_reason: str | None = None  # why it is out of rotation, as last logged
         # Labelled children looked up once, not on every call.
         self.in_flight_gauge = metrics.endpoint_in_flight.labels(url)
         self.calls_counter = metrics.endpoint_calls.labels(url)
@@ -111,6 +114,9 @@ class PoolConfig:
     probe_interval_s: float
     probe_timeout_s: float
     reconnect_backoff_max_s: float
+    # While an endpoint is out of rotation it is probed this often, so it is back in
+    # rotation within about this (plus the reconnect back-off) of being ready again.
+    down_probe_interval_s: float = 0.25
     keepalive_s: float = 300.0
     abort_model: str | None = None
     routing: PrefixRouting = field(default_factory=PrefixRouting)
@@ -176,6 +182,11 @@ def ensemble_request(request: GenerationRequest) -> EnsembleRequest:
         return_log_probs=True if request.logprobs is not None else None,
         num_top_log_probs=request.logprobs or None,
     )
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _CLIENT_MESSAGE_CHARS else text[:_CLIENT_MESSAGE_CHARS] + "..."
 
 
 def classify_error(code: str | None, message: str) -> FrontendError | None:
@@ -307,25 +318,38 @@ class TritonPool:
             for url in urls
         ]
         self._round_robin = itertools.count()
-        self._probe_task: asyncio.Task[None] | None = None
+        self._probe_tasks: list[asyncio.Task[None]] = []
+        self._probing: asyncio.Future[dict[str, bool]] | None = None
         self._aborts: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        """Probe once, then keep probing in the background."""
+        """Probe once, then keep probing each endpoint in the background."""
         await self.probe()
-        self._probe_task = asyncio.create_task(self._probe_loop(), name="triton-health-probe")
+        self._probe_tasks = [
+            asyncio.create_task(self._probe_loop(e), name=f"triton-health-probe {e.url}")
+            for e in self.endpoints
+        ]
 
     async def close(self) -> None:
         """Stop probing, let pending aborts finish (bounded), close every channel."""
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            await asyncio.gather(self._probe_task, return_exceptions=True)
+        for task in self._probe_tasks:
+            task.cancel()
+        await asyncio.gather(*self._probe_tasks, return_exceptions=True)
         if self._aborts:
             await asyncio.wait(self._aborts, timeout=_DRAIN_S + self.config.probe_timeout_s)
         await asyncio.gather(*(e.client.close() for e in self.endpoints), return_exceptions=True)
 
     async def probe(self) -> dict[str, bool]:
-        """Check every endpoint's model now (with a timeout); update and return readiness."""
+        """Check every endpoint now (with a timeout); update and return readiness.
+
+        Callers that come while a probe runs share it: however often readiness is asked
+        for, each endpoint has at most one such probe in flight.
+        """
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.ensure_future(self._probe_all())
+        return await asyncio.shield(self._probing)
+
+    async def _probe_all(self) -> dict[str, bool]:
         results = await asyncio.gather(*(self._probe_one(e) for e in self.endpoints))
         return {e.url: ok for e, ok in zip(self.endpoints, results, strict=True)}
 
@@ -338,27 +362,42 @@ class TritonPool:
             )
         except (InferenceServerException, grpc.RpcError):
             ready = False
-        self._set_ready(endpoint, ready)
+        why = None if ready else f"model {self.config.model_name} not ready"
+        self._set_ready(endpoint, ready, why)
         return ready
 
-    def _set_ready(self, endpoint: Endpoint, ready: bool) -> None:
-        if endpoint.ready != ready:
-            log.log(
-                logging.INFO if ready else logging.WARNING,
-                "triton endpoint %s is %s",
-                endpoint.url,
-                "ready" if ready else "out of rotation",
-            )
+    def _set_ready(self, endpoint: Endpoint, ready: bool, why: str | None = None) -> None:
+        if ready and not endpoint.ready:
+            log.info("triton endpoint %s is ready", endpoint.url)
+        elif not ready and (endpoint.ready or why != endpoint.down_reason):
+            # Once per reason: a probe that keeps failing the same way says so once.
+            log.warning("triton endpoint %s is out of rotation: %s", endpoint.url, why)
+            if endpoint.ready:
+                endpoint.went_down.set()
+        endpoint.down_reason = None if ready else why
         endpoint.ready = ready
         endpoint.up_gauge.set(1 if ready else 0)
 
-    async def _probe_loop(self) -> None:
+    async def _probe_loop(self, endpoint: Endpoint) -> None:
         while True:
-            await asyncio.sleep(self.config.probe_interval_s)
+            await self._until_next_probe(endpoint)
             try:
-                await self.probe()
+                await self._probe_one(endpoint)
             except Exception:  # the probe must outlive any one failure
-                log.exception("triton health probe failed")
+                log.exception("triton health probe of %s failed", endpoint.url)
+
+    async def _until_next_probe(self, endpoint: Endpoint) -> None:
+        """The normal interval while the endpoint is in rotation, the fast one while it is
+        out (also from the moment a failed call takes it out between probes)."""
+        config = self.config
+        if endpoint.ready:
+            endpoint.went_down.clear()
+            try:
+                async with asyncio.timeout(config.probe_interval_s):
+                    await endpoint.went_down.wait()
+            except TimeoutError:
+                return
+        await asyncio.sleep(config.down_probe_interval_s)
 
     def pick(
         self, tried: set[str] | frozenset[str] = frozenset(), key: bytes | None = None
@@ -475,8 +514,7 @@ class TritonPool:
         error = classify_error(code, message)
         if error is None:
             # The connection itself failed: out of rotation until the probe sees it back.
-            self._set_ready(endpoint, False)
-            log.warning("triton endpoint %s unreachable: %s", endpoint.url, message)
+            self._set_ready(endpoint, False, f"unreachable: {_short(message)}")
             unavailable = TritonUnavailableError()
             self._count(unavailable)
             return _ConnectFailedError(unavailable)

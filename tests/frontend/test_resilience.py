@@ -157,6 +157,32 @@ async def test_triton_down_then_back_without_restarting_the_frontend(
         assert back.json()["text"] == "up again"
 
 
+async def test_requests_come_back_with_triton_not_at_the_next_regular_probe(
+    echo_triton_factory: EchoFactory,
+) -> None:
+    triton = echo_triton_factory(0.0)  # this test's own Triton: it gets stopped
+    # A regular probe interval no test waits out: only the fast re-probe of an endpoint
+    # out of rotation (and gRPC's short reconnect back-off) can bring requests back.
+    settings = echo_settings(
+        triton.grpc_url, health_probe_interval_s=300.0, health_probe_down_interval_s=0.1
+    )
+    body = {"prompt": "up again", "max_tokens": 2}
+    async with serve(create_app(settings)) as app, app.client() as client:
+        assert (await client.post("/generate", json=body)).status_code == 200
+        triton.stop()
+        down = await client.post("/generate", json=body)  # takes the endpoint out
+        assert down.status_code == 503
+        triton.start()
+        triton.wait_ready("echo", timeout=120)
+        # Requests only, no /health/ready: that probes by itself.
+        deadline = time.monotonic() + 30
+        while (back := await client.post("/generate", json=body)).status_code != 200:
+            assert back.status_code == 503
+            assert time.monotonic() < deadline, "requests did not come back with Triton"
+            await asyncio.sleep(0.05)
+        assert back.json()["text"] == "up again"
+
+
 async def wait_until_ready(client: httpx.AsyncClient, within_s: float = 30) -> None:
     deadline = time.monotonic() + within_s
     while (await client.get("/health/ready")).status_code != 200:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -10,9 +11,16 @@ import pytest
 
 from frontend import errors as e
 from frontend.metrics import FrontendMetrics
-from frontend.triton_client import PoolConfig, TritonPool, classify_error, ensemble_request
+from frontend.triton_client import (
+    Endpoint,
+    PoolConfig,
+    TritonPool,
+    classify_error,
+    ensemble_request,
+)
 from frontend.validation import ChatMessage, GenerationRequest
 from llm_stack.model_errors import ErrorCode, ModelError, encode_model_error
+from tests.frontend.conftest import wait_until
 
 REQUEST = GenerationRequest(
     prompt="héllo", max_tokens=8, temperature=0.5, top_p=0.9, top_k=40,
@@ -208,3 +216,63 @@ async def test_pick_spreads_ties(pool: TritonPool) -> None:
 async def test_no_ready_endpoint_is_unavailable(pool: TritonPool) -> None:
     with pytest.raises(e.TritonUnavailableError):
         pool.pick()
+
+
+def probed_pool(
+    monkeypatch: pytest.MonkeyPatch, ready: list[bool], probes: list[str]
+) -> TritonPool:
+    """A pool of one endpoint whose probe reports `ready[0]` (changeable) and is counted."""
+    # A normal interval no test waits out: only the fast pace can probe again in time.
+    config = PoolConfig("ensemble", 5.0, 300.0, 1.0, 0.5, down_probe_interval_s=0.01)
+    pool = TritonPool(["127.0.0.1:1"], config, FrontendMetrics())
+
+    async def probe_one(endpoint: Endpoint) -> bool:
+        probes.append(endpoint.url)
+        pool._set_ready(endpoint, ready[0], "told so")
+        return ready[0]
+
+    monkeypatch.setattr(pool, "_probe_one", probe_one)
+    return pool
+
+
+async def test_an_endpoint_out_of_rotation_is_probed_at_the_fast_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes: list[str] = []
+    pool = probed_pool(monkeypatch, [False], probes)
+    await pool.start()
+    try:
+        await wait_until(lambda: len(probes) >= 5)
+    finally:
+        await pool.close()
+
+
+async def test_a_call_taking_an_endpoint_out_starts_the_fast_pace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes: list[str] = []
+    ready = [True]
+    pool = probed_pool(monkeypatch, ready, probes)
+    await pool.start()
+    try:
+        [endpoint] = pool.endpoints
+        assert endpoint.ready
+        assert probes == [endpoint.url]
+        ready[0] = False
+        pool._set_ready(endpoint, False, "a call failed to connect")  # as _failure does
+        await wait_until(lambda: len(probes) >= 4)
+        ready[0] = True
+        await wait_until(lambda: endpoint.ready)
+    finally:
+        await pool.close()
+
+
+async def test_concurrent_readiness_checks_share_one_probe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes: list[str] = []
+    pool = probed_pool(monkeypatch, [True], probes)
+    results = await asyncio.gather(*(pool.probe() for _ in range(10)))
+    await pool.close()
+    assert results == [{"127.0.0.1:1": True}] * 10
+    assert len(probes) == 1
