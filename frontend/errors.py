@@ -341,6 +341,16 @@ class TritonUnavailableError(TritonError):
         super().__init__(message, headers={"Retry-After": "1"})
 
 
+class EngineUnavailableError(TritonUnavailableError):
+    """The engine model says it cannot generate (its loop died, its steps keep failing);
+    the endpoint leaves rotation until its health check passes again."""
+
+    code = "engine_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the model server's engine cannot generate now, retry later")
+
+
 class TritonQueueFullError(TritonUnavailableError):
     code = "queue_full"
 

@@ -55,8 +55,8 @@ class FrontendSettings(BaseSettings):
     triton_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.1:8001"])
     model_name: str = ENSEMBLE_MODEL
     request_timeout_s: float = Field(default=120.0, gt=0)
-    # Each endpoint's readiness is probed every interval, every down interval while it is
-    # out of rotation.
+    # Readiness: the model ready and the engine model's health check answered (see
+    # TritonPool), probed every interval, and every down interval while out of rotation.
     health_probe_interval_s: float = Field(default=2.0, gt=0)
     health_probe_down_interval_s: float = Field(default=0.25, gt=0)
     health_probe_timeout_s: float = Field(default=1.0, gt=0)

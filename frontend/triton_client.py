@@ -27,10 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from frontend.errors import (
+    EngineUnavailableError,
     FrontendError,
     ModelRejectedRequestError,
     PromptTooManyTokensError,
@@ -64,6 +67,8 @@ _CLIENT_MESSAGE_CHARS = 300
 _DRAIN_S = 5.0
 # How often the stop request is repeated meanwhile.
 _STOP_EVERY_S = 0.5
+# Health checks start no sequence, so they may share one id (and their errors read alike).
+_HEALTH_REQUEST_ID = "frontend-health-check"
 # The ensemble's inputs under the names clients sent them (the rest keep theirs).
 _CLIENT_FIELDS: Mapping[str, str] = {"text_input": "prompt", "stop_words": "stop"}
 
@@ -184,6 +189,26 @@ def ensemble_request(request: GenerationRequest) -> EnsembleRequest:
     )
 
 
+def health_request(model: str, request_id: str) -> dict[str, Any]:
+    """The `stream_infer` keyword arguments of a health check of engine model `model`:
+    its one `health_check` input set (shaped as the `stop` request's inputs)."""
+    check = grpcclient.InferInput("health_check", [1, 1], "BOOL")
+    check.set_data_from_numpy(np.array([[True]], dtype=np.bool_))
+    return {
+        "model_name": model,
+        "inputs": [check],
+        "request_id": request_id,
+        "enable_empty_final_response": True,
+    }
+
+
+def _health_error(message: str) -> str:
+    model_error = decode_model_error(message)
+    if model_error is not None:
+        return f"{model_error.code.value}: {_short(model_error.message)}"
+    return _short(message)
+
+
 def _short(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _CLIENT_MESSAGE_CHARS else text[:_CLIENT_MESSAGE_CHARS] + "..."
@@ -233,6 +258,8 @@ def _from_model_error(error: ModelError) -> FrontendError:
             return TritonTimeoutError(None)
         case ErrorCode.CANCELLED:
             return TritonUnavailableError()
+        case ErrorCode.ENGINE_UNAVAILABLE:
+            return EngineUnavailableError()
         case _:
             return TritonInternalError()
 
@@ -354,17 +381,50 @@ class TritonPool:
         return {e.url: ok for e, ok in zip(self.endpoints, results, strict=True)}
 
     async def _probe_one(self, endpoint: Endpoint) -> bool:
+        """Ready: the model is ready, and the engine model answers a health check (when
+        there is one) within the probe timeout."""
         try:
-            ready = bool(
+            model_ready = bool(
                 await endpoint.client.is_model_ready(
                     self.config.model_name, client_timeout=self.config.probe_timeout_s
                 )
             )
         except (InferenceServerException, grpc.RpcError):
-            ready = False
-        why = None if ready else f"model {self.config.model_name} not ready"
-        self._set_ready(endpoint, ready, why)
-        return ready
+            model_ready = False
+        if not model_ready:
+            self._set_ready(endpoint, False, f"model {self.config.model_name} not ready")
+            return False
+        problem = await self._engine_problem(endpoint)
+        self._set_ready(endpoint, problem is None, problem)
+        return problem is None
+
+    async def _engine_problem(self, endpoint: Endpoint) -> str | None:
+        """Why the engine model cannot generate, from its health check; None: it can (or
+        there is no engine model to ask)."""
+        model = self.config.abort_model
+        if model is None:
+            return None
+        payload = health_request(model, _HEALTH_REQUEST_ID)
+
+        async def one_request() -> AsyncIterator[dict[str, Any]]:
+            yield payload
+
+        timeout_s = self.config.probe_timeout_s
+        healthy = False
+        try:
+            async with asyncio.timeout(timeout_s):
+                call = endpoint.client.stream_infer(one_request(), stream_timeout=timeout_s)
+                # Read to the stream's end (Triton ends it after the final response).
+                async for result, error in call:
+                    if error is not None:
+                        return _health_error(str(error.message()))
+                    response = result.get_response()
+                    healthy = response.parameters["triton_final_response"].bool_param
+        except TimeoutError:
+            return f"the {model} health check did not answer within {timeout_s:g} s"
+        except (grpc.RpcError, InferenceServerException) as exc:
+            return f"the {model} health check failed: {_short(str(exc))}"
+        return None if healthy else f"the {model} health check ended without a final response"
 
     def _set_ready(self, endpoint: Endpoint, ready: bool, why: str | None = None) -> None:
         if ready and not endpoint.ready:
@@ -518,7 +578,11 @@ class TritonPool:
             unavailable = TritonUnavailableError()
             self._count(unavailable)
             return _ConnectFailedError(unavailable)
-        if isinstance(error, TritonInternalError):
+        if isinstance(error, EngineUnavailableError):
+            # Not this request's fault: no request goes there until the probe finds the
+            # engine healthy again.
+            self._set_ready(endpoint, False, _health_error(message))
+        elif isinstance(error, TritonInternalError):
             log.error("triton failed %s: %s %s", triton_id, code, message)
         elif code == "DEADLINE_EXCEEDED":
             error = TritonTimeoutError(self.config.timeout_s)

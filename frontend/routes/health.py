@@ -20,12 +20,16 @@ async def live() -> LiveResponse:
     "/health/ready",
     response_model=ReadyResponse,
     responses={
-        503: {"model": ReadyResponse, "description": "No Triton endpoint has the model ready."}
+        503: {
+            "model": ReadyResponse,
+            "description": "No Triton endpoint has the model ready and its engine healthy.",
+        }
     },
-    summary="Triton is reachable and the model is ready",
+    summary="Triton is reachable, the model ready and its engine able to generate",
 )
 async def ready(state: StateDep) -> JSONResponse:
-    # A fresh probe (bounded by the probe timeout), which also updates the rotation.
+    # A fresh probe (bounded by the probe timeout, shared by the checks that come while it
+    # runs), which also updates the rotation.
     endpoints = await state.pool.probe()
     is_ready = any(endpoints.values())
     body = ReadyResponse(

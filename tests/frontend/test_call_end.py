@@ -28,7 +28,9 @@ COUNTING = "Count from one to one hundred in words: one, two, three, four,"
 
 @pytest.fixture
 async def served(triton: TritonServer) -> AsyncIterator[ServedApp]:
-    settings = settings_for(triton.grpc_url, max_tokens_limit=64)
+    # Health checks are tensorrt_llm requests too: none while a test counts (the probe at
+    # start-up comes before).
+    settings = settings_for(triton.grpc_url, max_tokens_limit=64, health_probe_interval_s=300.0)
     async with serve(create_app(settings)) as app:
         yield app
 

@@ -17,6 +17,7 @@ from frontend.triton_client import (
     TritonPool,
     classify_error,
     ensemble_request,
+    health_request,
 )
 from frontend.validation import ChatMessage, GenerationRequest
 from llm_stack.model_errors import ErrorCode, ModelError, encode_model_error
@@ -141,6 +142,9 @@ ERROR_ROWS = [
     (("CANCELLED", coded(ErrorCode.CANCELLED, "request cancelled")),
      e.TritonUnavailableError, 503, "the model server is unavailable, retry later", None, None,
      None),
+    (("UNAVAILABLE", coded(ErrorCode.ENGINE_UNAVAILABLE, "the engine cannot generate: x")),
+     e.EngineUnavailableError, 503, "the model server's engine cannot generate now, retry later",
+     None, None, None),
     (("INTERNAL", coded(ErrorCode.ENGINE_ERROR, "engine error: CUDA out of memory at 0x7f")),
      e.TritonInternalError, 502, "the model server failed to process the request", None, None,
      None),
@@ -276,3 +280,15 @@ async def test_concurrent_readiness_checks_share_one_probe(
     await pool.close()
     assert results == [{"127.0.0.1:1": True}] * 10
     assert len(probes) == 1
+
+
+def test_the_health_check_is_one_flag_to_the_engine_model() -> None:
+    payload = health_request("tensorrt_llm", "health-1")
+    [check] = payload.pop("inputs")
+    assert payload == {
+        "model_name": "tensorrt_llm",
+        "request_id": "health-1",
+        "enable_empty_final_response": True,
+    }
+    assert (check.name(), check.datatype(), check.shape()) == ("health_check", "BOOL", [1, 1])
+    assert check._get_content() == b"\x01"
