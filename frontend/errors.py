@@ -245,9 +245,15 @@ class InvalidSchemaError(FieldRuleViolationError):
 
 
 class BodyTooLargeError(FrontendError):
+    """Refused before the body is read in full; the connection is closed with the answer,
+    or a client could go on sending the rest for as long as it liked."""
+
     def __init__(self, size: int | None, limit: int) -> None:
         shown = f"of {size:,} bytes " if size is not None else ""
-        super().__init__(f"request body {shown}exceeds the {limit:,} byte limit")
+        super().__init__(
+            f"request body {shown}exceeds the {limit:,} byte limit",
+            headers={"Connection": "close"},
+        )
 
 
 class BodyTimeoutError(FrontendError):

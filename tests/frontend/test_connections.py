@@ -108,9 +108,8 @@ async def trickle(writer: asyncio.StreamWriter, data: bytes, every_s: float = 0.
 
 
 def slow_settings(triton: TritonServer, **overrides: object) -> FrontendSettings:
-    return echo_settings(
-        triton.grpc_url, header_timeout_s=0.5, body_timeout_s=0.5, idle_timeout_s=1, **overrides
-    )
+    timeouts: dict[str, object] = {"header_timeout_s": 0.5, "body_timeout_s": 0.5}
+    return echo_settings(triton.grpc_url, idle_timeout_s=1, **{**timeouts, **overrides})
 
 
 async def test_a_connection_that_sends_nothing_is_closed(fast_echo: TritonServer) -> None:
@@ -180,6 +179,27 @@ async def test_a_body_past_its_deadline_gets_408_and_the_connection_closed(
     error = json.loads(rest.split(b"\r\n\r\n", 1)[1])["error"]
     assert error["type"] == "request_timeout"
     assert error["message"] == "the request body did not arrive within 0.5 s"
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_body_over_the_limit_gets_413_and_the_connection_closed(
+    fast_echo: TritonServer, declared: bool
+) -> None:
+    # The rest of the body keeps coming (slowly, but never idle long): the server does
+    # not read on after its answer.
+    length = b"Content-Length: 100000\r\n" if declared else b"Transfer-Encoding: chunked\r\n"
+    head = b"POST /generate HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+    first = b"" if declared else b"%x\r\n%s\r\n" % (70_000, b"x" * 70_000)
+    settings = slow_settings(fast_echo, body_timeout_s=60.0)
+    async with serve_frontend(settings) as app, connection(app) as (reader, w):
+        w.write(head + length + b"\r\n" + first)
+        sender = asyncio.create_task(trickle(w, b"x" * 10_000))
+        try:
+            received = await until_closed(reader)
+        finally:
+            sender.cancel()
+    assert received.startswith(b"HTTP/1.1 413 ")
+    assert b"connection: close" in received.lower()
 
 
 async def test_a_response_outlasting_every_timeout_completes(slow_echo: TritonServer) -> None:
