@@ -214,6 +214,12 @@ def _short(text: str) -> str:
     return text if len(text) <= _CLIENT_MESSAGE_CHARS else text[:_CLIENT_MESSAGE_CHARS] + "..."
 
 
+# Triton's dynamic batcher refusing a request (its queue is full, or the request waited
+# past the queue policy's timeout): status UNAVAILABLE, like a server that is down, or
+# inside an ensemble's stream with no status at all; only the words tell them apart.
+_QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
+
+
 def classify_error(code: str | None, message: str) -> FrontendError | None:
     """The frontend error for a failed call: `code` is the gRPC status name (None for an
     error sent inside the stream), `message` its details. None: the connection failed.
@@ -223,7 +229,7 @@ def classify_error(code: str | None, message: str) -> FrontendError | None:
     model_error = decode_model_error(message)
     if model_error is not None:
         return _from_model_error(model_error)
-    if code == "RESOURCE_EXHAUSTED":
+    if code == "RESOURCE_EXHAUSTED" or any(words in message for words in _QUEUE_REFUSALS):
         return TritonQueueFullError()
     if code == "UNAVAILABLE":
         return None

@@ -151,6 +151,17 @@ ERROR_ROWS = [
     (("INTERNAL", coded(ErrorCode.TEMPLATE_ERROR, "chat template failed: KeyError 'secret'")),
      e.TritonInternalError, 502, "the model server failed to process the request", None, None,
      None),
+    # A model's queue refusing (Triton's own words, not coded): the server is busy, not
+    # down, so the endpoint stays in rotation and the client is told to retry.
+    (("UNAVAILABLE", "Exceeds maximum queue size"),
+     e.TritonQueueFullError, 503, "the model server's queue is full, retry later", None, None,
+     None),
+    ((None, "in ensemble 'ensemble', Request timeout expired"),
+     e.TritonQueueFullError, 503, "the model server's queue is full, retry later", None, None,
+     None),
+    (("UNAVAILABLE", "[request id: r-1] Request timeout expired"),
+     e.TritonQueueFullError, 503, "the model server's queue is full, retry later", None, None,
+     None),
     # Prose without a code is never trusted, however it reads.
     (("INVALID_ARGUMENT", "prompt has 3000 tokens, exceeds the limit of 2048"),
      e.TritonInternalError, 502, "the model server failed to process the request", None, None,
