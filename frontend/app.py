@@ -45,6 +45,7 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         max_stop_chars=settings.max_stop_chars,
         max_top_k=settings.max_top_k,
         max_n=settings.max_n,
+        max_messages=settings.max_messages,
     )
     validator = RequestValidator(limits)
 

@@ -89,6 +89,13 @@ class EmptyMessagesError(FieldRuleViolationError):
         super().__init__("messages", 0, "non-empty", "messages must not be empty")
 
 
+class TooManyMessagesError(FieldRuleViolationError):
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(
+            "messages", count, limit, f"messages has {count:,} entries, exceeds the {limit:,} limit"
+        )
+
+
 class UnknownRoleError(FieldRuleViolationError):
     def __init__(self, index: int, role: str, allowed: Sequence[str]) -> None:
         field = f"messages[{index}].role"

@@ -87,6 +87,9 @@ class FrontendSettings(BaseSettings):
     max_top_k: int = Field(default=1000, ge=1)
     # Choices (OpenAI's n) per request: each is a sequence of its own in the engine.
     max_n: int = Field(default=8, ge=1)
+    # Chat messages per request; the preprocessing model's own bound (max_messages) is the
+    # same, so a chat the frontend lets through is never refused for its count there.
+    max_messages: int = Field(default=1024, ge=1)
 
     # API keys: plain keys here, or a file of hashed keys (see frontend.auth).
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

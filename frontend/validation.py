@@ -33,6 +33,7 @@ from frontend.errors import (
     SeedOutOfRangeError,
     StopSequenceTooLongError,
     TemperatureOutOfRangeError,
+    TooManyMessagesError,
     TooManyStopSequencesError,
     TopKOutOfRangeError,
     TopPOutOfRangeError,
@@ -64,6 +65,7 @@ class ValidationLimits:
     max_stop_chars: int
     max_top_k: int
     max_n: int
+    max_messages: int = 1024
 
 
 # JSON Schema keywords by JSON type, e.g. {"integer": {"minimum": 1}}; see field_schemas.
@@ -104,7 +106,7 @@ def field_schemas(limits: ValidationLimits) -> dict[str, TypedKeywords]:
         # `logprobs` is a boolean, which an integer rule leaves alone.
         "logprobs": {"integer": {"minimum": 0, "maximum": TOP_LOGPROBS_MAX}},
         "top_logprobs": {"integer": {"minimum": 0, "maximum": TOP_LOGPROBS_MAX}},
-        "messages": {"array": {"minItems": 1}},
+        "messages": {"array": {"minItems": 1, "maxItems": limits.max_messages}},
         "role": {"string": {"enum": list(ROLES)}},
         "content": {"string": {"maxLength": limits.max_prompt_chars}},
     }
@@ -228,6 +230,8 @@ class RequestValidator:
         """Validate chat messages and their sampling fields."""
         if not messages:
             raise EmptyMessagesError
+        if len(messages) > self.limits.max_messages:
+            raise TooManyMessagesError(len(messages), self.limits.max_messages)
         for index, message in enumerate(messages):
             if message.role not in ROLES:
                 raise UnknownRoleError(index, message.role, ROLES)

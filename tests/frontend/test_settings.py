@@ -7,6 +7,8 @@ from pydantic import ValidationError
 
 from frontend.request_context import sanitize_request_id
 from frontend.settings import FrontendSettings
+from llm_stack.model_repository_config import read_model_config, string_parameters
+from tests.conftest import REPO_ROOT
 
 
 def test_environment_is_read_when_settings_are_built(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,3 +73,9 @@ def test_unusable_request_ids_are_replaced(raw: str | None) -> None:
     generated = sanitize_request_id(raw)
     assert len(generated) == 32
     assert generated != sanitize_request_id(raw)
+
+
+def test_the_message_count_limit_is_the_preprocessing_models() -> None:
+    # A chat the frontend lets through must not be refused for its count further on.
+    config = read_model_config(REPO_ROOT / "model_repository" / "preprocessing" / "config.pbtxt")
+    assert int(string_parameters(config)["max_messages"]) == FrontendSettings().max_messages

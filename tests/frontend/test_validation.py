@@ -21,6 +21,7 @@ from frontend.errors import (
     SeedOutOfRangeError,
     StopSequenceTooLongError,
     TemperatureOutOfRangeError,
+    TooManyMessagesError,
     TooManyStopSequencesError,
     TopKOutOfRangeError,
     TopPOutOfRangeError,
@@ -167,6 +168,8 @@ def test_completion_keeps_the_prompt_as_input_text() -> None:
          "assistant's"),
         ((USER, ChatMessage("user", "x" * 96)), PromptTooLongError, "messages",
          "messages of 101 characters exceeds the 100 limit"),
+        ((USER,) * 1025, TooManyMessagesError, "messages",
+         "messages has 1,025 entries, exceeds the 1,024 limit"),
     ],
 )  # fmt: skip
 def test_chat_rules(
