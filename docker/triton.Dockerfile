@@ -22,7 +22,9 @@ COPY --chmod=0755 docker/triton-entrypoint.sh /opt/llm-stack/triton-entrypoint.s
 # Triton's three ports: HTTP (health, KServe v2), gRPC (the frontend), metrics
 # (Prometheus). Compose and Kubernetes keep them off the host and away from other pods.
 EXPOSE 8000 8001 8002
+# The engine model's own answer (llm_stack.engine_probe): Triton calls its models ready
+# even when the engine inside one has failed.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=4)"]
+    CMD ["python3", "-m", "llm_stack.engine_probe", "--timeout", "4"]
 CMD ["/opt/llm-stack/triton-entrypoint.sh", "--model-repository=/models", "--http-port=8000", "--grpc-port=8001", \
      "--metrics-port=8002", "--allow-gpu-metrics=true", "--exit-timeout-secs=30"]

@@ -254,7 +254,7 @@ def test_health_checks() -> None:
     services = gpu_stack()["services"]
     for name in SERVICES - {"locust"}:
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
-    assert "/v2/health/ready" in " ".join(services["triton"]["healthcheck"]["test"])
+    assert "-m llm_stack.engine_probe" in " ".join(services["triton"]["healthcheck"]["test"])
     assert "/health/ready" in " ".join(services["frontend"]["healthcheck"]["test"])
     # The frontend starts only once Triton's models and Redis answer.
     depends = services["frontend"]["depends_on"]
@@ -406,7 +406,7 @@ def test_cpu_override_runs_the_cpu_engine_without_a_gpu() -> None:
     # No GPU-only settings survive the merge.
     assert not {"LLM_STACK_MODEL_PATH", "LLM_STACK_TOKENIZER"} & set(triton["environment"])
     assert "/model" not in {m["target"] for m in triton["volumes"]}
-    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    assert "-m llm_stack.engine_probe" in " ".join(triton["healthcheck"]["test"])
 
 
 def test_cpu_override_changes_only_triton() -> None:

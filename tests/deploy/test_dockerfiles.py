@@ -209,9 +209,9 @@ def test_cpu_triton_builds_llama_cpp_and_runs_the_launcher() -> None:
 
 
 @pytest.mark.parametrize("path", [TRITON_GPU, TRITON_CPU], ids=lambda p: p.name)
-def test_triton_images_check_readiness(path: Path) -> None:
+def test_triton_images_check_the_engine(path: Path) -> None:
     health = next(c for c in parse(path) if c.cmd == "HEALTHCHECK")
-    assert "/v2/health/ready" in " ".join(health.value)
+    assert "-m llm_stack.engine_probe" in " ".join(health.value)
 
 
 def test_build_context_leaves_out_local_state() -> None:

@@ -94,11 +94,12 @@ def _http_probe_paths(container: dict[str, Any]) -> dict[str, str]:
 
 def test_probes_use_each_servers_health_endpoints() -> None:
     (triton,) = containers(objects("StatefulSet")["triton"])
-    assert _http_probe_paths(triton) == {
-        "startupProbe": "/v2/health/ready",
-        "readinessProbe": "/v2/health/ready",
-        "livenessProbe": "/v2/health/live",
-    }
+    assert _http_probe_paths(triton) == {"startupProbe": "/v2/health/ready"}
+    # Readiness and liveness ask the engine model itself (Triton's own readiness stays
+    # true when the engine has failed).
+    for kind in ("readinessProbe", "livenessProbe"):
+        command = triton[kind]["exec"]["command"]
+        assert command[:3] == ["python3", "-m", "llm_stack.engine_probe"], kind
     (frontend,) = containers(objects("Deployment")["frontend"])
     assert _http_probe_paths(frontend) == {
         "readinessProbe": "/health/ready",
