@@ -21,8 +21,14 @@ model name (instances summed); also the load generator's own, and how busy other
 processes kept the machine (they share its cores with the servers).
 
     python -m loadtest.ceiling [--streams 1,64,256] [--targets frontend,grpc]
-        [--duration 15] [--warmup 5] [--max-tokens 128] [--json out.json]
+        [--duration 10] [--warmup 3] [--max-tokens 128] [--repeat 1] [--json out.json]
         [--py-spy DIR --py-spy-level frontend:64]
+
+Each client's first request is shorter (client i of n asks (i + 1) / n of max_tokens), so
+requests end and start evenly from the start, as in a long-running closed loop; requests
+in flight when a window ends run to their end, uncounted after it. The machine is shared:
+`--repeat N` runs each level N times, targets alternating, and keeps each target's median
+round by delivered tokens/s.
 
 `--py-spy DIR` records each Python server process (frontend, stubs) with py-spy (install
 it from PyPI) during one level's window and prints each one's costliest functions; its
@@ -377,7 +383,17 @@ class LevelPlan:
     offered_tps: float
 
 
-Request = Callable[[int], Awaitable[Trace]]
+def first_max_tokens(index: int, plan: LevelPlan) -> int:
+    """max_tokens of client `index`'s first request: (index + 1) / streams of the rest's."""
+    return max(1, -(-plan.max_tokens * (index + 1) // plan.streams))
+
+
+def median_run(runs: Sequence[LevelResult]) -> LevelResult:
+    """The round with the median delivered tokens/s (the upper one of an even count)."""
+    return sorted(runs, key=lambda r: r.delivered_tps)[len(runs) // 2]
+
+
+Request = Callable[[int, int], Awaitable[Trace]]  # (client index, max_tokens) -> its trace
 
 
 def py_spy() -> str | None:
@@ -462,10 +478,12 @@ async def run_level(
     traces: list[Trace] = []
 
     async def client(index: int) -> None:
-        # Spread over the first step or so, as clients that did not all arrive at once.
-        await asyncio.sleep(index / max(plan.streams, 1) * 0.05)
+        # Each client's first request is shorter than the rest, 1/streams of max_tokens
+        # more per client: requests then end (and new ones start) evenly from the first
+        # round on, as in a long-running closed loop, so even a short window sees TTFTs.
+        traces.append(await request(index, first_max_tokens(index, plan)))
         while time.perf_counter() < window.end:
-            traces.append(await request(index))
+            traces.append(await request(index, plan.max_tokens))
 
     meter = CpuMeter([triton_pid, frontend_pid])
     sampled: dict[str, Any] = {}
@@ -540,7 +558,7 @@ def report(results: Sequence[LevelResult]) -> str:
         "| target | streams | offered tok/s | generated tok/s | delivered tok/s | "
         "delivered/generated | TTFT p50 / p99 ms | ITL p50 / p99 ms | "
         + " | ".join(short)
-        + " | servers | load generator |"
+        + " | servers | load generator | other load |"
     )
     lines = [
         "CPU: seconds per 1,000 delivered tokens (= ms per token), per process.",
@@ -558,17 +576,18 @@ def report(results: Sequence[LevelResult]) -> str:
             f"{_fmt(r.ttft_ms[0], 1)} / {_fmt(r.ttft_ms[1], 1)} | "
             f"{_fmt(r.itl_ms[0], 1)} / {_fmt(r.itl_ms[1], 1)} | "
             + " | ".join(cpu)
-            + f" | {_fmt(r.per_1k(r.server_cpu_s), 3)} | {_fmt(r.per_1k(r.loadgen_cpu_s), 3)} |"
+            + f" | {_fmt(r.per_1k(r.server_cpu_s), 3)} | {_fmt(r.per_1k(r.loadgen_cpu_s), 3)} | "
+            + ("-" if r.others_share is None else f"{r.others_share:.0%}")
+            + " |"
         )
     lines.append("")
+    lines.append(
+        "other load: the share of the machine's CPU that processes outside the test used "
+        "meanwhile (they compete with the servers for its cores)."
+    )
     for r in results:
-        notes = []
         if r.errors:
-            notes.append(f"errors {r.errors}")
-        if r.others_share is not None and r.others_share > 0.05:
-            notes.append(f"other processes kept {r.others_share:.0%} of the machine busy")
-        if notes:
-            lines.append(f"{r.target} at {r.streams} streams: " + "; ".join(notes))
+            lines.append(f"{r.target} at {r.streams} streams: errors {r.errors}")
     counts = {label: n for r in results for label, n in r.processes.items()}
     lines.append(
         "processes: "
@@ -609,52 +628,69 @@ def engine_env(step_ms: float, slots: int) -> dict[str, str]:
 async def run_all(
     args: argparse.Namespace, stack: LocalStack
 ) -> tuple[list[LevelResult], dict[str, list[tuple[str, float]]]]:
+    """Every level: each target in turn, `args.repeat` rounds; per target the round with
+    the median delivered tokens/s is kept (the machine is shared: others' load varies)."""
     assert stack.triton is not None
     assert stack.frontend is not None
+    frontend_port = stack.frontend.port
     client = grpcaio.InferenceServerClient(stack.triton.grpc_url)
-    body = completion_body(args.max_tokens)
+    bodies: dict[int, bytes] = {}
     results: list[LevelResult] = []
     tops: dict[str, list[tuple[str, float]]] = {}
     try:
         for streams in args.streams:
-            for target in args.targets:
-                connections = [
-                    SseConnection("127.0.0.1", stack.frontend.port) for _ in range(streams)
-                ]
+            runs: dict[str, list[LevelResult]] = {target: [] for target in args.targets}
+            for round_ in range(args.repeat):
+                for target in args.targets:
+                    connections = [
+                        SseConnection("127.0.0.1", frontend_port) for _ in range(streams)
+                    ]
 
-                async def frontend(i: int, conns: list[SseConnection] = connections) -> Trace:
-                    return await frontend_request(conns[i], body)
+                    async def frontend(
+                        i: int, max_tokens: int, conns: list[SseConnection] = connections
+                    ) -> Trace:
+                        body = bodies.get(max_tokens) or bodies.setdefault(
+                            max_tokens, completion_body(max_tokens)
+                        )
+                        return await frontend_request(conns[i], body)
 
-                async def direct(_i: int) -> Trace:
-                    return await grpc_request(client, args.max_tokens)
+                    async def direct(_i: int, max_tokens: int) -> Trace:
+                        return await grpc_request(client, max_tokens)
 
-                plan = LevelPlan(
-                    target,
-                    streams,
-                    args.warmup,
-                    args.duration,
-                    args.max_tokens,
-                    offered_tps=min(streams, args.slots) * 1000.0 / args.step_ms,
-                )
-                profiler = (
-                    Profiler(args.py_spy / f"{target}-{streams}", (target, streams))
-                    if args.py_spy is not None and (target, streams) == args.py_spy_level
-                    else None
-                )
-                try:
-                    result, level_tops = await run_level(
-                        plan, frontend if target == "frontend" else direct, stack, profiler
+                    plan = LevelPlan(
+                        target,
+                        streams,
+                        args.warmup,
+                        args.duration,
+                        args.max_tokens,
+                        offered_tps=min(streams, args.slots) * 1000.0 / args.step_ms,
                     )
-                finally:
-                    for connection in connections:
-                        connection.close()
-                results.append(result)
-                tops.update(level_tops)
-                print(
-                    f"{target} x{streams}: {result.delivered_tps:,.0f} tokens/s delivered",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                    profile = (
+                        args.py_spy is not None
+                        and round_ == 0
+                        and (target, streams) == args.py_spy_level
+                    )
+                    profiler = (
+                        Profiler(args.py_spy / f"{target}-{streams}", (target, streams))
+                        if profile
+                        else None
+                    )
+                    try:
+                        result, level_tops = await run_level(
+                            plan, frontend if target == "frontend" else direct, stack, profiler
+                        )
+                    finally:
+                        for connection in connections:
+                            connection.close()
+                    runs[target].append(result)
+                    tops.update(level_tops)
+                    print(
+                        f"{target} x{streams} (round {round_ + 1}): "
+                        f"{result.delivered_tps:,.0f} tokens/s delivered",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            results.extend(median_run(target_runs) for target_runs in runs.values())
     finally:
         await client.close()
     return results, tops
@@ -671,9 +707,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--streams", default="1,64,256", help="comma-separated levels")
     parser.add_argument("--targets", default=",".join(TARGETS), help="frontend, grpc or both")
-    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds a level")
-    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds first")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds a level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds a level; median shown")
     parser.add_argument("--step-ms", type=float, default=20.0, help="the engine timer's step")
     parser.add_argument("--slots", type=int, default=256, help="the engine's sequences at once")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -685,8 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.targets = [t for t in args.targets.split(",") if t]
     if any(t not in TARGETS for t in args.targets) or not args.targets:
         parser.error(f"--targets takes {' and/or '.join(TARGETS)}")
-    if any(s < 1 for s in args.streams) or args.max_tokens < 1 or args.step_ms <= 0:
-        parser.error("--streams, --max-tokens and --step-ms must be positive")
+    if min(*args.streams, args.max_tokens, args.repeat) < 1 or args.step_ms <= 0:
+        parser.error("--streams, --max-tokens, --repeat and --step-ms must be positive")
     if args.py_spy is not None and py_spy() is None:
         parser.error("--py-spy needs py-spy beside this Python or on PATH (pip install py-spy)")
 

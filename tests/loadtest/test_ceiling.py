@@ -15,6 +15,7 @@ from llm_stack.engine.sim_engine import SimEngine, SimTiming
 from llm_stack.model_repository_config import model_parameters
 from loadtest.ceiling import (
     CeilingError,
+    LevelPlan,
     LevelResult,
     SseConnection,
     Trace,
@@ -23,8 +24,10 @@ from loadtest.ceiling import (
     cpu_by_label,
     cpu_seconds,
     engine_env,
+    first_max_tokens,
     frontend_request,
     main,
+    median_run,
     process_columns,
     report,
     server_processes,
@@ -55,6 +58,20 @@ def test_tokens_ttft_and_gaps_count_only_inside_the_window() -> None:
     assert seen.itl_s == pytest.approx([0.5, 0.5, 7.0])
     assert seen.requests == 2
     assert seen.errors == {"RpcError: UNAVAILABLE": 1}
+
+
+def test_first_requests_are_staggered_so_requests_turn_over_evenly() -> None:
+    plan = LevelPlan("grpc", 4, 1.0, 1.0, 128, 200.0)
+    assert [first_max_tokens(i, plan) for i in range(4)] == [32, 64, 96, 128]
+    one = LevelPlan("grpc", 256, 1.0, 1.0, 128, 200.0)
+    assert first_max_tokens(0, one) == 1
+    assert first_max_tokens(255, one) == 128
+
+
+def test_the_median_round_is_kept() -> None:
+    runs = [_result("grpc", 8, tps, {}) for tps in (300.0, 100.0, 200.0)]
+    assert median_run(runs).delivered_tps == 200.0
+    assert median_run(runs[:2]).delivered_tps == 300.0
 
 
 # -- the frontend's SSE, read cheaply ------------------------------------------------------------
@@ -261,11 +278,11 @@ def test_the_report_gives_cpu_per_thousand_delivered_tokens() -> None:
         "stub:x",
     ]
     text = report([result, _result("grpc", 64, 0.0, {"tritonserver": 1.0})])
-    assert "| frontend | tritonserver | postprocessing | x | servers | load generator |" in text
+    columns = "| frontend | tritonserver | postprocessing | x | servers | load generator |"
+    assert columns + " other load |" in text
     row = "| frontend | 64 | 3,200 | 1,250 | 1,000 | 0.80 | 25.0 / 40.0 | 20.0 / 31.5 |"
-    assert row + " 0.300 | 0.400 | 0.200 | 0.050 | 0.950 | 0.050 |" in text
+    assert row + " 0.300 | 0.400 | 0.200 | 0.050 | 0.950 | 0.050 | 20% |" in text
     assert "| grpc | 64 | 3,200 | 0 | 0 | - |" in text  # nothing delivered: no ratio
-    assert "other processes kept 20% of the machine busy" in text
 
 
 def test_top_functions_reads_py_spy_collapsed_stacks() -> None:
@@ -298,6 +315,7 @@ def test_the_engine_is_the_issues_timer() -> None:
     [
         (["--targets", "frontend,http"], "--targets takes frontend and/or grpc"),
         (["--streams", "0"], "must be positive"),
+        (["--repeat", "0"], "must be positive"),
         (["--py-spy-level", "grpc"], "expected TARGET:STREAMS"),
     ],
 )
@@ -317,6 +335,7 @@ def test_bad_arguments_are_refused(
 def test_a_short_run_through_the_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ceiling.json"
     argv = ["--streams", "2", "--duration", "2", "--warmup", "1", "--max-tokens", "8"]
+    argv += ["--repeat", "2"]
     assert main([*argv, "--step-ms", "5", "--json", str(out), "--work-dir", str(tmp_path)]) == 0
     levels = json.loads(out.read_text())
     assert [(r["target"], r["streams"]) for r in levels] == [("frontend", 2), ("grpc", 2)]
