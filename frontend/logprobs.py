@@ -12,9 +12,9 @@ from __future__ import annotations
 import codecs
 import math
 from collections.abc import Iterable
+from typing import Any
 
-from frontend.openai_protocol import CompletionLogprobs
-from frontend.protocol import TokenLogprob, TopLogprob
+from frontend.protocol import TokenLogprob
 from llm_stack.ensemble_contract import TokenLogprob as EngineLogprob
 
 # OpenAI's log-probability for a token too unlikely to tell; JSON has no -Infinity.
@@ -36,20 +36,26 @@ def _finite(logprob: float) -> float:
     return logprob if math.isfinite(logprob) else UNLIKELY
 
 
-def token_logprobs(entries: Iterable[EngineLogprob]) -> list[TokenLogprob]:
-    """Chat's `logprobs.content` (and /generate's `logprobs`) for these tokens."""
+def token_logprob_entries(entries: Iterable[EngineLogprob]) -> list[dict[str, Any]]:
+    """Chat's `logprobs.content` (and /generate's `logprobs`) for these tokens, as the
+    JSON values a stream encodes (members in TokenLogprob's order)."""
     return [
-        TokenLogprob(
-            token=token_text(entry.token),
-            logprob=_finite(entry.logprob),
-            bytes=list(entry.token),
-            top_logprobs=[
-                TopLogprob(token=token_text(text), logprob=_finite(value), bytes=list(text))
+        {
+            "token": token_text(entry.token),
+            "logprob": _finite(entry.logprob),
+            "bytes": list(entry.token),
+            "top_logprobs": [
+                {"token": token_text(text), "logprob": _finite(value), "bytes": list(text)}
                 for text, value in entry.top
             ],
-        )
+        }
         for entry in entries
     ]
+
+
+def token_logprobs(entries: Iterable[EngineLogprob]) -> list[TokenLogprob]:
+    """The same entries as models, for whole answers."""
+    return [TokenLogprob.model_validate(entry) for entry in token_logprob_entries(entries)]
 
 
 class CompletionLogprobsWriter:
@@ -63,18 +69,27 @@ class CompletionLogprobsWriter:
         self._chars = prompt_chars
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def write(self, entries: Iterable[EngineLogprob]) -> CompletionLogprobs:
-        """The logprobs of the next tokens of the choice."""
-        out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+    def write(self, entries: Iterable[EngineLogprob]) -> dict[str, Any]:
+        """The logprobs of the next tokens of the choice: CompletionLogprobs' members,
+        as the JSON values a stream encodes."""
+        tokens: list[str] = []
+        logprobs: list[float] = []
+        tops: list[dict[str, float]] = []
+        offsets: list[int] = []
         for entry in entries:
             text = token_text(entry.token)
             logprob = _finite(entry.logprob)
             top = {token_text(t): _finite(v) for t, v in entry.top}
             # OpenAI lists the sampled token too, so up to logprobs + 1 entries.
             top.setdefault(text, logprob)
-            out.tokens.append(text)
-            out.token_logprobs.append(logprob)
-            out.top_logprobs.append(top)
-            out.text_offset.append(self._chars)
+            tokens.append(text)
+            logprobs.append(logprob)
+            tops.append(top)
+            offsets.append(self._chars)
             self._chars += len(self._decoder.decode(entry.token))
-        return out
+        return {
+            "tokens": tokens,
+            "token_logprobs": logprobs,
+            "top_logprobs": tops,
+            "text_offset": offsets,
+        }

@@ -15,7 +15,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Iterable,
     Mapping,
     Sequence,
 )
@@ -30,15 +29,15 @@ from starlette.types import Receive
 from frontend.errors import ClientClosedRequestError, FrontendError, error_kind
 from frontend.metrics import FrontendMetrics
 from frontend.service import Admitted, Completed, GenerationEvent, TextDelta
+from frontend.sse import DONE, DONE_DATA, sse
 from llm_stack.ensemble_contract import TokenLogprob
 
 T = TypeVar("T")
-DONE_DATA = "[DONE]"
-DONE = f"data: {DONE_DATA}\n\n".encode()
 
 Events = AsyncGenerator[GenerationEvent, None]
-# Event → the `data:` payloads it becomes (none, one, or several).
-EventRenderer = Callable[[GenerationEvent], Iterable[str]]
+# Event → the Server-Sent Events it becomes, encoded (none: b""; several: one after the
+# other, so that they go out in one write).
+EventRenderer = Callable[[GenerationEvent], bytes]
 ErrorRenderer = Callable[[FrontendError], str]
 
 
@@ -155,11 +154,6 @@ def stream_doc(description: str, events: Sequence[type[BaseModel]]) -> dict[str,
     return {"description": description, "content": {"text/event-stream": {"schema": event_schema}}}
 
 
-def sse(payload: str) -> bytes:
-    """One Server-Sent Event carrying `payload`."""
-    return f"data: {payload}\n\n".encode()
-
-
 async def sse_events(
     first: GenerationEvent,
     events: Events,
@@ -171,11 +165,12 @@ async def sse_events(
     try:
         event = first
         while True:
-            for payload in render(event):
-                yield sse(payload)
+            frames = render(event)
             if isinstance(event, Completed):
-                yield DONE
+                yield frames + DONE
                 return
+            if frames:
+                yield frames
             event = await anext(events)
     except FrontendError as error:
         metrics.rejected.labels(error_kind(error).type).inc()

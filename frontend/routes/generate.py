@@ -9,7 +9,6 @@ With `logprobs`, the body and each delta also carry their tokens' log-probabilit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
@@ -18,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 
 from frontend.deps import CallerDep, ContextDep, StateDep
 from frontend.errors import FrontendError, error_body
-from frontend.logprobs import token_logprobs
+from frontend.logprobs import token_logprob_entries, token_logprobs
 from frontend.openai_mapping import output_format
 from frontend.protocol import (
     DeltaEvent,
@@ -39,6 +38,7 @@ from frontend.routes.events import (
     stream_doc,
 )
 from frontend.service import Completed, GenerationEvent, GenerationRecord, TextDelta
+from frontend.sse import json_frame, sse
 from frontend.validation import GenerationRequest, RequestValidator, check_text
 
 router = APIRouter(tags=["generation"])
@@ -88,12 +88,16 @@ def _usage(completed: Completed) -> GenerateUsage:
 
 
 def _renderer(request_id: str, logprobs: bool) -> EventRenderer:
-    def render(event: GenerationEvent) -> Iterable[str]:
+    def render(event: GenerationEvent) -> bytes:
         if isinstance(event, TextDelta):
-            delta = DeltaEvent(
-                text=event.text, logprobs=token_logprobs(event.logprobs) if logprobs else None
-            )
-            return [delta.model_dump_json(exclude_none=True)]
+            # DeltaEvent's members, without a model per delta (frontend.sse); logprobs
+            # only when asked for (the model's dump leaves the null out).
+            if logprobs:
+                return json_frame(
+                    {"type": "delta", "text": event.text,
+                     "logprobs": token_logprob_entries(event.logprobs)}
+                )  # fmt: skip
+            return json_frame({"type": "delta", "text": event.text})
         if isinstance(event, Completed):
             done = DoneEvent(
                 finish_reason=event.finish_reason,
@@ -101,8 +105,8 @@ def _renderer(request_id: str, logprobs: bool) -> EventRenderer:
                 model_version=event.model_version,
                 request_id=request_id,
             )
-            return [done.model_dump_json()]
-        return []
+            return sse(done.model_dump_json())
+        return b""
 
     return render
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -20,18 +19,17 @@ from pydantic import BaseModel
 
 from frontend.deps import CallerDep, ContextDep, FrontendState, StateDep
 from frontend.errors import FrontendError, openai_error_body
-from frontend.logprobs import CompletionLogprobsWriter, token_logprobs
+from frontend.logprobs import CompletionLogprobsWriter, token_logprob_entries, token_logprobs
 from frontend.openai_mapping import chat_request, check_model, completion_request
 from frontend.openai_protocol import (
     AssistantMessage,
     ChatChoice,
-    ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ChatDelta,
     ChatLogprobs,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     FinishReasonName,
@@ -59,8 +57,8 @@ from frontend.service import (
     GenerationRecord,
     TextDelta,
 )
+from frontend.sse import ChoicesFrame, sse
 from frontend.validation import GenerationRequest, check_text
-from llm_stack.ensemble_contract import TokenLogprob
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 # Models streamed as `data:` payloads that no route returns as JSON.
@@ -155,7 +153,9 @@ class OpenAIFormat(ABC):
     """One object type's rendering of a generation: the whole answer, or its chunks.
 
     With n choices, each has its index; streamed, each gets its own last chunk (its
-    finish_reason) as it ends, and the usage chunk comes after all of them.
+    finish_reason) as it ends, and the usage chunk comes after all of them. Chunks are
+    rendered as Server-Sent Events with no model built per chunk (frontend.sse): the
+    bytes are those the chunk's model would dump.
     """
 
     def __init__(
@@ -172,18 +172,28 @@ class OpenAIFormat(ABC):
         self.model = model
         self.include_usage = options is not None and options.include_usage
         self.logprobs = logprobs
+        self._frame = ChoicesFrame(self.dump(self._chunk_model([])))
 
     @abstractmethod
     def answer(self, collected: Collected) -> BaseModel:
         """The whole answer (stream false)."""
 
     @abstractmethod
-    def chunks(self, event: GenerationEvent) -> Iterable[str]:
-        """The chunks (JSON) an event becomes when streaming."""
+    def frames(self, event: GenerationEvent) -> bytes:
+        """The events (SSE, encoded) an event becomes when streaming; b"" for none."""
+
+    @abstractmethod
+    def _chunk_model(self, choices: list[Any], usage: Usage | None = None) -> BaseModel:
+        """A chunk as its model: for the stream's stable members, and the usage chunk."""
 
     def dump(self, chunk: BaseModel) -> str:
         # With include_usage, OpenAI sends `"usage": null` on every chunk but the last.
         return chunk.model_dump_json(exclude=None if self.include_usage else {"usage"})
+
+    def _usage_frame(self, completed: Completed) -> bytes:
+        if not self.include_usage:
+            return b""
+        return sse(self.dump(self._chunk_model([], _usage(completed))))
 
 
 class CompletionFormat(OpenAIFormat):
@@ -207,26 +217,33 @@ class CompletionFormat(OpenAIFormat):
             CompletionChoice(
                 text=choice.text,
                 index=index,
-                logprobs=self._writer(index).write(choice.logprobs) if self.logprobs else None,
+                logprobs=(
+                    CompletionLogprobs.model_validate(self._writer(index).write(choice.logprobs))
+                    if self.logprobs
+                    else None
+                ),
                 finish_reason=completed.finish_reasons[index],
             )
             for index, choice in enumerate(collected.choices)
         ]
-        return self._object(choices, _usage(completed))
+        return self._chunk_model(choices, _usage(completed))
 
-    def chunks(self, event: GenerationEvent) -> Iterable[str]:
+    def frames(self, event: GenerationEvent) -> bytes:
+        # The members in CompletionChoice's order.
         if isinstance(event, TextDelta):
             logprobs = self._writer(event.index).write(event.logprobs) if self.logprobs else None
-            piece = CompletionChoice(
-                text=event.text, index=event.index, logprobs=logprobs, finish_reason=None
-            )
-            return [self.dump(self._object([piece]))]
+            return self._frame.frame(
+                [{"text": event.text, "index": event.index, "logprobs": logprobs,
+                  "finish_reason": None}]
+            )  # fmt: skip
         if isinstance(event, ChoiceFinished):
-            last = CompletionChoice(text="", index=event.index, finish_reason=event.finish_reason)
-            return [self.dump(self._object([last]))]
-        if isinstance(event, Completed) and self.include_usage:
-            return [self.dump(self._object([], _usage(event)))]
-        return []
+            return self._frame.frame(
+                [{"text": "", "index": event.index, "logprobs": None,
+                  "finish_reason": event.finish_reason}]
+            )  # fmt: skip
+        if isinstance(event, Completed):
+            return self._usage_frame(event)
+        return b""
 
     def _writer(self, index: int) -> CompletionLogprobsWriter:
         writer = self._writers.get(index)
@@ -234,10 +251,16 @@ class CompletionFormat(OpenAIFormat):
             writer = self._writers[index] = CompletionLogprobsWriter(self._prompt_chars)
         return writer
 
-    def _object(self, choices: list[CompletionChoice], usage: Usage | None = None) -> BaseModel:
+    def _chunk_model(self, choices: list[Any], usage: Usage | None = None) -> BaseModel:
         return CompletionResponse(
             id=self.ident, created=self.created, model=self.model, choices=choices, usage=usage
         )
+
+
+# A choice's first chunk names the speaker, as OpenAI's does (ChatDelta leaves out what
+# is unset: the later deltas carry their content only, the last one nothing).
+_ROLE_DELTA = {"role": "assistant", "content": ""}
+_LAST_DELTA: dict[str, str] = {}
 
 
 class ChatFormat(OpenAIFormat):
@@ -259,7 +282,9 @@ class ChatFormat(OpenAIFormat):
             ChatChoice(
                 index=index,
                 message=AssistantMessage(content=choice.text),
-                logprobs=self._logprobs(choice.logprobs),
+                logprobs=(
+                    ChatLogprobs(content=token_logprobs(choice.logprobs)) if self.logprobs else None
+                ),
                 finish_reason=completed.finish_reasons[index],
             )
             for index, choice in enumerate(collected.choices)
@@ -272,44 +297,42 @@ class ChatFormat(OpenAIFormat):
             usage=_usage(completed),
         )
 
-    def chunks(self, event: GenerationEvent) -> Iterable[str]:
-        out = []
-        if isinstance(event, TextDelta | ChoiceFinished) and event.index not in self._started:
-            # A choice's first chunk names the speaker, as OpenAI's does.
-            self._started.add(event.index)
-            out.append(self._chunk(event.index, ChatDelta(role="assistant", content="")))
+    def frames(self, event: GenerationEvent) -> bytes:
+        if isinstance(event, Completed):
+            return self._usage_frame(event)
+        if not isinstance(event, TextDelta | ChoiceFinished):
+            return b""
+        index = event.index
+        role = b""
+        if index not in self._started:
+            self._started.add(index)
+            role = self._choice(index, _ROLE_DELTA)
         if isinstance(event, TextDelta):
-            delta = ChatDelta(content=event.text)
-            out.append(self._chunk(event.index, delta, logprobs=self._logprobs(event.logprobs)))
-        elif isinstance(event, ChoiceFinished):
-            out.append(self._chunk(event.index, ChatDelta(), finish=event.finish_reason))
-        elif isinstance(event, Completed) and self.include_usage:
-            usage = ChatCompletionChunk(
-                id=self.ident,
-                created=self.created,
-                model=self.model,
-                choices=[],
-                usage=_usage(event),
+            logprobs = (
+                {"content": token_logprob_entries(event.logprobs), "refusal": None}
+                if self.logprobs
+                else None
             )
-            out.append(self.dump(usage))
-        return out
+            return role + self._choice(index, {"content": event.text}, logprobs=logprobs)
+        return role + self._choice(index, _LAST_DELTA, finish=event.finish_reason)
 
-    def _logprobs(self, entries: Sequence[TokenLogprob]) -> ChatLogprobs | None:
-        return ChatLogprobs(content=token_logprobs(entries)) if self.logprobs else None
-
-    def _chunk(
+    def _choice(
         self,
         index: int,
-        delta: ChatDelta,
+        delta: dict[str, str],
         *,
         finish: FinishReasonName | None = None,
-        logprobs: ChatLogprobs | None = None,
-    ) -> str:
-        choice = ChatChunkChoice(index=index, delta=delta, logprobs=logprobs, finish_reason=finish)
-        chunk = ChatCompletionChunk(
-            id=self.ident, created=self.created, model=self.model, choices=[choice]
+        logprobs: dict[str, Any] | None = None,
+    ) -> bytes:
+        # The members in ChatChunkChoice's order.
+        return self._frame.frame(
+            [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]
         )
-        return self.dump(chunk)
+
+    def _chunk_model(self, choices: list[Any], usage: Usage | None = None) -> BaseModel:
+        return ChatCompletionChunk(
+            id=self.ident, created=self.created, model=self.model, choices=choices, usage=usage
+        )
 
 
 def _error_payload(error: FrontendError) -> str:
@@ -338,7 +361,7 @@ async def _run(
             headers=collected.admitted.rate_limit_headers,
         )
     admitted, first = await start_stream(request, events)
-    stream = sse_events(first, events, output.chunks, _error_payload, state.metrics)
+    stream = sse_events(first, events, output.frames, _error_payload, state.metrics)
     return event_stream_response(stream, admitted.rate_limit_headers)
 
 

@@ -21,6 +21,7 @@ from frontend.service import (
     Usage,
 )
 from llm_stack.ensemble_contract import TokenLogprob
+from tests.frontend.conftest import sse_payloads
 
 QUOTE = "\u2019"  # the right single quote, three bytes in UTF-8
 # " Paris" and the quote in three tokens: " Paris", then the quote's bytes split in two.
@@ -81,13 +82,14 @@ def test_completion_offsets_count_characters_from_the_prompts_start() -> None:
     first = writer.write([PARIS, QUOTE_HEAD])
     second = writer.write([QUOTE_TAIL, ROME])
     # " Paris" is 6 characters; the quote's halves start where the quote does.
-    assert first.text_offset == [10, 16]
-    assert second.text_offset == [16, 17]
-    assert first.tokens + second.tokens == [" Paris", "bytes:\\xe2\\x80", "bytes:\\x99", " Rome"]
-    assert second.token_logprobs == [-0.125, -1.0]
+    assert first["text_offset"] == [10, 16]
+    assert second["text_offset"] == [16, 17]
+    tokens = first["tokens"] + second["tokens"]
+    assert tokens == [" Paris", "bytes:\\xe2\\x80", "bytes:\\x99", " Rome"]
+    assert second["token_logprobs"] == [-0.125, -1.0]
     # The sampled token is listed among the likeliest even where it is not one of them.
     outside = TokenLogprob(b"z", -4.0, ((b"a", -0.5),))
-    assert writer.write([outside]).top_logprobs == [{"a": -0.5, "z": -4.0}]
+    assert writer.write([outside])["top_logprobs"] == [{"a": -0.5, "z": -4.0}]
 
 
 def collected(*choices: CollectedChoice) -> Collected:
@@ -156,8 +158,12 @@ EVENTS: list[GenerationEvent] = [
 ]
 
 
+def rendered(output: OpenAIFormat, event: GenerationEvent) -> list[dict[str, Any]]:
+    return [json.loads(payload) for payload in sse_payloads(output.frames(event).decode())]
+
+
 def stream(output: OpenAIFormat) -> list[dict[str, Any]]:
-    return [json.loads(chunk) for event in EVENTS for chunk in output.chunks(event)]
+    return [chunk for event in EVENTS for chunk in rendered(output, event)]
 
 
 def test_chat_chunks_name_their_choice_and_carry_their_tokens() -> None:
@@ -189,12 +195,12 @@ def test_chat_chunks_name_their_choice_and_carry_their_tokens() -> None:
 
 def test_a_choice_that_ends_without_text_still_gets_its_role_chunk() -> None:
     output = ChatFormat("chatcmpl-1", 100, "m", None)
-    chunks = [json.loads(c) for c in output.chunks(ChoiceFinished(2, "stop"))]
-    assert [(c["choices"][0]["index"], c["choices"][0]["delta"]) for c in chunks] == [
+    finished = rendered(output, ChoiceFinished(2, "stop"))
+    assert [(c["choices"][0]["index"], c["choices"][0]["delta"]) for c in finished] == [
         (2, {"role": "assistant", "content": ""}),
         (2, {}),
     ]
-    assert all("usage" not in c for c in chunks)
+    assert all("usage" not in c for c in finished)
 
 
 def test_completion_chunks_name_their_choice_and_continue_offsets() -> None:
