@@ -8,12 +8,13 @@ TensorRT-LLM checkpoints.
 from __future__ import annotations
 
 import bisect
+import codecs
 import ctypes
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from llm_stack.llama_loader import load_model
 
@@ -41,6 +42,27 @@ class Tokenizer(Protocol):
     def token_bytes(self, token: int) -> bytes:
         """The text of one token as UTF-8 bytes (maybe part of a character); control
         tokens by their names (for logprobs)."""
+        ...
+
+
+@runtime_checkable
+class PieceTokenizer(Protocol):
+    """A tokenizer whose decoded text is its tokens' byte pieces joined (byte-level BPE,
+    SentencePiece with byte fallback, as llama.cpp renders them): streamed text can then
+    be cut at bytes, exactly."""
+
+    def text_bytes(self, ids: Sequence[int]) -> bytes:
+        """The UTF-8 bytes `ids` add to a text that goes on before them: their pieces
+        joined, control tokens as nothing (maybe ending or starting inside a character)."""
+        ...
+
+
+@runtime_checkable
+class BatchDecoder(Protocol):
+    """A tokenizer that decodes many id lists in one call."""
+
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        """`decode` of each list."""
         ...
 
 
@@ -236,6 +258,10 @@ class GgufTokenizer:
         self._vocab = lc.llama_model_get_vocab(self._model)
         self._add_bos = bool(lc.llama_vocab_get_add_bos(self._vocab))
         self._add_eos = bool(lc.llama_vocab_get_add_eos(self._vocab))
+        # Each token's piece, read from llama.cpp once: text (control tokens as nothing,
+        # as llama_detokenize renders them) and, for logprobs, named control tokens.
+        self._text_pieces: dict[int, bytes] = {}
+        self._named_pieces: dict[int, bytes] = {}
 
     @property
     def end_id(self) -> int:
@@ -361,10 +387,28 @@ class GgufTokenizer:
         return list(out[:n])
 
     def token_bytes(self, token: int) -> bytes:
+        piece = self._named_pieces.get(token)
+        if piece is None:
+            piece = self._named_pieces[token] = self._piece(token, special=True)
+        return piece
+
+    def text_bytes(self, ids: Sequence[int]) -> bytes:
+        # The same bytes as llama_detokenize (no space prefix removed, no clean-up: the
+        # vocabularies served here have none at the start of a text, e.g. Gemma 3).
+        pieces = self._text_pieces
+        try:
+            return b"".join([pieces[token] for token in ids])
+        except KeyError:
+            for token in ids:
+                if token not in pieces:
+                    pieces[token] = self._piece(token, special=False)
+            return b"".join([pieces[token] for token in ids])
+
+    def _piece(self, token: int, *, special: bool) -> bytes:
         size = 64
         while True:
             buf = ctypes.create_string_buffer(size)
-            n = self._lc.llama_token_to_piece(self._vocab, token, buf, size, 0, True)
+            n = self._lc.llama_token_to_piece(self._vocab, token, buf, size, 0, special)
             if n >= 0:
                 return buf.raw[:n]
             size = -n
@@ -437,6 +481,14 @@ class HfTokenizer:
             )
         )
 
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        texts = self._tok.batch_decode(
+            [list(ids) for ids in batch],
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        return [str(text) for text in texts]
+
     def token_bytes(self, token: int) -> bytes:
         # Decoded alone: a token holding part of a character reads as U+FFFD here.
         text = self._tok.decode([token], clean_up_tokenization_spaces=False)
@@ -452,26 +504,71 @@ def load_tokenizer(kind: str, path: Path) -> ModelTokenizer:
     raise ValueError(f"unknown tokenizer kind {kind!r}: expected gguf or hf")
 
 
-# Tokens decoded before the new ones: context for merges across the boundary, and more
-# than the 4 byte tokens one UTF-8 character can span.
+# Ids of a sequence that a response carries before its new ones (tensorrt_llm's
+# `context_ids`): more than the tokens of the at most 3 bytes of a character that a stream
+# may hold back (a few control tokens, which render as nothing, may sit between them), and
+# context for merges across the boundary.
 DETOKENIZE_WINDOW = 8
+# The most bytes of an unfinished UTF-8 character (its 4th byte would finish it).
+_HELD_BYTES = 3
 
 
-def text_delta(tokenizer: Tokenizer, ids: Sequence[int], offset: int, final: bool) -> str:
-    """Text that `ids[offset:]` adds after `ids[:offset]` was streamed.
+def text_delta(
+    tokenizer: Tokenizer, context: Sequence[int], new: Sequence[int], final: bool
+) -> str:
+    """Text that the ids `new` add to a stream whose earlier responses carried the ids
+    before them, of which `context` are the last few (up to DETOKENIZE_WINDOW).
 
-    Stateless, so any postprocessing instance can serve any response: it decodes a few
-    tokens before `offset` with and without the new ones (so each response costs the
-    same however long the sequence is) and holds back a trailing incomplete character
-    (U+FFFD) until the tokens that finish it arrive, or the sequence ends.
+    Stateless, so any postprocessing instance can serve any response, and each response
+    costs the same however long the sequence is. A trailing unfinished character is held
+    back until the ids that finish it arrive (it comes with them), or the sequence ends
+    (`final`: it comes as U+FFFD).
     """
-    start = max(0, offset - DETOKENIZE_WINDOW)
-    prefix = tokenizer.decode(ids[start:offset])
-    while start > 0 and not prefix.lstrip(REPLACEMENT):  # no whole character to anchor on
-        start = max(0, start - DETOKENIZE_WINDOW)
-        prefix = tokenizer.decode(ids[start:offset])
-    before = _complete(prefix)
-    text = tokenizer.decode(ids[start:])
+    return text_deltas(tokenizer, [(context, new, final)])[0]
+
+
+def text_deltas(
+    tokenizer: Tokenizer, items: Sequence[tuple[Sequence[int], Sequence[int], bool]]
+) -> list[str]:
+    """`text_delta` of each (context, new, final), in one pass: a tokenizer of byte
+    pieces cuts the bytes exactly; any other decodes all the ids in one call where it can.
+    """
+    if isinstance(tokenizer, PieceTokenizer):
+        text_bytes = tokenizer.text_bytes
+        return [
+            _bytes_delta(text_bytes(context), text_bytes(new), final)
+            for context, new, final in items
+        ]
+    lists: list[Sequence[int]] = []
+    for context, new, _final in items:
+        lists += [context, [*context, *new]]
+    texts = _decode_many(tokenizer, lists)
+    return [
+        _text_after(texts[2 * i], texts[2 * i + 1], final)
+        for i, (_context, _new, final) in enumerate(items)
+    ]
+
+
+def _bytes_delta(context: bytes, new: bytes, final: bool) -> str:
+    # What an incremental UTF-8 decoder fed every byte so far holds back is decided by
+    # the last 3 (the start of an unfinished character, and what of it came): take them
+    # up again in front of the new bytes, and hold back what still does not finish.
+    tail = context[-_HELD_BYTES:]
+    _, used = codecs.utf_8_decode(tail, "replace", False)
+    text, _ = codecs.utf_8_decode(tail[used:] + new, "replace", final)
+    return text
+
+
+def _decode_many(tokenizer: Tokenizer, lists: Sequence[Sequence[int]]) -> list[str]:
+    if isinstance(tokenizer, BatchDecoder):
+        return tokenizer.decode_batch(lists)
+    return [tokenizer.decode(ids) if ids else "" for ids in lists]
+
+
+def _text_after(before: str, text: str, final: bool) -> str:
+    """The text `text` adds after `before` (the decode of the context alone), whose
+    trailing unfinished characters (U+FFFD) earlier responses held back."""
+    before = _complete(before)
     if not final:
         text = _complete(text)
     if text.startswith(before):

@@ -13,22 +13,27 @@ from llm_stack.tokenizer import (
     FAST_PATH_SPECIALS,
     REPLACEMENT,
     GgufTokenizer,
+    PieceTokenizer,
     Segment,
     SpecialToken,
     SpecialTokenIndex,
+    Tokenizer,
     load_tokenizer,
     logprob_texts,
     text_delta,
+    text_deltas,
 )
 
 MIXED_TEXT = "Café naïve — 北京 🙂, 龘𝔘🦩 and ß!"
 
 
 class BytesTokenizer:
-    """A fake whose tokens are byte strings, so one character can span two tokens."""
+    """A fake whose tokens are byte strings, so one character can span two tokens; it
+    only decodes (text_delta compares decoded texts)."""
 
     def __init__(self, vocab: Sequence[bytes]) -> None:
         self.vocab = list(vocab)
+        self.calls = 0
 
     @property
     def end_id(self) -> int:
@@ -42,16 +47,51 @@ class BytesTokenizer:
         raise NotImplementedError
 
     def decode(self, ids: Sequence[int]) -> str:
+        self.calls += 1
         return b"".join(self.vocab[i] for i in ids).decode("utf-8", errors="replace")
 
     def token_bytes(self, token: int) -> bytes:
         return self.vocab[token]
 
 
-def stream(tokenizer: BytesTokenizer | GgufTokenizer, ids: Sequence[int]) -> list[str]:
-    """The deltas a client gets when the tokens arrive one at a time."""
+class PieceBytesTokenizer(BytesTokenizer):
+    """The same fake with byte pieces: text_delta cuts bytes."""
+
+    def text_bytes(self, ids: Sequence[int]) -> bytes:
+        return b"".join(self.vocab[i] for i in ids)
+
+
+class BatchBytesTokenizer(BytesTokenizer):
+    """The same fake decoding many lists in one call."""
+
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        self.calls += 1
+        return [b"".join(self.vocab[i] for i in ids).decode("utf-8", "replace") for ids in batch]
+
+
+FAKES = (BytesTokenizer, PieceBytesTokenizer)
+
+
+def responses(ids: Sequence[int], sizes: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+    """(context, new ids) of each response, as the tensorrt_llm model sends them: the new
+    ids in chunks of `sizes` (the last takes the rest), each with the ids before it."""
+    out, at = [], 0
+    for size in [*sizes, len(ids)]:
+        if at >= len(ids):
+            break
+        end = min(len(ids), at + max(1, size))
+        out.append((list(ids[max(0, at - DETOKENIZE_WINDOW) : at]), list(ids[at:end])))
+        at = end
+    return out
+
+
+def stream(tokenizer: Tokenizer, ids: Sequence[int], sizes: Sequence[int] = ()) -> list[str]:
+    """The deltas a client gets when the ids come in chunks of `sizes` (default: one by
+    one)."""
+    chunks = responses(ids, sizes or [1] * len(ids))
     return [
-        text_delta(tokenizer, ids[:i], i - 1, final=i == len(ids)) for i in range(1, len(ids) + 1)
+        text_delta(tokenizer, context, new, final=i == len(chunks) - 1)
+        for i, (context, new) in enumerate(chunks)
     ]
 
 
@@ -62,41 +102,57 @@ SPLIT_VOCAB = [
 ]
 
 
-def test_split_character_is_held_back_until_complete() -> None:
-    tok = BytesTokenizer(SPLIT_VOCAB)
+@pytest.mark.parametrize("fake", FAKES)
+def test_split_character_is_held_back_until_complete(fake: type[BytesTokenizer]) -> None:
+    tok = fake(SPLIT_VOCAB)
     ids = [1, 2, 3, 8, 4, 5, 6]  # a 中 " " 😀 b
     deltas = stream(tok, ids)
     assert deltas == ["a", "", "中", " ", "", "", "😀b"]
     assert "".join(deltas) == tok.decode(ids) == "a中 😀b"
 
 
-def test_character_completed_together_with_the_start_of_the_next() -> None:
-    tok = BytesTokenizer(SPLIT_VOCAB)
+@pytest.mark.parametrize("fake", FAKES)
+def test_character_completed_together_with_the_start_of_the_next(
+    fake: type[BytesTokenizer],
+) -> None:
+    tok = fake(SPLIT_VOCAB)
     ids = [4, 5, 7, 9, 3]  # f0 | 9f 98 | 80 e4 | b8 | ad: 😀 then 中, both split
     deltas = stream(tok, ids)
     assert deltas == ["", "", "😀", "", "中"]
     # A sequence that ends on a broken character flushes it as U+FFFD when final.
-    assert text_delta(tok, ids[:3], 2, final=True) == "😀\ufffd"
+    assert text_delta(tok, [4, 5], [7], final=True) == "😀\ufffd"
 
 
-def test_no_replacement_character_mid_stream() -> None:
-    tok = BytesTokenizer(SPLIT_VOCAB)
+@pytest.mark.parametrize("fake", FAKES)
+def test_no_replacement_character_mid_stream(fake: type[BytesTokenizer]) -> None:
+    tok = fake(SPLIT_VOCAB)
     ids = [1, 4, 5, 6, 2, 3, 8, 2, 3, 1]
     deltas = stream(tok, ids)
     assert all(REPLACEMENT not in d for d in deltas)
     assert "".join(deltas) == tok.decode(ids)
 
 
-def test_final_flushes_an_incomplete_tail() -> None:
-    tok = BytesTokenizer(SPLIT_VOCAB)
-    assert text_delta(tok, [1, 2], 1, final=False) == ""
-    assert text_delta(tok, [1, 2], 1, final=True) == REPLACEMENT
+@pytest.mark.parametrize("fake", FAKES)
+def test_final_flushes_an_incomplete_tail(fake: type[BytesTokenizer]) -> None:
+    tok = fake(SPLIT_VOCAB)
+    assert text_delta(tok, [1], [2], final=False) == ""
+    assert text_delta(tok, [1], [2], final=True) == REPLACEMENT
 
 
-def test_offset_zero_and_several_tokens_at_once() -> None:
-    tok = BytesTokenizer(SPLIT_VOCAB)
-    assert text_delta(tok, [1, 2, 3, 4], 0, final=False) == "a中"
-    assert text_delta(tok, [1, 2, 3, 4, 5, 6], 4, final=False) == "😀b"
+@pytest.mark.parametrize("fake", FAKES)
+def test_first_response_and_several_tokens_at_once(fake: type[BytesTokenizer]) -> None:
+    tok = fake(SPLIT_VOCAB)
+    assert text_delta(tok, [], [1, 2, 3, 4], final=False) == "a中"
+    assert text_delta(tok, [1, 2, 3, 4], [5, 6], final=False) == "😀b"
+
+
+@pytest.mark.parametrize("fake", FAKES)
+def test_an_invalid_byte_held_back_at_the_end_comes_with_the_next_text(
+    fake: type[BytesTokenizer],
+) -> None:
+    tok = fake([b"x", b"\x80", b"A"])
+    deltas = stream(tok, [0, 1, 2])
+    assert "".join(deltas) == tok.decode([0, 1, 2]) == "x\ufffdA"
 
 
 def test_not_prefix_stable_decoding_emits_past_the_common_part() -> None:
@@ -106,39 +162,110 @@ def test_not_prefix_stable_decoding_emits_past_the_common_part() -> None:
             return super().decode(ids).replace("a ", "A ")
 
     tok = Merging(SPLIT_VOCAB)
-    assert text_delta(tok, [1, 1], 1, final=False) == "a"
-    assert text_delta(tok, [1, 1, 8], 2, final=False) == "A "
+    assert text_delta(tok, [1], [1], final=False) == "a"
+    assert text_delta(tok, [1, 1], [8], final=False) == "A "
 
 
-class CountingBytesTokenizer(BytesTokenizer):
-    """One token per byte; counts the ids decoded."""
+class CountingBytesTokenizer(PieceBytesTokenizer):
+    """One token per byte; counts the ids it turns into bytes."""
 
     def __init__(self) -> None:
         super().__init__([bytes([b]) for b in range(256)])
-        self.decoded = 0
+        self.read = 0
 
-    def decode(self, ids: Sequence[int]) -> str:
-        self.decoded += len(ids)
-        return super().decode(ids)
+    def text_bytes(self, ids: Sequence[int]) -> bytes:
+        self.read += len(ids)
+        return super().text_bytes(ids)
 
 
-def test_long_stream_reassembles_exactly_with_a_bounded_window() -> None:
+def test_long_stream_reassembles_exactly_reading_each_response_only() -> None:
     tok = CountingBytesTokenizer()
     ids = list((MIXED_TEXT * 20).encode())
     deltas = stream(tok, ids)
     assert "".join(deltas) == MIXED_TEXT * 20
     assert all(REPLACEMENT not in d for d in deltas)
-    # Each response decodes a few windows, not the whole sequence so far (~490 ids here).
-    assert tok.decoded < len(ids) * 4 * DETOKENIZE_WINDOW
+    # Each response reads its own ids and its context, not the sequence so far (~900 ids).
+    assert tok.read <= len(ids) * (1 + DETOKENIZE_WINDOW)
 
 
-def test_window_without_a_whole_character_reaches_further_back() -> None:
-    tok = BytesTokenizer(SPLIT_VOCAB)
-    # 😀 split as f0 | 9f 98 | ... | 80 b, with empty pieces (id 0) filling the window.
-    ids = [1, 4, 5, *[0] * (DETOKENIZE_WINDOW - 1), 6]
+@pytest.mark.parametrize("fake", FAKES)
+def test_control_tokens_between_the_bytes_of_a_character(fake: type[BytesTokenizer]) -> None:
+    tok = fake(SPLIT_VOCAB)
+    # 😀 split as f0 | 9f 98 | ... | 80 b, with empty pieces (id 0) between: the context
+    # still reaches the character's first byte.
+    ids = [1, 4, 5, *[0] * (DETOKENIZE_WINDOW - 2), 6]
     deltas = stream(tok, ids)
     assert "".join(deltas) == "a😀b"
     assert all(REPLACEMENT not in d for d in deltas)
+
+
+# -- many random sequences: the streamed deltas join to the whole decode --------------------
+
+ALPHABET = "ab é—北京🙂🦩𝔘ß\n"
+ODD_BYTES = (0x41, 0x80, 0xBF, 0xC3, 0xE4, 0xF0, 0x9F, 0xFF)  # leads, continuations, invalid
+
+
+def random_split(rng: random.Random, data: bytes) -> list[bytes]:
+    """`data` cut into tokens of 1..4 bytes, characters split anywhere."""
+    pieces, at = [], 0
+    while at < len(data):
+        size = rng.randint(1, 4)
+        pieces.append(data[at : at + size])
+        at += size
+    return pieces
+
+
+def random_case(rng: random.Random, *, valid: bool) -> tuple[list[bytes], list[int]]:
+    """A vocabulary and the ids of one random text in it; not `valid`: any bytes."""
+    if valid:
+        data = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 60))).encode()
+    else:
+        data = bytes(rng.choice(ODD_BYTES) for _ in range(40))
+    vocab = random_split(rng, data)
+    return vocab, list(range(len(vocab)))
+
+
+def chunk_sizes(rng: random.Random, count: int) -> list[int]:
+    """Response sizes as coalescing makes them: mostly one id, sometimes several."""
+    return [rng.choice((1, 1, 1, 2, 3, 7)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("fake", [*FAKES, BatchBytesTokenizer])
+def test_random_streams_join_to_the_whole_decode(fake: type[BytesTokenizer]) -> None:
+    for seed in range(500):
+        rng = random.Random(seed)
+        vocab, ids = random_case(rng, valid=True)
+        tok = fake(vocab)
+        deltas = stream(tok, ids, chunk_sizes(rng, len(ids)))
+        assert "".join(deltas) == tok.decode(ids), seed
+        assert all(REPLACEMENT not in d for d in deltas[:-1]), seed
+
+
+def test_random_bytes_stream_exactly_with_byte_pieces() -> None:
+    # Invalid UTF-8 too (lone continuation bytes, cut characters, 0xff): each response's
+    # text is what an incremental decoder of all the bytes would emit then.
+    for seed in range(500):
+        rng = random.Random(seed)
+        vocab, ids = random_case(rng, valid=rng.random() < 0.3)
+        tok = PieceBytesTokenizer([*vocab, b""])
+        # Control tokens (no text) here and there, fewer in a row than the window allows.
+        empty = [len(vocab)]
+        with_empty = [t for i in ids for t in (empty if rng.random() < 0.2 else []) + [i]]
+        deltas = stream(tok, with_empty, chunk_sizes(rng, len(with_empty)))
+        assert "".join(deltas) == tok.decode(with_empty), seed
+
+
+def test_a_batch_decodes_in_one_call() -> None:
+    tok = BatchBytesTokenizer(SPLIT_VOCAB)
+    items = [([], [1, 2], False), ([1, 2], [3], False), ([4, 5], [7], True)]
+    assert text_deltas(tok, items) == ["a", "中", "😀\ufffd"]
+    assert tok.calls == 1
+
+
+def test_the_fakes_and_the_gguf_vocabulary_are_piece_tokenizers_or_not() -> None:
+    assert isinstance(PieceBytesTokenizer(SPLIT_VOCAB), PieceTokenizer)
+    assert not isinstance(BytesTokenizer(SPLIT_VOCAB), PieceTokenizer)
+    assert issubclass(GgufTokenizer, PieceTokenizer)
 
 
 def test_load_tokenizer_rejects_unknown_kind() -> None:
@@ -202,6 +329,26 @@ def test_gguf_streaming_reassembles_exactly(gguf: GgufTokenizer, repeat: int) ->
     deltas = stream(gguf, ids)
     assert "".join(deltas) == MIXED_TEXT * repeat
     assert all(REPLACEMENT not in d for d in deltas)
+
+
+def test_gguf_text_bytes_are_what_decode_renders(gguf: GgufTokenizer) -> None:
+    # The premise of cutting bytes: decode is the pieces joined, control tokens as nothing.
+    rng = random.Random(3)
+    for _ in range(300):
+        ids = [rng.randrange(262_144) for _ in range(rng.randint(1, 12))]
+        assert gguf.text_bytes(ids).decode("utf-8", "replace") == gguf.decode(ids)
+    assert gguf.text_bytes([gguf.end_id]) == b""
+
+
+def test_gguf_random_streams_join_to_the_whole_decode(gguf: GgufTokenizer) -> None:
+    rare = "龘𝔘🦩🙂ꙮ𓀀ǅ\u0301"  # rare characters come as byte tokens
+    for seed in range(100):
+        rng = random.Random(seed)
+        text = "".join(rng.choice((*rare, " the", "é", "北京", "\n")) for _ in range(40))
+        ids = gguf.encode(text, add_special=False)
+        ids.insert(rng.randrange(len(ids)), gguf.end_id)  # a control token: no text
+        deltas = stream(gguf, ids, chunk_sizes(rng, len(ids)))
+        assert "".join(deltas) == gguf.decode(ids) == text, seed
 
 
 def test_logprob_texts_are_each_tokens_own_bytes() -> None:

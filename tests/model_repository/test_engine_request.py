@@ -19,6 +19,7 @@ from llm_stack.engine.base import (
 )
 from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.model_errors import ErrorCode, ModelError
+from llm_stack.tokenizer import DETOKENIZE_WINDOW
 from llm_stack.word_lists import encode_word_list
 
 MAX_INPUT_LEN = 16
@@ -268,12 +269,14 @@ def test_bad_guides_name_their_tensor(
 
 def test_response_arrays_shapes_and_types() -> None:
     delta = TokenDelta((12, 13), num_input_tokens=4, num_output_tokens=3)
-    arrays = response_arrays([11, 12, 13], 1, delta)
-    assert arrays["output_ids"].shape == (1, 1, 3)
+    arrays = response_arrays([12, 13], [11], 1, delta)
+    assert arrays["output_ids"].shape == (1, 1, 2)
     assert arrays["output_ids"].dtype == np.int32
-    assert arrays["output_ids"].tolist() == [[[11, 12, 13]]]
+    assert arrays["output_ids"].tolist() == [[[12, 13]]]  # the new ids only
+    assert arrays["context_ids"].dtype == np.int32
+    assert arrays["context_ids"].tolist() == [[11]]
     for name, value in (
-        ("sequence_length", 3),
+        ("sequence_length", 2),
         ("output_offset", 1),
         ("num_input_tokens", 4),
         ("num_output_tokens", 3),
@@ -288,14 +291,15 @@ def test_response_arrays_shapes_and_types() -> None:
 
 @pytest.mark.parametrize("reason", list(FinishReason))
 def test_response_arrays_finish_reason_bytes(reason: FinishReason) -> None:
-    arrays = response_arrays([5], 0, TokenDelta((5,), 4, 1, reason))
+    arrays = response_arrays([5], [], 0, TokenDelta((5,), 4, 1, reason))
     assert arrays["finish_reason"][0, 0] == reason.value.encode()
 
 
 def test_response_arrays_with_no_output() -> None:
-    arrays = response_arrays([], 0, TokenDelta((), 4, 0, FinishReason.STOP))
+    arrays = response_arrays([], [], 0, TokenDelta((), 4, 0, FinishReason.STOP))
     assert arrays["output_ids"].shape == (1, 1, 0)
     assert arrays["output_ids"].dtype == np.int32
+    assert arrays["context_ids"].shape == (1, 0)
     assert arrays["sequence_length"].tolist() == [[0]]
 
 
@@ -333,30 +337,40 @@ def test_choice_and_logprob_errors_name_their_input(
 def test_each_sequence_sends_its_own_tokens_and_logprobs() -> None:
     outputs = [SequenceOutput(), SequenceOutput()]
     first = TokenDelta((5, 6), 4, 2, index=1, logprobs=(lp(-0.5, 9), lp(-1.0, 6)))
-    outputs[1].add(first)
-    arrays = outputs[1].response(first, logprobs=True)
+    outputs[1].add(first, logprobs=True)
+    arrays = outputs[1].take(logprobs=True)
     assert arrays["sequence_index"].tolist() == [[1]]
     assert arrays["output_ids"].tolist() == [[[5, 6]]]
     assert arrays["output_log_probs"].tolist() == [[-0.5, -1.0]]
     assert arrays["top_token_ids"].tolist() == [[[9], [6]]]
     assert arrays["top_log_probs"].shape == (1, 2, 1)
     last = TokenDelta((7,), 4, 3, FinishReason.LENGTH, index=1, logprobs=(lp(-2.0, 7),))
-    outputs[1].add(last)
-    arrays = outputs[1].response(last, logprobs=True)
-    # All ids so far (postprocessing is stateless); logprobs of the new ones only.
-    assert (arrays["output_ids"].tolist(), arrays["output_offset"].tolist()) == (
-        [[[5, 6, 7]]],
-        [[2]],
-    )
+    outputs[1].add(last, logprobs=True)
+    arrays = outputs[1].take(logprobs=True)
+    # The new ids, after the ids before them; logprobs of the new ones only.
+    assert arrays["output_ids"].tolist() == [[[7]]]
+    assert (arrays["context_ids"].tolist(), arrays["output_offset"].tolist()) == ([[5, 6]], [[2]])
     assert arrays["output_log_probs"].tolist() == [[-2.0]]
-    assert outputs[0].ids == []
+    assert arrays["num_output_tokens"].tolist() == [[3]]
+    assert outputs[0].pending == []
+    assert outputs[0].last is None
+
+
+def test_context_is_the_last_window_of_ids_sent() -> None:
+    output = SequenceOutput()
+    for token in range(20):
+        output.add(TokenDelta((token,), 4, token + 1), logprobs=False)
+        arrays = output.take(logprobs=False)
+        assert arrays["context_ids"].tolist() == [
+            list(range(max(0, token - DETOKENIZE_WINDOW), token))
+        ]
+        assert arrays["output_offset"].tolist() == [[token]]
 
 
 def test_without_logprobs_the_tensors_are_empty() -> None:
     output = SequenceOutput()
-    delta = TokenDelta((5,), 4, 1)
-    output.add(delta)
-    arrays = output.response(delta, logprobs=False)
+    output.add(TokenDelta((5,), 4, 1), logprobs=False)
+    arrays = output.take(logprobs=False)
     assert arrays["output_log_probs"].shape == (1, 0)
     assert arrays["top_log_probs"].shape == (1, 0, 0)
     assert arrays["top_token_ids"].shape == (1, 0, 0)
@@ -364,10 +378,9 @@ def test_without_logprobs_the_tensors_are_empty() -> None:
 
 def test_logprobs_that_do_not_match_the_tokens_are_an_engine_error() -> None:
     output = SequenceOutput()
-    delta = TokenDelta((5, 6), 4, 2, logprobs=(lp(-0.5, 5),))
-    output.add(delta)
     with pytest.raises(EngineError, match="1 logprobs for 2 tokens"):
-        output.response(delta, logprobs=True)
+        output.add(TokenDelta((5, 6), 4, 2, logprobs=(lp(-0.5, 5),)), logprobs=True)
+    assert output.pending == []  # nothing kept
 
 
 def lp(value: float, top_token: int) -> TokenLogprob:

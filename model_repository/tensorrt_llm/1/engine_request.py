@@ -27,6 +27,7 @@ from llm_stack.guided_decoding import (
     parse_guide,
 )
 from llm_stack.model_errors import ErrorCode, ModelError
+from llm_stack.tokenizer import DETOKENIZE_WINDOW
 from llm_stack.word_lists import decode_word_list
 
 Tensors = Mapping[str, npt.NDArray[Any] | None]
@@ -157,43 +158,79 @@ def build_request(
 
 @dataclass
 class SequenceOutput:
-    """One sequence's output ids so far, and what its responses have not carried yet."""
+    """One sequence's tokens that its responses have not carried yet, and the last few
+    they did (the context postprocessing detokenizes the new ones after)."""
 
-    ids: list[int] = field(default_factory=list)
-    offset: int = 0  # ids the earlier responses carried
-    logprobs: list[TokenLogprob] = field(default_factory=list)  # of ids[offset:]
+    pending: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of `pending`
+    context: list[int] = field(default_factory=list)  # the last ids sent, at most the window
+    sent: int = 0  # ids the earlier responses carried
+    responses: int = 0  # responses taken
+    last: TokenDelta | None = None  # the latest delta: counts and finish reason
+    done: bool = False  # its final response was taken
 
-    def add(self, delta: TokenDelta) -> None:
-        self.ids.extend(delta.token_ids)
-        self.logprobs.extend(delta.logprobs)
-
-    def response(self, delta: TokenDelta, logprobs: bool) -> dict[str, npt.NDArray[Any]]:
-        """The output tensors of a response carrying the ids since the last one."""
-        if logprobs and len(self.logprobs) != len(self.ids) - self.offset:
+    def add(self, delta: TokenDelta, logprobs: bool) -> None:
+        """Keep a delta's tokens for the next response (raises EngineError, keeping
+        nothing, when logprobs were asked for and they do not match the tokens)."""
+        if logprobs and len(delta.logprobs) != len(delta.token_ids):
             raise EngineError(
-                f"the engine sent {len(self.logprobs)} logprobs for "
-                f"{len(self.ids) - self.offset} tokens"
+                f"the engine sent {len(delta.logprobs)} logprobs for {len(delta.token_ids)} tokens"
             )
-        arrays = response_arrays(self.ids, self.offset, delta, self.logprobs if logprobs else None)
-        self.offset = len(self.ids)
-        self.logprobs = []
+        self.pending.extend(delta.token_ids)
+        if logprobs:
+            self.logprobs.extend(delta.logprobs)
+        self.last = delta
+
+    @property
+    def finished(self) -> bool:
+        return self.last is not None and self.last.finished
+
+    def due(self, streaming: bool, interval: int) -> bool:
+        """Whether a response is due now: the sequence ended; or, streaming, new tokens
+        came and either none went out yet or at least `interval` wait."""
+        if self.done or self.last is None:
+            return False
+        if self.finished:
+            return True
+        return (
+            streaming
+            and bool(self.pending)
+            and (self.responses == 0 or len(self.pending) >= interval)
+        )
+
+    def take(self, logprobs: bool) -> dict[str, npt.NDArray[Any]]:
+        """The output tensors of a response carrying the pending tokens."""
+        assert self.last is not None
+        new = self.pending
+        arrays = response_arrays(
+            new, self.context, self.sent, self.last, self.logprobs if logprobs else None
+        )
+        self.context = (self.context + new)[-DETOKENIZE_WINDOW:]
+        self.sent += len(new)
+        self.pending, self.logprobs = [], []
+        self.responses += 1
+        self.done = self.finished
         return arrays
 
 
 def response_arrays(
-    output_ids: Sequence[int],
+    new_ids: Sequence[int],
+    context: Sequence[int],
     offset: int,
     delta: TokenDelta,
     logprobs: Sequence[TokenLogprob] | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
-    """Output tensors (with the batch dim) for one response; `logprobs` are those of
-    `output_ids[offset:]` (None: not asked for, empty tensors)."""
+    """Output tensors (with the batch dim) for one response carrying `new_ids`, the ids of
+    the sequence from `offset` on, after `context` (the ids just before them); the counts
+    and finish reason come from `delta`, the sequence's latest; `logprobs` are those of
+    `new_ids` (None: not asked for, empty tensors)."""
     entries = logprobs or ()
     # As many alternatives as every entry has (an engine may return fewer than asked).
     k = min((len(e.top) for e in entries), default=0)
     return {
-        "output_ids": np.array([[list(output_ids)]], dtype=np.int32).reshape(1, 1, -1),
-        "sequence_length": np.array([[len(output_ids)]], dtype=np.int32),
+        "output_ids": np.array(new_ids, dtype=np.int32).reshape(1, 1, -1),
+        "sequence_length": np.array([[len(new_ids)]], dtype=np.int32),
+        "context_ids": np.array(context, dtype=np.int32).reshape(1, -1),
         "output_offset": np.array([[offset]], dtype=np.int32),
         "num_input_tokens": np.array([[delta.num_input_tokens]], dtype=np.int32),
         "num_output_tokens": np.array([[delta.num_output_tokens]], dtype=np.int32),

@@ -134,7 +134,7 @@ class TritonPythonModel:
             async with asyncio.timeout(self.timeout_s):
                 async for delta in self.engine.generate(gen_request):
                     output = outputs[delta.index]
-                    output.add(delta)
+                    output.add(delta, logprobs)
                     running -= delta.finished
                     self.metrics.update(self.engine.stats, force=delta.finished)
                     # An aborted sequence ends like any other, with a final response whose
@@ -142,9 +142,9 @@ class TritonPythonModel:
                     # while its postprocessing step may still work on an earlier response,
                     # and Triton 2.51 then never releases the ensemble request (it waits
                     # out its exit timeout for it when it stops).
-                    if not (delta.finished or (streaming and delta.token_ids)):
+                    if not output.due(streaming, interval=1):
                         continue
-                    arrays = output.response(delta, logprobs)
+                    arrays = output.take(logprobs)
                     response = pb_utils.InferenceResponse(
                         output_tensors=[pb_utils.Tensor(k, v) for k, v in arrays.items()]
                     )
