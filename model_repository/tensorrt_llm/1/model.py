@@ -9,11 +9,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from engine_request import SequenceOutput, build_request, health_reply, kv_cache_blocks
+from engine_request import build_request, health_reply, kv_cache_blocks
+from response_stream import ResponseStream, SendQueue
 
 from llm_stack.engine.base import (
     EngineError,
@@ -22,6 +23,7 @@ from llm_stack.engine.base import (
     EngineStats,
     EngineStoppedError,
     InvalidRequestError,
+    TokenDelta,
 )
 from llm_stack.engine.factory import create_engine
 from llm_stack.model_config import ModelParameters
@@ -59,7 +61,10 @@ class TritonPythonModel:
         params = ModelParameters(config)
         self.max_input_len = params.get_int("max_input_len", minimum=1)
         self.timeout_s = params.get_float("request_timeout_s", minimum=1.0)
+        self.stream_interval = params.get_int("stream_interval", minimum=1)
         self.engine = create_engine(params)
+        # Responses are sent from a thread of their own: see response_stream.
+        self.sends = SendQueue()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="tensorrt_llm-requests", daemon=True
@@ -126,42 +131,50 @@ class TritonPythonModel:
             return
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(request, request_id))
         # Each of the n sequences streams its own responses (sequence_index); the last
-        # sequence's final response is the request's.
-        outputs = [SequenceOutput() for _ in range(gen_request.sampling.n)]
-        running = gen_request.sampling.n
-        logprobs = gen_request.sampling.logprobs is not None
+        # sequence's final response is the request's. An aborted sequence ends like any
+        # other, with a final response whose finish_reason is "cancelled". An error after
+        # some responses would fail the ensemble while its postprocessing step may still
+        # work on an earlier one, and Triton 2.51 then never releases the ensemble
+        # request (it waits out its exit timeout for it when it stops).
+        stream = ResponseStream(
+            sender,
+            self.sends,
+            n=gen_request.sampling.n,
+            streaming=streaming,
+            logprobs=gen_request.sampling.logprobs is not None,
+            stream_interval=self.stream_interval,
+            build=_response,
+            build_error=_error_response,
+            final_flag=FINAL,
+            wanted=_requested_outputs(request),
+        )
+        deltas = self.engine.generate(gen_request)
         try:
             async with asyncio.timeout(self.timeout_s):
-                async for delta in self.engine.generate(gen_request):
-                    output = outputs[delta.index]
-                    output.add(delta, logprobs)
-                    running -= delta.finished
-                    self.metrics.update(self.engine.stats, force=delta.finished)
-                    # An aborted sequence ends like any other, with a final response whose
-                    # finish_reason is "cancelled". An error here would fail the ensemble
-                    # while its postprocessing step may still work on an earlier response,
-                    # and Triton 2.51 then never releases the ensemble request (it waits
-                    # out its exit timeout for it when it stops).
-                    if not output.due(streaming, interval=1):
-                        continue
-                    arrays = output.take(logprobs)
-                    response = pb_utils.InferenceResponse(
-                        output_tensors=[pb_utils.Tensor(k, v) for k, v in arrays.items()]
-                    )
-                    sender.send(response, flags=FINAL if running == 0 else 0)
-            if running > 0:  # the engine broke its contract: the request must still end
-                raise EngineError(f"the engine's stream ended with {running} sequences running")
+                try:
+                    async for delta in deltas:
+                        stream.add(delta)
+                        self.metrics.update(self.engine.stats, force=delta.finished)
+                        if stream.broken is not None:
+                            return  # nothing reaches the client any more
+                finally:
+                    # Closing the engine's stream early aborts its sequences.
+                    await _close(deltas)
+            if stream.running > 0:  # the engine broke its contract: the request must still end
+                raise EngineError(
+                    f"the engine's stream ended with {stream.running} sequences running"
+                )
         except (InvalidRequestError, EngineOverloadedError) as exc:
-            _send_error(sender, exc.model_error())
+            stream.fail(exc.model_error())
         except TimeoutError:
             message = f"generation exceeded the time limit of {self.timeout_s:.0f} s"
             limit = {"limit_s": self.timeout_s}
-            _send_error(sender, ModelError(ErrorCode.TIMEOUT, message, None, limit))
+            stream.fail(ModelError(ErrorCode.TIMEOUT, message, None, limit))
         except EngineStoppedError as exc:  # our own words on why the engine serves nothing
-            _send_error(sender, exc.model_error())
+            stream.fail(exc.model_error())
         except EngineError as exc:
             log.error("engine error for %s: %s", request_id, exc)
-            _send_error(sender, ModelError(ErrorCode.ENGINE_ERROR, "engine error"))
+            stream.fail(ModelError(ErrorCode.ENGINE_ERROR, "engine error"))
         finally:
             watcher.cancel()
             self.metrics.update(self.engine.stats, force=True)
@@ -194,6 +207,7 @@ class TritonPythonModel:
         asyncio.run_coroutine_threadsafe(self.engine.shutdown(), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+        self.sends.close()
 
 
 def _optional(request: Any, name: str) -> Any:
@@ -204,6 +218,30 @@ def _optional(request: Any, name: str) -> Any:
 def _flag(request: Any, name: str) -> bool:
     value = _optional(request, name)
     return bool(value is not None and value.size and value.reshape(-1)[0])
+
+
+async def _close(deltas: AsyncIterator[TokenDelta]) -> None:
+    aclose = getattr(deltas, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _requested_outputs(request: Any) -> list[str] | None:
+    """The outputs the caller asked for (Triton drops the others); None: unknown, all."""
+    try:
+        return list(request.requested_output_names())
+    except Exception:  # not offered by this backend: build every output
+        return None
+
+
+def _response(arrays: dict[str, Any]) -> Any:
+    return pb_utils.InferenceResponse(
+        output_tensors=[pb_utils.Tensor(name, value) for name, value in arrays.items()]
+    )
+
+
+def _error_response(error: ModelError) -> Any:
+    return error_response(pb_utils, error)
 
 
 def _send_reply(sender: Any, reply: dict[str, Any] | ModelError) -> None:
