@@ -185,7 +185,7 @@ class TritonPythonModel:
         except Exception as exc:  # a health check that breaks is no sign of health
             log.exception("the engine's health check failed")
             health = EngineHealth(False, f"the engine's health check failed: {exc!r}")
-        self.metrics.healthy.set(1 if health.ok else 0)
+        self.metrics.set(self.metrics.healthy, 1 if health.ok else 0)
         return health
 
     async def _follow_health(self) -> None:
@@ -314,6 +314,18 @@ class _EngineMetrics:
         }
         self._last = EngineStats()
         self._at = 0.0
+        self._values: dict[int, float] = {}  # id(metric) → the value it was set to
+
+    def set(self, metric: Any, value: float) -> None:
+        # Each set is a round trip to the Triton process: skip the ones that change nothing.
+        if self._values.get(id(metric)) != value:
+            metric.set(value)
+            self._values[id(metric)] = value
+
+    @staticmethod
+    def _add(metric: Any, amount: float) -> None:
+        if amount > 0:
+            metric.increment(amount)
 
     def _single(self, name: str, description: str, kind: Any) -> Any:
         family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
@@ -334,16 +346,17 @@ class _EngineMetrics:
             ("scheduled", stats.scheduled),
             ("context", stats.context),
         ):
-            self.gauges[kind].set(value)
-        self.peak.set(stats.peak_step_batch)
-        self.steps.increment(max(0, stats.steps - self._last.steps))
-        self.tokens.increment(max(0, stats.generated_tokens - self._last.generated_tokens))
+            self.set(self.gauges[kind], value)
+        self.set(self.peak, stats.peak_step_batch)
+        self._add(self.steps, stats.steps - self._last.steps)
+        self._add(self.tokens, stats.generated_tokens - self._last.generated_tokens)
         for kind, value in kv_cache_blocks(stats).items():
-            self.blocks[kind].set(value)
-        self.prompt["cached"].increment(
-            max(0, stats.prompt_tokens_cached - self._last.prompt_tokens_cached)
+            self.set(self.blocks[kind], value)
+        self._add(
+            self.prompt["cached"], stats.prompt_tokens_cached - self._last.prompt_tokens_cached
         )
-        self.prompt["computed"].increment(
-            max(0, stats.prompt_tokens_computed - self._last.prompt_tokens_computed)
+        self._add(
+            self.prompt["computed"],
+            stats.prompt_tokens_computed - self._last.prompt_tokens_computed,
         )
         self._last = stats
