@@ -18,6 +18,7 @@ and a cancelled ensemble request can stay in Triton until its exit timeout (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -67,6 +68,9 @@ _CLIENT_MESSAGE_CHARS = 300
 _DRAIN_S = 5.0
 # How often the stop request is repeated meanwhile.
 _STOP_EVERY_S = 0.5
+# Responses a call is read ahead of its consumer, at most: a client slow to take its
+# stream holds back its call's reads (gRPC's flow control), not the frontend's memory.
+_READ_AHEAD = 16
 # Health checks start no sequence, so they may share one id (and their errors read alike).
 _HEALTH_REQUEST_ID = "frontend-health-check"
 # The ensemble's inputs under the names clients sent them (the rest keep theirs).
@@ -271,28 +275,45 @@ def _from_model_error(error: ModelError) -> FrontendError:
 
 
 class _Responses:
-    """The responses of one call, each read in a task of its own.
+    """The responses of one call, read by a task of its own into a short queue.
 
     gRPC cancels a call whose read is cancelled. Read apart, cancelling whoever waits for
     a response (a client gone, a shutdown) leaves the call open, to be ended by a stop
-    request and read to its end instead.
+    request and read to its end instead. One reader task serves the whole call: a task
+    and a shield per response cost more than the rest of a response's way through here.
     """
 
     def __init__(self, call: Any) -> None:
         self.call = call
-        self._pending: asyncio.Future[Any] | None = None
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(_READ_AHEAD)
+        self._reader: asyncio.Task[None] | None = None
+        self._ended = False
+        self._failure: Exception | None = None
 
     async def next(self) -> Any:
-        """The next (result, error) pair of the stream, or None once it has ended."""
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(_next_response(self.call))
-            self._pending.add_done_callback(_retrieve)
-        pending = self._pending
+        """The next (result, error) pair of the stream, or None once it has ended; raises
+        what reading the call raised (grpc.RpcError)."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read())
+        item = _END if self._ended and self._queue.empty() else await self._queue.get()
+        if item is not _END:
+            return item
+        if self._failure is not None:
+            raise self._failure
+        return None
+
+    async def _read(self) -> None:
         try:
-            return await asyncio.shield(pending)
+            async for item in self.call:
+                await self._queue.put(item)
+        except Exception as exc:  # the consumer's to raise
+            self._failure = exc
         finally:
-            if pending.done():
-                self._pending = None
+            # With the queue full the consumer is not waiting: it finds the end once it
+            # has taken what the queue holds.
+            self._ended = True
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(_END)
 
     async def drain(self, timeout_s: float) -> bool:
         """Read until Triton ends the stream, discarding what comes; after `timeout_s`
@@ -302,24 +323,20 @@ class _Responses:
                 while await self.next() is not None:
                     pass
         except TimeoutError:
-            self.call.cancel()
+            self.cancel()
             return False
         except grpc.RpcError:  # its end was all that was awaited
             pass
         return True
 
+    def cancel(self) -> None:
+        """Cancel the call, and its reader (which may wait for room in the queue)."""
+        self.call.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
 
-async def _next_response(call: Any) -> Any:
-    try:
-        return await call.__anext__()
-    except StopAsyncIteration:
-        return None
 
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    # A read nobody waits for any more (its waiter was cancelled) may still fail.
-    if not future.cancelled():
-        future.exception()
+_END = object()  # the reader's last item: the stream has ended
 
 
 def parse_chunk(result: Any) -> EngineChunk | None:
@@ -605,7 +622,7 @@ class TritonPool:
     def _give_up(self, endpoint: Endpoint, triton_id: str, responses: _Responses) -> None:
         """End a call that nobody reads any more (client gone, shutdown)."""
         if self.config.abort_model is None:
-            responses.call.cancel()  # no engine model to stop: cancelling is all there is
+            responses.cancel()  # no engine model to stop: cancelling is all there is
             return
         self._spawn(self._stop_and_drain(endpoint, triton_id, responses))
 
