@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from frontend.errors import OverloadedError
+
+# Told the slots held and the requests waiting whenever either changes (the gauges).
+GateObserver = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,7 @@ class ConcurrencyGate:
         queue_limit: int = 0,
         queue_timeout_s: float = 0.5,
         retry_after_s: int = 1,
+        observer: GateObserver | None = None,
     ) -> None:
         self.limit = limit
         self.queue_limit = queue_limit
@@ -38,6 +43,7 @@ class ConcurrencyGate:
         self.retry_after_s = retry_after_s
         self._in_flight = 0
         self._waiters: deque[_Waiter] = deque()
+        self._observer = observer
 
     @property
     def in_flight(self) -> int:
@@ -53,11 +59,13 @@ class ConcurrencyGate:
         units = max(1, min(units, self.limit))
         if self._in_flight + units <= self.limit and not self._waiters:
             self._in_flight += units
+            self._changed()
             return units
         if len(self._waiters) >= self.queue_limit:
             raise OverloadedError(self.retry_after_s)
         waiter = _Waiter(asyncio.get_running_loop().create_future(), units)
         self._waiters.append(waiter)
+        self._changed()
         try:
             async with asyncio.timeout(self.queue_timeout_s):
                 await waiter.future
@@ -69,6 +77,8 @@ class ConcurrencyGate:
             if self._handed_over(waiter):
                 self.release(units)
             raise
+        finally:
+            self._changed()
         return units
 
     def release(self, units: int = 1) -> None:
@@ -80,10 +90,15 @@ class ConcurrencyGate:
                 self._waiters.popleft()
                 continue
             if self._in_flight + waiter.units > self.limit:
-                return  # FIFO: the head waits for room rather than being overtaken
+                break  # FIFO: the head waits for room rather than being overtaken
             self._waiters.popleft()
             self._in_flight += waiter.units
             waiter.future.set_result(None)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._observer is not None:
+            self._observer(self._in_flight, len(self._waiters))
 
     def _handed_over(self, waiter: _Waiter) -> bool:
         """True when `release` gave this waiter its slots just as it timed out or was cancelled."""

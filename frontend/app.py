@@ -76,13 +76,13 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
             clock=clock,
         )
         gate = ConcurrencyGate(
-            settings.max_concurrent_requests,
-            queue_limit=settings.max_queued_requests,
+            # Each worker holds its share: together they hold the bound (settings.workers).
+            settings.worker_max_concurrent_requests,
+            queue_limit=settings.worker_max_queued_requests,
             queue_timeout_s=settings.queue_timeout_s,
             retry_after_s=settings.overload_retry_after_s,
+            observer=metrics.show_generations,
         )
-        metrics.generations_in_flight.set_function(lambda: gate.in_flight)
-        metrics.generations_queued.set_function(lambda: gate.queued)
         service = GenerationService(pool, gate, limiter, metrics)
         app.state.frontend = FrontendState(
             settings, metrics, validator, keys, service, pool, limiter, clock, int(clock())

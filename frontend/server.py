@@ -5,23 +5,42 @@ deadline for a request's line and headers: a client that trickles them, or conne
 sends nothing, holds its connection for good. FrontendServerConfig serves HTTP/1.1 with
 HeaderDeadlineProtocol, which closes such connections; the body's deadline is
 FrontendMiddleware's (it can still answer 408 then).
+
+With `workers` > 1, uvicorn's supervisor binds the port once and runs that many worker
+processes on it (spawned: each imports the frontend afresh), restarting any that dies;
+each builds its own app (WorkerApp), so its own Triton channels, gate and limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import h11
 import uvicorn
+from fastapi import FastAPI
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from frontend.app import create_app
 from frontend.logs import configure_logging
+from frontend.metrics import MULTIPROCESS_DIR_ENV
 from frontend.settings import FrontendSettings
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
 
 
 class ShutdownTimeoutIsAWarning(logging.Filter):
@@ -95,8 +114,9 @@ class HeaderDeadlineProtocol(H11Protocol):
         self.transport.close()
 
 
-def uvicorn_config(settings: FrontendSettings, app: Any = None) -> uvicorn.Config:
-    """uvicorn's configuration for `app` (default: the app built from `settings`)."""
+def uvicorn_config(settings: FrontendSettings, app: Any = None, **extra: Any) -> uvicorn.Config:
+    """uvicorn's configuration for `app` (default: the app built from `settings`); `extra`
+    goes to uvicorn.Config as it is."""
     return FrontendServerConfig(
         create_app(settings) if app is None else app,
         header_timeout_s=settings.header_timeout_s,
@@ -113,12 +133,95 @@ def uvicorn_config(settings: FrontendSettings, app: Any = None) -> uvicorn.Confi
         forwarded_allow_ips=list(settings.forwarded_allow_ips),
         # SIGTERM/SIGINT: stop accepting, let in-flight requests finish this long, then stop.
         timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        **extra,
     )
+
+
+def _configure_logging(settings: FrontendSettings) -> None:
+    configure_logging(settings.log_level)
+    logging.getLogger("uvicorn.error").addFilter(ShutdownTimeoutIsAWarning())
+
+
+class WorkerApp:
+    """The app factory each worker process calls (uvicorn pickles it to the worker): the
+    settings the supervisor was started with, not the worker's own environment."""
+
+    def __init__(self, settings: FrontendSettings, supervisor_pid: int) -> None:
+        self.settings = settings
+        self.supervisor_pid = supervisor_pid
+
+    def __call__(self) -> FastAPI:
+        _end_with_supervisor(self.supervisor_pid)
+        _configure_logging(self.settings)
+        return create_app(self.settings)
+
+
+def _end_with_supervisor(supervisor_pid: int) -> None:
+    """Have the kernel send this worker SIGTERM when the supervisor ends, however it ends
+    (SIGKILL included): a worker left behind would keep serving the port alone."""
+    if not sys.platform.startswith("linux"):
+        return
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    if prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != supervisor_pid:  # it ended before the call: no signal would come
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def worker_metrics_dir(settings: FrontendSettings) -> Iterator[Path]:
+    """The directory of the workers' metric files, empty, named in the environment the
+    workers start with; a temporary one (default) is removed at the end."""
+    if settings.metrics_dir is not None:
+        directory = settings.metrics_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        # Files of an earlier run would add their counts to this one's.
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        temporary = False
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="llm-frontend-metrics-"))
+        temporary = True
+    previous = os.environ.get(MULTIPROCESS_DIR_ENV)
+    os.environ[MULTIPROCESS_DIR_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROCESS_DIR_ENV] = previous
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def serve_workers(settings: FrontendSettings) -> None:
+    """Bind the port and run `settings.workers` worker processes on it until SIGTERM or
+    SIGINT (each shuts down gracefully); a worker that dies is replaced."""
+    with worker_metrics_dir(settings) as directory:
+        config = uvicorn_config(
+            settings, WorkerApp(settings, os.getpid()), workers=settings.workers, factory=True
+        )
+        log.info(
+            "serving with %d workers, each with %d of the %d concurrent sequences; "
+            "metric files in %s",
+            settings.workers,
+            settings.worker_max_concurrent_requests,
+            settings.max_concurrent_requests,
+            directory,
+        )
+        sock = config.bind_socket()
+        try:
+            Multiprocess(config, sockets=[sock]).run()
+        finally:
+            sock.close()
 
 
 def run(settings: FrontendSettings | None = None) -> None:
     """Build the app and serve it until SIGTERM/SIGINT, shutting down gracefully."""
     settings = settings if settings is not None else FrontendSettings()
-    configure_logging(settings.log_level)
-    logging.getLogger("uvicorn.error").addFilter(ShutdownTimeoutIsAWarning())
+    _configure_logging(settings)
+    if settings.workers > 1:
+        serve_workers(settings)
+        return
     uvicorn.Server(uvicorn_config(settings)).run()

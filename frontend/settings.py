@@ -35,6 +35,15 @@ class FrontendSettings(BaseSettings):
     # HTTP server
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # Worker processes serving the port (as vLLM's --api-server-count), each with its own
+    # event loop and Triton channels: one process's CPU bounds the tokens/s it streams.
+    # With more than one, the concurrency bound and its queue are divided among them
+    # (each takes max_concurrent_requests // workers), rate limits need the shared Redis
+    # storage, and /metrics on any of them reports all of them.
+    workers: int = Field(default=1, ge=1, le=64)
+    # Where several workers keep their metric files (prometheus-client's multiprocess
+    # mode); emptied at start. Default: a fresh temporary directory, removed at exit.
+    metrics_dir: Path | None = None
     log_level: LogLevel = "info"
     # Prompts are user data: they reach the logs only when this is switched on.
     log_prompts: bool = False
@@ -101,7 +110,8 @@ class FrontendSettings(BaseSettings):
     # memory:// for one process; redis://host:port/db to share budgets between replicas.
     rate_limit_storage_url: str = "memory://"
 
-    # Overload protection
+    # Overload protection: sequences generating at once (a request of n choices holds n),
+    # and requests waiting for room; across all workers (see `workers`).
     max_concurrent_requests: int = Field(default=256, ge=1)
     max_queued_requests: int = Field(default=0, ge=0)
     queue_timeout_s: float = Field(default=0.5, gt=0)
@@ -132,6 +142,35 @@ class FrontendSettings(BaseSettings):
         if not self.triton_urls:
             raise ValueError("triton_urls needs at least one Triton gRPC endpoint")
         return self
+
+    @model_validator(mode="after")
+    def _workers_share(self) -> FrontendSettings:
+        if self.workers == 1:
+            return self
+        limited = self.rate_limit_rpm or self.rate_limit_tpm
+        if limited and self.rate_limit_storage_url.startswith("memory://"):
+            # Each worker would keep its own windows: a caller would get workers x its limits.
+            raise ValueError(
+                f"workers={self.workers} with rate limits needs a storage the workers share: "
+                "rate_limit_storage_url is memory://, set LLM_FRONTEND_RATE_LIMIT_STORAGE_URL "
+                "to redis://host:port/db (or LLM_FRONTEND_WORKERS to 1)"
+            )
+        if self.max_concurrent_requests < self.workers:
+            raise ValueError(
+                f"max_concurrent_requests ({self.max_concurrent_requests}) is divided among "
+                f"the workers ({self.workers}): it must be at least the number of workers"
+            )
+        return self
+
+    @property
+    def worker_max_concurrent_requests(self) -> int:
+        """One worker's share of the concurrency bound: together they hold it exactly."""
+        return self.max_concurrent_requests // self.workers
+
+    @property
+    def worker_max_queued_requests(self) -> int:
+        """One worker's share of the wait queue."""
+        return self.max_queued_requests // self.workers
 
     @property
     def auth_enabled(self) -> bool:
