@@ -261,3 +261,34 @@ def test_only_the_outputs_asked_for_are_built(sends: SendQueue) -> None:
     assert sorted(response) == ["finish_reason", "output_ids"]
     assert flags == FINAL
     assert np.array_equal(response["output_ids"], [[[1]]])
+
+
+class Request:
+    """Counts `is_cancelled()` calls: Triton may have freed a request after its final
+    response, so none may come then."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def is_cancelled(self) -> bool:
+        self.asked += 1
+        return False
+
+
+def test_cancellation_is_not_asked_once_the_final_response_is_taken(sends: SendQueue) -> None:
+    sender = Sender()
+    sender.gate = threading.Semaphore(0)
+    stream = make(sender, sends)
+    request = Request()
+    assert stream.cancelled(request) is False
+    assert request.asked == 1  # asked while the request runs
+    stream.add(token(1, 1, finish=FinishReason.STOP))
+    assert sender.entered.acquire(timeout=WAIT_S)  # the final response is being sent
+    answers: list[bool] = []
+    checker = threading.Thread(target=lambda: answers.append(stream.cancelled(request)))
+    checker.start()  # waits for the send, then does not ask
+    sender.gate.release()
+    checker.join(WAIT_S)
+    assert answers == [False]
+    assert request.asked == 1
+    assert sender.wait_final()[-1][1] == FINAL

@@ -129,7 +129,6 @@ class TritonPythonModel:
         except InvalidRequestError as exc:
             _send_error(sender, exc.model_error())
             return
-        watcher = asyncio.get_running_loop().create_task(self._watch_cancel(request, request_id))
         # Each of the n sequences streams its own responses (sequence_index); the last
         # sequence's final response is the request's. An aborted sequence ends like any
         # other, with a final response whose finish_reason is "cancelled". An error after
@@ -147,6 +146,9 @@ class TritonPythonModel:
             build_error=_error_response,
             final_flag=FINAL,
             wanted=_requested_outputs(request),
+        )
+        watcher = asyncio.get_running_loop().create_task(
+            self._watch_cancel(stream, request, request_id)
         )
         deltas = self.engine.generate(gen_request)
         try:
@@ -194,9 +196,10 @@ class TritonPythonModel:
             self._health()
             await asyncio.sleep(HEALTH_PERIOD_S)
 
-    async def _watch_cancel(self, request: Any, request_id: str) -> None:
-        # Triton flags cancellation (client gone, stream cancelled) on the request only.
-        while not request.is_cancelled():  # noqa: ASYNC110 - Triton offers only polling
+    async def _watch_cancel(self, stream: ResponseStream, request: Any, request_id: str) -> None:
+        # Triton flags cancellation (client gone, stream cancelled) on the request only;
+        # the stream asks it only before the final response.
+        while not stream.cancelled(request):  # noqa: ASYNC110 - Triton offers only polling
             await asyncio.sleep(CANCEL_POLL_S)
         await self.engine.abort(request_id)
 

@@ -91,6 +91,9 @@ class ResponseStream:
         self._final = final_flag
         self._wanted = None if wanted is None else frozenset(wanted)
         self._lock = threading.Lock()
+        # Held while responses are taken and sent, and while Triton is asked whether the
+        # request is cancelled: never after the final response (see `cancelled`).
+        self._sending = threading.Lock()
         self._outputs = [SequenceOutput() for _ in range(n)]
         self._running = n
         self._error: ModelError | None = None
@@ -102,6 +105,16 @@ class ResponseStream:
     def running(self) -> int:
         """Sequences whose last delta has not come yet."""
         return self._running
+
+    def cancelled(self, request: Any) -> bool:
+        """Whether Triton flags `request` cancelled (its `is_cancelled()`); False once its
+        final response was taken: Triton may have freed the request then, and asking
+        about it would read freed memory (python_backend asks its response factory,
+        which the final response deletes)."""
+        with self._sending:
+            if self._ended:
+                return False
+            return bool(request.is_cancelled())
 
     def add(self, delta: TokenDelta) -> None:
         """Take one engine delta (EngineError, keeping nothing, if its logprobs do not
@@ -161,24 +174,25 @@ class ResponseStream:
 
     def flush(self) -> None:
         """Send what is due (the SendQueue's thread; never raises)."""
-        with self._lock:
-            items = self._take()
-        try:
-            for item, flags in items:
-                if isinstance(item, ModelError):
-                    response = self._build_error(item)
-                else:
-                    if self._wanted is not None:
-                        item = {k: v for k, v in item.items() if k in self._wanted}
-                    response = self._build(item)
-                self._sender.send(response, flags=flags)
-        except Exception as exc:  # the client is gone, or Triton let go of the request
-            log.debug("could not send a response", exc_info=True)
+        with self._sending:
             with self._lock:
-                self.broken = exc
-                self._ended = True
-                self._queued = False
-            return
+                items = self._take()
+            try:
+                for item, flags in items:
+                    if isinstance(item, ModelError):
+                        response = self._build_error(item)
+                    else:
+                        if self._wanted is not None:
+                            item = {k: v for k, v in item.items() if k in self._wanted}
+                        response = self._build(item)
+                    self._sender.send(response, flags=flags)
+            except Exception as exc:  # the client is gone, or Triton let go of the request
+                log.debug("could not send a response", exc_info=True)
+                with self._lock:
+                    self.broken = exc
+                    self._ended = True
+                    self._queued = False
+                return
         with self._lock:
             again = self._due()
             self._queued = again
