@@ -72,7 +72,7 @@ def openapi_document(
         title=app.title,
         version=app.version,
         summary=app.summary,
-        description=app.description,
+        description=" ".join(filter(None, [app.description, capacity(settings)])),
         routes=app.routes,
     )
     schemas: dict[str, Any] = document["components"]["schemas"]
@@ -93,6 +93,28 @@ def openapi_document(
     _declare_headers(document)
     _drop_unused_validation_error(document)
     return document
+
+
+def capacity(settings: FrontendSettings) -> str:
+    """What the concurrency bound of `settings` lets through, for the document."""
+    text = (
+        f"At most {settings.max_concurrent_requests} sequences generate at once (a request "
+        "of n choices counts n)"
+    )
+    if settings.max_queued_requests:
+        text += (
+            f"; up to {settings.max_queued_requests} requests more wait for room, "
+            f"{settings.queue_timeout_s:g} s at most"
+        )
+    text += "; beyond that, 503 with Retry-After."
+    if settings.workers > 1:
+        text += (
+            f" The bound and the queue are divided among {settings.workers} worker processes: "
+            f"each takes {settings.worker_max_concurrent_requests} sequences and "
+            f"{settings.worker_max_queued_requests} waiting requests, so a request can be "
+            "refused by a full worker while another has room."
+        )
+    return text
 
 
 def _add_components(schemas: dict[str, Any], models: Sequence[type[BaseModel]]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import h11
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.config import Config
+from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -211,10 +211,15 @@ def serve_workers(settings: FrontendSettings) -> None:
             directory,
         )
         sock = config.bind_socket()
+        supervisor = Multiprocess(config, sockets=[sock])
         try:
-            Multiprocess(config, sockets=[sock]).run()
+            supervisor.run()
         finally:
             sock.close()
+    # A worker that could not start (its app, the port) stops them all: say so, as a
+    # single process does.
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        sys.exit(STARTUP_FAILURE)
 
 
 def run(settings: FrontendSettings | None = None) -> None:

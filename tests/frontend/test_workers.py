@@ -27,6 +27,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from frontend.app import create_app
 from frontend.settings import FrontendSettings
 from launcher.triton_server import TritonServer
 from tests.conftest import REPO_ROOT, free_port
@@ -64,6 +65,15 @@ class Frontend:
                 if name == "frontend_http_requests_total" and labels["route"] == route:
                     counts[_pid(path)] = counts.get(_pid(path), 0.0) + value
         return counts
+
+    def live(self, name: str) -> dict[int, float]:
+        """A summed live gauge's value in each worker, read from its own file."""
+        values: dict[int, float] = {}
+        for path in self.metrics_dir.glob("gauge_livesum_*.db"):
+            for key, value, _at, _pos in MmapedDict.read_all_values_from_file(str(path)):  # type: ignore[no-untyped-call]
+                if json.loads(key)[1] == name:
+                    values[_pid(path)] = value
+        return values
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics (of whichever worker answers), as ServedApp.metrics."""
@@ -133,6 +143,36 @@ async def workers(triton: TritonServer, tmp_path: Path, **settings: str) -> Asyn
         await asyncio.to_thread(process.wait, 30)
 
 
+@dataclass
+class HeldStreams:
+    """Streamed generations held open (each on a connection of its own) until closed."""
+
+    client: httpx.AsyncClient
+    responses: contextlib.AsyncExitStack
+    # A line reader that is collected closes its connection: each is kept here.
+    readers: list[AsyncIterator[str]]
+
+    async def start(self, body: dict[str, Any]) -> int:
+        """The status; a stream answered 200 is held from its first event on."""
+        response = await self.client.send(
+            self.client.build_request("POST", "/generate", json=body), stream=True
+        )
+        await self.responses.enter_async_context(contextlib.aclosing(response))
+        if response.status_code == 200:
+            lines = response.aiter_lines()
+            self.readers.append(lines)
+            async for line in lines:
+                if line.startswith("data: "):
+                    break
+        return response.status_code
+
+
+@contextlib.asynccontextmanager
+async def held_streams(frontend: Frontend) -> AsyncIterator[HeldStreams]:
+    async with contextlib.AsyncExitStack() as responses, frontend.client() as client:
+        yield HeldStreams(client, responses, [])
+
+
 async def spread(frontend: Frontend, send: Any, rounds: int = 40) -> None:
     """Run `send` until both workers have answered some of its requests (a connection
     goes to whichever worker accepts it first)."""
@@ -160,6 +200,8 @@ async def test_metrics_count_the_requests_of_every_worker(
             sent += 8
 
         await spread(frontend, send)
+        # A request is counted once its response has gone out: maybe after the client has it.
+        await wait_until(lambda: sum(frontend.answered().values()) == sent)
         per_worker = frontend.answered()
         samples = await frontend.metrics()
     assert len(per_worker) == WORKERS
@@ -196,6 +238,9 @@ async def test_requests_per_minute_hold_across_workers(
                 for _ in range(10):
                     response = await client.post("/generate", json={"prompt": PROMPT})
                     statuses.append(response.status_code)
+            await wait_until(
+                lambda: sum(frontend.answered().values()) == sum(before.values()) + 10  # noqa: B023
+            )
             after = frontend.answered()
             if all(after.get(pid, 0) > before.get(pid, 0) for pid in frontend.worker_pids()):
                 break
@@ -212,34 +257,52 @@ async def test_the_concurrency_bound_holds_across_workers(
     slow_echo: TritonServer, tmp_path: Path
 ) -> None:
     # One sequence per worker; 60 words at 50 ms keep each admitted stream 3 s.
-    long_prompt = " ".join(["word"] * 60)
+    body = {"prompt": " ".join(["word"] * 60), "max_tokens": 60, "stream": True}
     async with (
         workers(slow_echo, tmp_path, max_concurrent_requests="2") as frontend,
-        contextlib.AsyncExitStack() as streams,
-        frontend.client() as client,
+        held_streams(frontend) as streams,
     ):
-
-        async def start() -> int:
-            request = client.build_request(
-                "POST", "/generate",
-                json={"prompt": long_prompt, "max_tokens": 60, "stream": True},
-            )  # fmt: skip
-            response = await client.send(request, stream=True)
-            await streams.enter_async_context(contextlib.aclosing(response))
-            if response.status_code == 200:
-                # Admitted: its first text has come; it holds its slot until closed.
-                async for line in response.aiter_lines():
-                    if line.startswith("data: "):
-                        break
-            return response.status_code
-
-        statuses = await asyncio.gather(*(start() for _ in range(6)))
+        statuses = await asyncio.gather(*(streams.start(body) for _ in range(6)))
         samples = await frontend.metrics()
     admitted = statuses.count(200)
     assert 1 <= admitted <= 2  # each worker holds max_concurrent_requests // workers
     assert statuses.count(503) == 6 - admitted
     assert sample(samples, "frontend_generations_in_flight") == admitted
     assert sample(samples, "frontend_rejected_requests_total", reason="overloaded") == 6 - admitted
+
+
+async def test_a_worker_that_dies_is_replaced_and_its_gauges_dropped(
+    slow_echo: TritonServer, tmp_path: Path
+) -> None:
+    # 200 words at 50 ms: each stream is held 10 s unless closed.
+    body = {"prompt": " ".join(["word"] * 200), "max_tokens": 200, "stream": True}
+    async with (
+        workers(slow_echo, tmp_path) as frontend,
+        held_streams(frontend) as streams,
+    ):
+        # Streams are held until each worker has one in flight.
+        for _ in range(40):
+            assert await streams.start(body) == 200
+            in_flight = frontend.live("frontend_generations_in_flight")
+            if len([pid for pid, count in in_flight.items() if count > 0]) == WORKERS:
+                break
+        else:
+            raise AssertionError("one worker took every stream")
+        victim, survivor = sorted(in_flight)
+        os.kill(victim, signal.SIGKILL)
+        # The supervisor starts a worker in its place.
+        await wait_until(lambda: len(frontend.worker_pids() - {victim}) == WORKERS, 60)
+        samples = await frontend.metrics()
+        # The dead worker's streams are no longer in flight anywhere; its counts stay.
+        assert sample(samples, "frontend_generations_in_flight") == in_flight[survivor]
+        assert victim not in frontend.live("frontend_generations_in_flight")
+        assert victim in {_pid(path) for path in frontend.metrics_dir.glob("counter_*.db")}
+        async with frontend.client() as client:
+            replies = [
+                await client.post("/generate", json={"prompt": PROMPT, "max_tokens": 3})
+                for _ in range(4)
+            ]
+        assert [r.status_code for r in replies] == [200] * 4
 
 
 def test_workers_need_a_shared_rate_limit_storage() -> None:
@@ -260,6 +323,9 @@ def test_the_bound_is_divided_among_the_workers() -> None:
     assert settings.worker_max_queued_requests == 3
     with pytest.raises(ValidationError, match="at least the number of workers"):
         FrontendSettings(workers=4, max_concurrent_requests=3)
+    # The OpenAPI document states each worker's share.
+    description = create_app(settings).openapi()["info"]["description"]
+    assert "divided among 3 worker processes: each takes 85 sequences" in description
 
 
 def test_the_process_refuses_to_start_with_memory_storage(fast_echo: TritonServer) -> None:
