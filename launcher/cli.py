@@ -126,10 +126,11 @@ def cmd_frontend(args: argparse.Namespace) -> int:
     flags = {
         "host": args.frontend_host,
         "port": args.frontend_port,
+        "workers": args.frontend_workers,
         "triton_urls": list(args.triton_url) if args.triton_url else None,
     }
-    settings = FrontendSettings()
-    run(settings.model_copy(update={k: v for k, v in flags.items() if v is not None}))
+    # Built with them, not updated after: the settings' checks see the flags too.
+    run(FrontendSettings(**{k: v for k, v in flags.items() if v is not None}))
     return 0
 
 
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
             _add_triton_args(p)
         p.add_argument("--frontend-host", default=None, help="default 127.0.0.1")
         p.add_argument("--frontend-port", type=int, default=None, help="default 8080")
+        p.add_argument(
+            "--frontend-workers", type=int, default=None, help="worker processes; default 1"
+        )
         p.add_argument(
             "--triton-url",
             action="append",
