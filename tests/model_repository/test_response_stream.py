@@ -21,9 +21,12 @@ WAIT_S = 30.0  # a guard against a hang, never a measurement
 
 
 class Sender:
-    """Records (response, flags); `gate` (when set up) holds each send until released."""
+    """Records (response, flags), and its name in `log`, shared by several senders;
+    `gate` (when set up) holds each send until released."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "", log: list[str] | None = None) -> None:
+        self.name = name
+        self.log = [] if log is None else log
         self.sent: list[tuple[Any, int]] = []
         self.changed = threading.Condition()
         self.gate: threading.Semaphore | None = None
@@ -38,6 +41,7 @@ class Sender:
             raise RuntimeError("Unable to send response. Response sender has been closed.")
         with self.changed:
             self.sent.append((response, flags))
+            self.log.append(self.name)
             self.changed.notify_all()
 
     def wait_for(self, count: int) -> list[tuple[Any, int]]:
@@ -292,3 +296,20 @@ def test_cancellation_is_not_asked_once_the_final_response_is_taken(sends: SendQ
     assert answers == [False]
     assert request.asked == 1
     assert sender.wait_final()[-1][1] == FINAL
+
+
+def test_a_first_response_goes_before_the_others_in_line(sends: SendQueue) -> None:
+    log: list[str] = []
+    busy, running, new = Sender("busy", log), Sender("running", log), Sender("new", log)
+    busy.gate = threading.Semaphore(0)
+    streams = {sender.name: make(sender, sends) for sender in (busy, running, new)}
+    streams["running"].add(token(1, 1))
+    running.wait_for(1)  # it has sent its first response
+    streams["busy"].add(token(1, 1))
+    assert busy.entered.acquire(timeout=WAIT_S)  # the sender thread is held here
+    streams["running"].add(token(2, 2))  # in line
+    streams["new"].add(token(1, 1))  # in line after it, but its first response
+    busy.gate.release()
+    running.wait_for(2)
+    new.wait_for(1)
+    assert log == ["running", "busy", "new", "running"]

@@ -14,8 +14,8 @@ SGLang's `--stream-interval`), the first response and the last excepted.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
@@ -38,23 +38,41 @@ class Sender(Protocol):
 
 class SendQueue:
     """One thread that sends the responses of every request: a request at a time, in the
-    order they became due, each request back at the end of the line after its turn."""
+    order they became due, each request back at the end of the line after its turn.
+    Requests whose first response is due go first (their time to first token would
+    otherwise wait for a turn of every running request)."""
 
     def __init__(self, name: str = "tensorrt_llm-responses") -> None:
-        self._due: queue.SimpleQueue[ResponseStream | None] = queue.SimpleQueue()
+        self._ready = threading.Condition(threading.Lock())
+        self._first: deque[ResponseStream] = deque()
+        self._rest: deque[ResponseStream] = deque()
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, stream: ResponseStream) -> None:
-        self._due.put(stream)
+    def put(self, stream: ResponseStream, first: bool = False) -> None:
+        with self._ready:
+            (self._first if first else self._rest).append(stream)
+            self._ready.notify()
 
     def _run(self) -> None:
-        while (stream := self._due.get()) is not None:
+        while True:
+            with self._ready:
+                while not (self._first or self._rest or self._closing):
+                    self._ready.wait()
+                if self._first:
+                    stream = self._first.popleft()
+                elif self._rest:
+                    stream = self._rest.popleft()
+                else:
+                    return
             stream.flush()
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is due, then end the thread."""
-        self._due.put(None)
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
         self._thread.join(timeout)
 
 
@@ -98,6 +116,7 @@ class ResponseStream:
         self._running = n
         self._error: ModelError | None = None
         self._queued = False  # in the SendQueue's line, or being sent
+        self._started = False  # a response was taken
         self._ended = False  # the final response was taken
         self.broken: BaseException | None = None  # a send failed: nothing more goes out
 
@@ -125,8 +144,9 @@ class ResponseStream:
             self._outputs[delta.index].add(delta, self._logprobs)
             self._running -= delta.finished
             wake = self._wake()
+            first = not self._started
         if wake:
-            self._sends.put(self)
+            self._sends.put(self, first=first)
 
     def fail(self, error: ModelError) -> None:
         """End the request with `error`, after the tokens already come (a no-op once the
@@ -136,8 +156,9 @@ class ResponseStream:
                 return
             self._error = error
             wake = self._wake()
+            first = not self._started
         if wake:
-            self._sends.put(self)
+            self._sends.put(self, first=first)
 
     def _wake(self) -> bool:
         # Under the lock: whether to join the line (not when there already).
@@ -156,6 +177,7 @@ class ResponseStream:
         """Under the lock: the responses due now, the last flagged final when it ends the
         request."""
         items: list[tuple[Arrays | ModelError, int]] = []
+        self._started = True
         if self._error is not None:
             # Whatever came before the error goes out first; then the error ends it.
             for output in self._outputs:
