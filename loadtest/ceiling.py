@@ -423,14 +423,13 @@ class Profiler:
             seconds = str(max(1, round(duration_s)))
             command = [
                 py_spy() or "py-spy", "record", "--pid", str(pid), "--duration", seconds,
-                "--rate", "200", "--format", "raw", "--function", "--nonblocking",
-                "--output", str(path),
+                "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(path),
             ]  # fmt: skip
             log = (self.out_dir / f"{name}.log").open("wb")
             self._running.append((name, path, subprocess.Popen(command, stdout=log, stderr=log)))
 
     def finish(self) -> dict[str, list[tuple[str, float]]]:
-        """Each recording's costliest functions (self time, share of samples)."""
+        """Each recording's costliest functions and lines (self time, share of samples)."""
         tops: dict[str, list[tuple[str, float]]] = {}
         for name, path, process in self._running:
             try:
@@ -439,14 +438,19 @@ class Profiler:
                 process.kill()
                 process.wait(timeout=10)
             if path.is_file():
-                tops[name] = top_functions(path.read_text())
+                collapsed = path.read_text()
+                tops[f"{name}: functions"] = top_functions(collapsed)
+                tops[f"{name}: lines"] = top_functions(collapsed, count=8, by_line=True)
         self._running = []
         return tops
 
 
-def top_functions(collapsed: str, count: int = 12) -> list[tuple[str, float]]:
-    """The functions most often on top of the stack in py-spy's raw (collapsed) output,
-    with their share of all samples."""
+def top_functions(
+    collapsed: str, count: int = 12, by_line: bool = False
+) -> list[tuple[str, float]]:
+    """The functions (or, `by_line`, the lines) most often on top of the stack in py-spy's
+    raw (collapsed) output, with their share of all samples. A native call (a send, a
+    tensor built in C++) shows as its Python caller's line."""
     self_samples: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
@@ -454,7 +458,12 @@ def top_functions(collapsed: str, count: int = 12) -> list[tuple[str, float]]:
         if not stack or not samples.isdigit():
             continue
         total += int(samples)
-        self_samples[stack.rsplit(";", 1)[-1]] += int(samples)
+        frame = stack.rsplit(";", 1)[-1]
+        if not by_line:
+            # "name (file.py:123)" -> "name (file.py)": every line of a function together.
+            head, sep, where = frame.rpartition(" (")
+            frame = f"{head} ({where.rsplit(':', 1)[0]})" if sep and ":" in where else frame
+        self_samples[frame] += int(samples)
     if not total:
         return []
     return [(frame, n / total) for frame, n in self_samples.most_common(count)]
@@ -604,7 +613,7 @@ def _fmt(value: float | None, digits: int) -> str:
 def profile_report(tops: Mapping[str, list[tuple[str, float]]]) -> str:
     lines = []
     for name, functions in sorted(tops.items()):
-        lines.append(f"{name}: functions on top of the stack, share of its busy samples")
+        lines.append(f"{name} on top of the stack, share of the busy samples")
         lines += [f"  {share:6.1%}  {frame}" for frame, share in functions]
     return "\n".join(lines)
 

@@ -288,12 +288,15 @@ def test_top_functions_reads_py_spy_collapsed_stacks() -> None:
     collapsed = "\n".join(
         [
             "<module> (a.py:1);loop (a.py:5);send (b.py:9) 30",
-            "<module> (a.py:1);loop (a.py:5);decode (c.py:2) 60",
+            "<module> (a.py:1);loop (a.py:5);decode (c.py:2) 40",
+            "<module> (a.py:1);loop (a.py:5);decode (c.py:3) 20",
             "<module> (a.py:1);idle (a.py:7) 10",
             "garbage",
         ]
     )
-    assert top_functions(collapsed, count=2) == [("decode (c.py:2)", 0.6), ("send (b.py:9)", 0.3)]
+    assert top_functions(collapsed, count=2) == [("decode (c.py)", 0.6), ("send (b.py)", 0.3)]
+    by_line = top_functions(collapsed, count=2, by_line=True)
+    assert by_line == [("decode (c.py:2)", 0.4), ("send (b.py:9)", 0.3)]
     assert top_functions("") == []
 
 
