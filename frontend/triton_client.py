@@ -105,6 +105,8 @@ class Endpoint:
         # Set when the endpoint leaves rotation, so its probe loop takes up the fast pace.
         self.went_down = asyncio.Event()
         self.down_reason: str | None = None  # why it is out of rotation, as last logged
+        # Health checks in a row that got no answer in time while it was in rotation.
+        self.health_misses = 0
         # Labelled children looked up once, not on every call.
         self.in_flight_gauge = metrics.endpoint_in_flight.labels(url)
         self.calls_counter = metrics.endpoint_calls.labels(url)
@@ -222,6 +224,11 @@ def _short(text: str) -> str:
 # past the queue policy's timeout): status UNAVAILABLE, like a server that is down, or
 # inside an ensemble's stream with no status at all; only the words tell them apart.
 _QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
+
+
+# Health checks in a row without an answer that take an endpoint out of rotation: with
+# the defaults a stalled engine is out within interval + 2 x timeout + the fast pace.
+HEALTH_MISSES_TO_LEAVE = 2
 
 
 def classify_error(code: str | None, message: str) -> FrontendError | None:
@@ -417,16 +424,27 @@ class TritonPool:
         if not model_ready:
             self._set_ready(endpoint, False, f"model {self.config.model_name} not ready")
             return False
-        problem = await self._engine_problem(endpoint)
+        problem, unanswered = await self._engine_problem(endpoint)
+        if problem is None:
+            endpoint.health_misses = 0
+        elif unanswered and endpoint.ready:
+            # A saturated engine model can answer late once; only misses in a row (probed
+            # at the fast pace meanwhile) take it out. An answer that it cannot generate,
+            # or a failed call, takes it out at once.
+            endpoint.health_misses += 1
+            if endpoint.health_misses < HEALTH_MISSES_TO_LEAVE:
+                log.info("triton endpoint %s: %s (%d in a row)", endpoint.url, problem,
+                         endpoint.health_misses)  # fmt: skip
+                return True
         self._set_ready(endpoint, problem is None, problem)
         return problem is None
 
-    async def _engine_problem(self, endpoint: Endpoint) -> str | None:
-        """Why the engine model cannot generate, from its health check; None: it can (or
-        there is no engine model to ask)."""
+    async def _engine_problem(self, endpoint: Endpoint) -> tuple[str | None, bool]:
+        """Why the engine model cannot generate, from its health check (None: it can, or
+        there is no engine model to ask), and whether that is only a missing answer."""
         model = self.config.abort_model
         if model is None:
-            return None
+            return None, False
         payload = health_request(model, _HEALTH_REQUEST_ID)
 
         async def one_request() -> AsyncIterator[dict[str, Any]]:
@@ -440,14 +458,16 @@ class TritonPool:
                 # Read to the stream's end (Triton ends it after the final response).
                 async for result, error in call:
                     if error is not None:
-                        return _health_error(str(error.message()))
+                        return _health_error(str(error.message())), False
                     response = result.get_response()
                     healthy = response.parameters["triton_final_response"].bool_param
         except TimeoutError:
-            return f"the {model} health check did not answer within {timeout_s:g} s"
+            return f"the {model} health check did not answer within {timeout_s:g} s", True
         except (grpc.RpcError, InferenceServerException) as exc:
-            return f"the {model} health check failed: {_short(str(exc))}"
-        return None if healthy else f"the {model} health check ended without a final response"
+            return f"the {model} health check failed: {_short(str(exc))}", False
+        if healthy:
+            return None, False
+        return f"the {model} health check ended without a final response", False
 
     def _set_ready(self, endpoint: Endpoint, ready: bool, why: str | None = None) -> None:
         if ready and not endpoint.ready:
@@ -473,7 +493,7 @@ class TritonPool:
         """The normal interval while the endpoint is in rotation, the fast one while it is
         out (also from the moment a failed call takes it out between probes)."""
         config = self.config
-        if endpoint.ready:
+        if endpoint.ready and not endpoint.health_misses:
             endpoint.went_down.clear()
             try:
                 async with asyncio.timeout(config.probe_interval_s):

@@ -303,3 +303,57 @@ def test_the_health_check_is_one_flag_to_the_engine_model() -> None:
     }
     assert (check.name(), check.datatype(), check.shape()) == ("health_check", "BOOL", [1, 1])
     assert check._get_content() == b"\x01"
+
+
+def engine_checked_pool(
+    monkeypatch: pytest.MonkeyPatch, answers: list[tuple[str | None, bool]]
+) -> TritonPool:
+    """A pool of one endpoint whose model is ready and whose engine health checks give
+    `answers` in turn (problem, only unanswered)."""
+    config = PoolConfig("ensemble", 5.0, 300.0, 1.0, 0.5, abort_model="tensorrt_llm")
+    pool = TritonPool(["127.0.0.1:1"], config, FrontendMetrics())
+
+    async def model_ready(*_args: object, **_kwargs: object) -> bool:
+        return True
+
+    async def engine_problem(_endpoint: Endpoint) -> tuple[str | None, bool]:
+        return answers.pop(0)
+
+    monkeypatch.setattr(pool.endpoints[0].client, "is_model_ready", model_ready)
+    monkeypatch.setattr(pool, "_engine_problem", engine_problem)
+    return pool
+
+
+SLOW = ("the tensorrt_llm health check did not answer within 1 s", True)
+BROKEN = ("engine_unavailable: the step thread died", False)
+
+
+async def test_one_late_health_check_keeps_the_endpoint_two_in_a_row_take_it_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = engine_checked_pool(monkeypatch, [(None, False), SLOW, (None, False), SLOW, SLOW])
+    [endpoint] = pool.endpoints
+    try:
+        assert await pool.probe() == {endpoint.url: True}
+        assert await pool.probe() == {endpoint.url: True}  # a saturated loop answers late
+        assert endpoint.health_misses == 1
+        assert await pool.probe() == {endpoint.url: True}
+        assert endpoint.health_misses == 0
+        assert await pool.probe() == {endpoint.url: True}
+        assert await pool.probe() == {endpoint.url: False}
+        assert not endpoint.ready
+    finally:
+        await pool.close()
+
+
+async def test_an_engine_that_says_it_cannot_generate_is_out_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = engine_checked_pool(monkeypatch, [(None, False), BROKEN])
+    [endpoint] = pool.endpoints
+    try:
+        assert await pool.probe() == {endpoint.url: True}
+        assert await pool.probe() == {endpoint.url: False}
+        assert endpoint.down_reason == BROKEN[0]
+    finally:
+        await pool.close()
