@@ -29,11 +29,11 @@ def test_the_schema_is_the_largest_the_frontend_accepts() -> None:
 
 
 def test_a_smaller_body_limit_gives_a_smaller_schema() -> None:
-    small = FrontendSettings(max_body_bytes=8 * 1024)
+    small = FrontendSettings(max_body_bytes=2 * 1024)
     assert _enum_size(largest_schema_body(small)) < _enum_size(
         largest_schema_body(FrontendSettings())
     )
-    assert len(json.dumps(largest_schema_body(small)).encode()) <= 8 * 1024
+    assert len(json.dumps(largest_schema_body(small)).encode()) <= 2 * 1024
 
 
 def test_the_long_chat_is_as_long_as_the_frontend_allows() -> None:
