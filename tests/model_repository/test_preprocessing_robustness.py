@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ import tritonclient.grpc.aio as grpcclient
 import tritonclient.grpc.model_config_pb2 as mc
 from tritonclient.utils import InferenceServerException
 
+from launcher.triton_server import TritonServer
 from llm_stack.ensemble_client import Result, call, generate
 from llm_stack.ensemble_contract import ENSEMBLE_MODEL, EnsembleRequest
 from llm_stack.model_errors import ErrorCode, ModelError, decode_model_error
@@ -298,3 +300,25 @@ async def test_triton_took_the_bounded_queue_and_two_instances(
     assert not policy.allow_timeout_override
     assert policy.max_queue_size == 256
     assert [group.count for group in config.instance_group] == [2]
+
+
+def test_preprocessing_runs_below_the_engines_cpu_priority(triton: TritonServer) -> None:
+    niceness: dict[str, set[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if str(triton.install.backend_directory).encode() not in b" ".join(argv):
+            continue
+        model = next((a.decode() for a in argv if a.endswith(b"/1/model.py")), None)
+        if model is not None:
+            # Field 19 of /proc/PID/stat, counted after the command name's ")".
+            niceness.setdefault(Path(model).parts[-3], set()).add(
+                int(stat.rsplit(")", 1)[1].split()[16])
+            )
+    assert niceness["preprocessing"] == {10}
+    assert niceness["tensorrt_llm"] == {0}
