@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,14 +22,15 @@ def triton_work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("triton")
 
 
-@pytest.fixture(scope="session")
-def triton(triton_work_dir: Path) -> Iterator[TritonServer]:
-    """The real Triton serving model_repository/ (CPU engine, default model)."""
+@contextlib.contextmanager
+def project_triton(work_dir: Path) -> Iterator[TritonServer]:
+    """A real Triton serving model_repository/ (CPU engine, default model), ready, on free
+    ports, its backend directory and log in `work_dir`; stopped on exit."""
     server = TritonServer(
-        install=wheel_install(triton_work_dir),
+        install=wheel_install(work_dir),
         model_repository=REPO_ROOT / "model_repository",
         ports=TritonPorts.free(),
-        log_file=triton_work_dir / "triton.log",
+        log_file=work_dir / "triton.log",
         extra_env={"LLM_STACK_TEST": "1", **_passthrough_env()},
     )
     server.start()
@@ -37,6 +39,13 @@ def triton(triton_work_dir: Path) -> Iterator[TritonServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton(triton_work_dir: Path) -> Iterator[TritonServer]:
+    """The session's real Triton (see `project_triton`)."""
+    with project_triton(triton_work_dir) as server:
+        yield server
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from frontend.app import create_app
-from launcher.triton_server import TritonPorts, TritonServer, wheel_install
-from tests.conftest import REPO_ROOT
+from launcher.triton_server import TritonServer
+from tests.conftest import project_triton
 from tests.frontend.conftest import serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -45,26 +45,11 @@ async def test_ready_needs_the_engine_models_health_check(
     assert "no_such_engine" in why
 
 
-def _passthrough_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("LLM_STACK_")}
-
-
 @pytest.fixture
 def doomed_triton(tmp_path: Path) -> Iterator[TritonServer]:
     """A real Triton of this test's own (the project's models), whose engine gets killed."""
-    server = TritonServer(
-        install=wheel_install(tmp_path),
-        model_repository=REPO_ROOT / "model_repository",
-        ports=TritonPorts.free(),
-        log_file=tmp_path / "triton.log",
-        extra_env={"LLM_STACK_TEST": "1", **_passthrough_env()},
-    )
-    server.start()
-    try:
-        server.wait_ready("ensemble", timeout=300)
+    with project_triton(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def model_processes(server_pid: int, model: str) -> list[int]:

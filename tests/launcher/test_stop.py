@@ -25,9 +25,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from launcher.triton_server import TritonPorts, TritonServer, wheel_install
+from launcher.triton_server import TritonPorts
 from llm_stack.model_repository_config import read_model_config
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, project_triton
 
 pytestmark = pytest.mark.integration
 
@@ -180,9 +180,7 @@ async def _serve_streams(frontend_url: str, triton_metrics_url: str) -> None:
         # Short: CPU time is what these take, and the machine may be shared.
         request = {"prompt": COUNTING, "max_tokens": 4, "temperature": 0.0}
         for _ in range(2):
-            async with client.stream(
-                "POST", "/generate", json={**request, "stream": True}
-            ) as resp:
+            async with client.stream("POST", "/generate", json={**request, "stream": True}) as resp:
                 assert resp.status_code == 200
                 lines = [line async for line in resp.aiter_lines()]
             assert "data: [DONE]" in lines
@@ -265,32 +263,23 @@ def _python_instances() -> int:
     return count
 
 
-
 def test_backend_stubs_exit_once_a_killed_triton_is_gone(tmp_path: Path) -> None:
     # A crashed tritonserver cannot unload its models: each stub must notice by itself.
     # Its parent is not reaped here until the end: the stub's own check, kill(pid, 0),
     # still finds such a zombie server, while the model's watcher sees its new parent.
-    server = TritonServer(
-        install=wheel_install(tmp_path / "triton"),
-        ports=TritonPorts.free(),
-        log_file=tmp_path / "triton.log",
-        extra_env={"LLM_STACK_TEST": "1"},
-    )
-    server.start()
     try:
-        server.wait_ready("ensemble", timeout=READY_WITHIN_S)
-        stubs = _processes_of(tmp_path / "triton")
-        assert sorted(stubs.values()).count("triton_python_backend_stub") == _python_instances()
-        assert server.pid is not None
-        os.kill(server.pid, signal.SIGKILL)  # the server alone, not its process group
-        deadline = time.monotonic() + ORPHANS_GONE_WITHIN_S
-        while any(_alive(pid) for pid in stubs if pid != server.pid):
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert [pid for pid in stubs if pid != server.pid and _alive(pid)] == []
+        with project_triton(tmp_path / "triton") as server:
+            stubs = _processes_of(tmp_path / "triton")
+            assert sorted(stubs.values()).count("triton_python_backend_stub") == _python_instances()
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGKILL)  # the server alone, not its process group
+            deadline = time.monotonic() + ORPHANS_GONE_WITHIN_S
+            while any(_alive(pid) for pid in stubs if pid != server.pid):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert [pid for pid in stubs if pid != server.pid and _alive(pid)] == []
     finally:
-        server.stop()
         for pid in _processes_of(tmp_path / "triton"):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
