@@ -617,7 +617,10 @@ async def test_the_ensemble_serves_the_sim_engine(sim_triton: TritonServer) -> N
         run = await generate(client, "Tell me a story", 24, stream=True, temperature=0.0)
         assert run.error is None, run.error
         assert (run.finish_reason, run.num_output_tokens) == ("length", 24)
-        assert len(run.chunks) >= 12  # streamed token by token
+        # How many responses carry the 24 tokens depends on how fast Triton takes each one
+        # (tokens that come meanwhile go together): tests/model_repository/
+        # test_response_stream.py holds that down without timing.
+        assert run.chunks
         words = run.text.split()
         assert len(words) == 24
         assert all(w.isalpha() for w in words)
