@@ -47,14 +47,19 @@ class ServedApp:
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics, keyed by (name, sorted labels)."""
-        async with self.client() as client:
-            response = await client.get("/metrics")
-        response.raise_for_status()
-        samples = {}
-        for family in text_string_to_metric_families(response.text):
-            for sample in family.samples:
-                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-        return samples
+        return await scrape(self.url)
+
+
+async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of `url`/metrics, keyed by (name, sorted labels)."""
+    async with httpx.AsyncClient(base_url=url, timeout=60.0) as client:
+        response = await client.get("/metrics")
+    response.raise_for_status()
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
 
 
 def sample(

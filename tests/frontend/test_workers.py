@@ -24,14 +24,13 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from frontend.app import create_app
 from frontend.settings import FrontendSettings
 from launcher.triton_server import TritonServer
 from tests.conftest import REPO_ROOT, free_port
-from tests.frontend.conftest import sample, wait_until
+from tests.frontend.conftest import sample, scrape, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,14 +76,7 @@ class Frontend:
 
     async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of /metrics (of whichever worker answers), as ServedApp.metrics."""
-        async with self.client() as client:
-            response = await client.get("/metrics")
-        response.raise_for_status()
-        samples = {}
-        for family in text_string_to_metric_families(response.text):
-            for item in family.samples:
-                samples[(item.name, tuple(sorted(item.labels.items())))] = item.value
-        return samples
+        return await scrape(self.url)
 
 
 def _pid(path: Path) -> int:
