@@ -1,4 +1,4 @@
-"""create_app: the FastAPI application, its lifespan, middleware, handlers and routes."""
+"""create_app: the FastAPI application, its lifespan, middleware, handlers and APIs."""
 
 from __future__ import annotations
 
@@ -11,14 +11,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import Scope
 
 from frontend.admission import ConcurrencyGate
+from frontend.apis import health
+from frontend.apis.api import Api
+from frontend.apis.generate import routes as generate
+from frontend.apis.openai import routes as openai
 from frontend.auth import ApiKeyStore
 from frontend.deps import FrontendState
-from frontend.handlers import install_error_handlers
+from frontend.handlers import ErrorShapes, install_error_handlers
 from frontend.metrics import FrontendMetrics
 from frontend.middleware import FrontendMiddleware
 from frontend.openapi import install_openapi
 from frontend.rate_limit import Clock, RateLimiter, make_storage
-from frontend.routes import generate, health, openai
 from frontend.routing import PrefixRouting
 from frontend.service import GenerationService
 from frontend.settings import FrontendSettings
@@ -27,6 +30,8 @@ from frontend.validation import RequestValidator, ValidationLimits
 
 # Usage accounting still pending at shutdown gets this long to finish.
 _DRAIN_S = 5.0
+# The APIs the app serves: a new one is a package under frontend.apis and a line here.
+APIS: tuple[Api, ...] = (generate.API, openai.API, health.API)
 
 
 def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastAPI:
@@ -100,18 +105,20 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         version="1.0",
         lifespan=lifespan,
     )
-    install_error_handlers(app, metrics)
-    app.include_router(generate.router)
-    app.include_router(openai.router)
-    app.include_router(health.router)
+    error_shapes = ErrorShapes(
+        {api.error_prefix: api.error_body for api in APIS if api.error_prefix and api.error_body}
+    )
+    install_error_handlers(app, metrics, error_shapes)
+    for api in APIS:
+        app.include_router(api.router)
     # The document states the limits of these settings, as the validator applies them.
-    install_openapi(app, settings, limits, [*generate.STREAM_EVENTS, *openai.STREAM_EVENTS])
+    install_openapi(app, settings, limits, APIS)
 
     # The routes that take a body have no path parameters: their paths name them exactly.
     known_paths = {
         path
-        for router in (generate.router, openai.router, health.router)
-        for route in router.routes
+        for api in APIS
+        for route in api.router.routes
         if isinstance(path := getattr(route, "path", None), str)
     }
 
@@ -129,8 +136,13 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit",
-                            "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+            ],
         )
     # Added last, so outermost: the request id and the access log cover everything.
     app.add_middleware(
@@ -139,5 +151,6 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         max_body_bytes=settings.max_body_bytes,
         route_name=route_name,
         body_timeout_s=settings.body_timeout_s,
+        error_shapes=error_shapes,
     )
     return app

@@ -6,7 +6,7 @@ when it is not a user error, exception reprs, tracebacks) never go into one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -441,6 +441,11 @@ def error_kind(error: FrontendError) -> ErrorKind:
     raise AssertionError("FrontendError is in the table")  # pragma: no cover
 
 
+# An API's error response body: (error, request id) -> JSON value. Status and headers are
+# the table's whatever the shape.
+ErrorBody = Callable[[FrontendError, str], dict[str, object]]
+
+
 def error_body(error: FrontendError, request_id: str) -> dict[str, object]:
     """The JSON body every error response has."""
     body: dict[str, object] = {
@@ -452,27 +457,3 @@ def error_body(error: FrontendError, request_id: str) -> dict[str, object]:
     if field is not None:
         body["field"] = field
     return {"error": body}
-
-
-def openai_error_type(status: int) -> str:
-    """OpenAI's `type` for an error of this status."""
-    if status == 401:
-        return "authentication_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "server_error"
-    return "invalid_request_error"
-
-
-def openai_error_body(error: FrontendError) -> dict[str, object]:
-    """The same error in OpenAI's shape: `code` is our stable type, `param` the field."""
-    kind = error_kind(error)
-    return {
-        "error": {
-            "message": error.message,
-            "type": openai_error_type(kind.status),
-            "param": getattr(error, "field", None),
-            "code": kind.type,
-        }
-    }

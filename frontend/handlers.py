@@ -1,12 +1,13 @@
 """The one place errors become HTTP responses, and the exception handlers that route there.
 
-Every error gets its status from the one table; under /v1 (the OpenAI API) its body
-takes OpenAI's shape, elsewhere the frontend's own.
+Every error gets its status from the one table; its body takes the shape of the API whose
+path it is on (e.g. OpenAI's under /v1), elsewhere the frontend's own.
 """
 
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from frontend.errors import (
+    ErrorBody,
     FrontendError,
     InternalError,
     MalformedBodyError,
@@ -22,7 +24,6 @@ from frontend.errors import (
     SchemaViolationError,
     error_body,
     error_kind,
-    openai_error_body,
 )
 from frontend.metrics import FrontendMetrics
 from frontend.request_context import request_context
@@ -32,23 +33,32 @@ _SHORT.maxstring = 40
 _SHORT.maxother = 40
 
 
-OPENAI_PREFIX = "/v1"
+class ErrorShapes:
+    """Which body shape an error on a path takes: that of the API whose prefix matches
+    the most of the path, else the frontend's own (frontend.errors.error_body)."""
 
+    def __init__(self, by_prefix: Mapping[str, ErrorBody] | None = None) -> None:
+        self._by_prefix = sorted((by_prefix or {}).items(), key=lambda item: -len(item[0]))
 
-def uses_openai_errors(path: str) -> bool:
-    """Whether errors on `path` take OpenAI's shape (the /v1 routes)."""
-    return path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/")
+    def body_for(self, path: str) -> ErrorBody:
+        for prefix, body in self._by_prefix:
+            if path == prefix or path.startswith(prefix + "/"):
+                return body
+        return error_body
 
 
 def render_error(
-    error: FrontendError, request_id: str, metrics: FrontendMetrics, *, openai: bool = False
+    error: FrontendError,
+    request_id: str,
+    metrics: FrontendMetrics,
+    body: ErrorBody = error_body,
 ) -> JSONResponse:
-    """The JSON error response for `error` (status and type from the error table)."""
+    """The JSON error response for `error` (status and type from the error table) in the
+    shape `body` gives."""
     kind = error_kind(error)
     metrics.rejected.labels(kind.type).inc()
     headers = {**error.headers, "X-Request-ID": request_id}
-    body = openai_error_body(error) if openai else error_body(error, request_id)
-    return JSONResponse(body, status_code=kind.status, headers=headers)
+    return JSONResponse(body(error, request_id), status_code=kind.status, headers=headers)
 
 
 def schema_error(exc: RequestValidationError) -> FrontendError:
@@ -100,13 +110,12 @@ def _http_error(exc: StarletteHTTPException) -> FrontendError:
     return InternalError()
 
 
-def install_error_handlers(app: FastAPI, metrics: FrontendMetrics) -> None:
+def install_error_handlers(app: FastAPI, metrics: FrontendMetrics, shapes: ErrorShapes) -> None:
     """Route FrontendError, body validation and routing errors through `render_error`."""
 
     def respond(request: Request, error: FrontendError) -> Response:
         request_id = request_context(request).request_id
-        openai = uses_openai_errors(request.url.path)
-        return render_error(error, request_id, metrics, openai=openai)
+        return render_error(error, request_id, metrics, shapes.body_for(request.url.path))
 
     async def on_frontend_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, FrontendError)

@@ -24,7 +24,7 @@ from frontend.errors import (
     InternalError,
     ShuttingDownError,
 )
-from frontend.handlers import render_error, uses_openai_errors
+from frontend.handlers import ErrorShapes, render_error
 from frontend.logs import ACCESS_LOGGER
 from frontend.metrics import FrontendMetrics
 from frontend.request_context import RequestContext, sanitize_request_id
@@ -54,8 +54,10 @@ class FrontendMiddleware:
         max_body_bytes: int,
         route_name: RouteNamer,
         body_timeout_s: float = 30.0,
+        error_shapes: ErrorShapes | None = None,
     ) -> None:
         self.app = app
+        self.error_shapes = error_shapes or ErrorShapes()
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
@@ -92,7 +94,7 @@ class FrontendMiddleware:
             if response_started:
                 raise
             response = render_error(
-                error, context.request_id, self.metrics, openai=uses_openai_errors(scope["path"])
+                error, context.request_id, self.metrics, self.error_shapes.body_for(scope["path"])
             )
             await response(scope, receive, send_with_id)
         except asyncio.CancelledError:
@@ -108,7 +110,7 @@ class FrontendMiddleware:
                     ShuttingDownError(),
                     context.request_id,
                     self.metrics,
-                    openai=uses_openai_errors(scope["path"]),
+                    self.error_shapes.body_for(scope["path"]),
                 )
                 await response(scope, receive, send_with_id)
             elif not response_complete:
@@ -122,7 +124,7 @@ class FrontendMiddleware:
                 InternalError(),
                 context.request_id,
                 self.metrics,
-                openai=uses_openai_errors(scope["path"]),
+                self.error_shapes.body_for(scope["path"]),
             )
             await response(scope, receive, send_with_id)
         finally:

@@ -1,9 +1,10 @@
 """The OpenAPI document, made to say what this server does with the settings it runs with.
 
-FastAPI derives the shapes from the protocol models. Added here, from the settings and the
-validator's own limits: each field's rules (frontend.validation.field_schemas), the served
-model's id, whether an API key is required, and the headers responses carry. The document
-only describes: requests are still checked by the validator alone, with its own errors.
+FastAPI derives the shapes from the APIs' wire models. Added here, from the settings and the
+validator's own limits: each field's rules (frontend.validation.field_schemas) on the
+request components each API names, each API's own additions (e.g. the served model's id),
+whether an API key is required, and the headers responses carry. The document only
+describes: requests are still checked by the validator alone, with its own errors.
 """
 
 from __future__ import annotations
@@ -17,20 +18,11 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from frontend.openai_mapping import ROLE_ALIASES
+from frontend.apis.api import Api
 from frontend.settings import FrontendSettings
-from frontend.validation import (
-    COMPLETION_LOGPROBS_MAX,
-    ROLES,
-    TypedKeywords,
-    ValidationLimits,
-    field_schemas,
-)
+from frontend.validation import TypedKeywords, ValidationLimits, field_schemas
 
 BEARER_SCHEME = "HTTPBearer"  # the name FastAPI gives frontend.deps' HTTPBearer
-# Request bodies (and their parts) whose properties the validator's rules apply to.
-_RULED_SCHEMAS = ("GenerateRequest", "CompletionRequest", "ChatCompletionRequest", "ChatMessageIn")
-_OPENAI_REQUESTS = ("CompletionRequest", "ChatCompletionRequest")
 
 _STRING = {"type": "string"}
 _SECONDS = {"type": "integer", "minimum": 1}
@@ -46,13 +38,13 @@ def install_openapi(
     app: FastAPI,
     settings: FrontendSettings,
     limits: ValidationLimits,
-    stream_models: Sequence[type[BaseModel]],
+    apis: Sequence[Api],
 ) -> None:
     """Make `app` serve `openapi_document` (built on first use) as its /openapi.json."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_document(app, settings, limits, stream_models)
+            app.openapi_schema = openapi_document(app, settings, limits, apis)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -62,12 +54,10 @@ def openapi_document(
     app: FastAPI,
     settings: FrontendSettings,
     limits: ValidationLimits,
-    stream_models: Sequence[type[BaseModel]] = (),
+    apis: Sequence[Api] = (),
 ) -> dict[str, Any]:
-    """FastAPI's document for `app`, with the rules, model id, auth and headers of `settings`.
-
-    `stream_models` are the `data:` payloads of event streams, which FastAPI does not see.
-    """
+    """FastAPI's document for `app`, with the rules, auth and headers of `settings` and what
+    each of `apis` adds (its streams' `data:` payloads, which FastAPI does not see, too)."""
     document = get_openapi(
         title=app.title,
         version=app.version,
@@ -76,19 +66,15 @@ def openapi_document(
         routes=app.routes,
     )
     schemas: dict[str, Any] = document["components"]["schemas"]
-    _add_components(schemas, stream_models)
+    _add_components(schemas, [model for api in apis for model in api.stream_models])
     rules = field_schemas(limits)
-    for name in _RULED_SCHEMAS:
-        for field, prop in schemas[name]["properties"].items():
-            if field in rules:
-                _constrain(prop, rules[field])
-    for name in _OPENAI_REQUESTS:
-        schemas[name]["properties"]["model"]["enum"] = [settings.served_model_name]
-    completion = schemas["CompletionRequest"]["properties"]
-    _declare_completion_prompt(completion["prompt"], rules)
-    # The completions API allows fewer alternatives per token than chat and /generate.
-    _constrain(completion["logprobs"], {"integer": {"maximum": COMPLETION_LOGPROBS_MAX}})
-    _declare_message(schemas["ChatMessageIn"])
+    for api in apis:
+        for name in api.ruled_schemas:
+            for field, prop in schemas[name]["properties"].items():
+                if field in rules:
+                    constrain(prop, rules[field])
+        if api.document is not None:
+            api.document(schemas, rules, settings)
     _declare_auth(document, required=settings.auth_enabled)
     _declare_headers(document)
     _drop_unused_validation_error(document)
@@ -130,7 +116,7 @@ def _add_components(schemas: dict[str, Any], models: Sequence[type[BaseModel]]) 
         schemas.setdefault(name, schema)
 
 
-def _constrain(prop: dict[str, Any], by_type: TypedKeywords) -> None:
+def constrain(prop: dict[str, Any], by_type: TypedKeywords) -> None:
     """Add keywords to the member of `prop` (itself, or a member of its anyOf) of each type."""
     for member in prop.get("anyOf", [prop]):
         keywords = by_type.get(member.get("type", ""))
@@ -139,24 +125,6 @@ def _constrain(prop: dict[str, Any], by_type: TypedKeywords) -> None:
                 member["items"] = {**member["items"], **copy.deepcopy(value)}
             else:
                 member[keyword] = copy.deepcopy(value)
-
-
-def _declare_completion_prompt(prop: dict[str, Any], rules: dict[str, TypedKeywords]) -> None:
-    # A list holding one string is that string (openai_mapping); several are refused (400).
-    for member in prop["anyOf"]:
-        if member.get("type") == "array" and member["items"].get("type") == "string":
-            member.update(minItems=1, maxItems=1)
-            _constrain(member["items"], rules["prompt"])
-
-
-def _declare_message(schema: dict[str, Any]) -> None:
-    properties = schema["properties"]
-    properties["role"]["enum"] = [*ROLES, *ROLE_ALIASES]
-    # A message without content is refused (422): only tool calls could stand in for it.
-    content = properties["content"]
-    content["anyOf"] = [m for m in content["anyOf"] if m.get("type") != "null"]
-    content.pop("default", None)
-    schema["required"] = [*schema.get("required", []), "content"]
 
 
 def _each_operation(document: dict[str, Any]) -> list[dict[str, Any]]:

@@ -70,9 +70,11 @@ class ValidationLimits:
 
 # JSON Schema keywords by JSON type, e.g. {"integer": {"minimum": 1}}; see field_schemas.
 TypedKeywords = dict[str, dict[str, Any]]
+# Those keywords by field name.
+FieldRules = dict[str, TypedKeywords]
 
 
-def field_schemas(limits: ValidationLimits) -> dict[str, TypedKeywords]:
+def field_schemas(limits: ValidationLimits) -> FieldRules:
     """The rules below that concern one field alone, as JSON Schema keywords for the API document.
 
     Built from the same constants and limits as the checks, so the document cannot drift from

@@ -66,32 +66,3 @@ def test_retry_after_on_capacity_errors() -> None:
 
 def test_timeout_message_names_the_deadline() -> None:
     assert e.TritonTimeoutError(2.5).message == "the model server did not answer within 2.5 s"
-
-
-@pytest.mark.parametrize(
-    ("error", "body"),
-    [
-        (e.UnsupportedParameterError("best_of", "best_of 2 is not supported: only 1"),
-         {"message": "best_of 2 is not supported: only 1", "type": "invalid_request_error",
-          "param": "best_of", "code": "unsupported_parameter"}),
-        (e.TemperatureOutOfRangeError("temperature", 3.0, "0..2"),
-         {"message": "temperature 3.0 is outside 0..2", "type": "invalid_request_error",
-          "param": "temperature", "code": "invalid_request"}),
-        (e.UnknownApiKeyError(),
-         {"message": "the API key is not valid", "type": "authentication_error", "param": None,
-          "code": "authentication_failed"}),
-        (e.RateLimitedError("requests", "slow down", {}),
-         {"message": "slow down", "type": "rate_limit_error", "param": None,
-          "code": "rate_limited"}),
-        (e.TritonQueueFullError(),
-         {"message": "the model server's queue is full, retry later", "type": "server_error",
-          "param": None, "code": "model_overloaded"}),
-        (e.TritonInternalError(),
-         {"message": "the model server failed to process the request", "type": "server_error",
-          "param": None, "code": "model_error"}),
-    ],
-)  # fmt: skip
-def test_openai_shape_keeps_message_and_names_param(
-    error: e.FrontendError, body: dict[str, object]
-) -> None:
-    assert e.openai_error_body(error) == {"error": body}

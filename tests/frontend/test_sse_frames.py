@@ -6,8 +6,10 @@ import math
 
 import pytest
 
-from frontend.logprobs import CompletionLogprobsWriter, token_logprobs
-from frontend.openai_protocol import (
+from frontend.apis.generate.protocol import DeltaEvent
+from frontend.apis.generate.routes import _renderer
+from frontend.apis.openai.logprobs import CompletionLogprobsWriter, token_logprobs
+from frontend.apis.openai.protocol import (
     ChatChunkChoice,
     ChatCompletionChunk,
     ChatDelta,
@@ -17,9 +19,7 @@ from frontend.openai_protocol import (
     CompletionResponse,
     StreamOptions,
 )
-from frontend.protocol import DeltaEvent
-from frontend.routes.generate import _renderer
-from frontend.routes.openai import ChatFormat, CompletionFormat
+from frontend.apis.openai.rendering import ChatFormat, CompletionFormat
 from frontend.service import ChoiceFinished, TextDelta
 from frontend.sse import ChoicesFrame, sse
 from llm_stack.ensemble_contract import TokenLogprob
@@ -69,9 +69,7 @@ def test_completion_chunks_are_the_models_bytes(
             )
             choice = CompletionChoice(text=text, index=index, logprobs=lp, finish_reason=None)
             expected = dump(
-                CompletionResponse(
-                    id=ident, created=1_800_000_000, model=model, choices=[choice]
-                ),
+                CompletionResponse(id=ident, created=1_800_000_000, model=model, choices=[choice]),
                 options,
             )
             assert output.frames(TextDelta(text, index, entries)) == expected

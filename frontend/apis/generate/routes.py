@@ -1,7 +1,7 @@
 """POST /generate: the /generate wire format over GenerationService.
 
 Non-streaming requests answer one JSON body. Streaming requests send Server-Sent
-Events (see frontend.routes.events): one `delta` per piece of text, a `done` event with
+Events (see frontend.event_stream): one `delta` per piece of text, a `done` event with
 usage and finish reason, then `data: [DONE]`, or an `error` event after a late failure.
 With `logprobs`, the body and each delta also carry their tokens' log-probabilities
 (OpenAI chat's entries); without, the shapes have no such member at all.
@@ -15,11 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from frontend.deps import CallerDep, ContextDep, StateDep
-from frontend.errors import FrontendError, error_body
-from frontend.logprobs import token_logprob_entries, token_logprobs
-from frontend.openai_mapping import output_format
-from frontend.protocol import (
+from frontend.apis.api import Api
+from frontend.apis.generate.protocol import (
     DeltaEvent,
     DoneEvent,
     ErrorEvent,
@@ -28,7 +25,11 @@ from frontend.protocol import (
     GenerateResponse,
     GenerateUsage,
 )
-from frontend.routes.events import (
+from frontend.apis.openai.logprobs import token_logprob_entries, token_logprobs
+from frontend.apis.openai.mapping import output_format
+from frontend.deps import CallerDep, ContextDep, StateDep
+from frontend.errors import FrontendError, error_body
+from frontend.event_stream import (
     ErrorRenderer,
     EventRenderer,
     collect,
@@ -180,3 +181,6 @@ async def generate(
         first, events, _renderer(request_id, logprobs), _error_event(request_id), state.metrics
     )
     return event_stream_response(stream, admitted.rate_limit_headers)
+
+
+API = Api(router, stream_models=STREAM_EVENTS, ruled_schemas=("GenerateRequest",))

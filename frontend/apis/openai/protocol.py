@@ -1,7 +1,7 @@
 """The OpenAI wire format (/v1): pydantic models for bodies, responses, chunks and errors.
 
-Shapes and types only, as in frontend.protocol. Parameters this server does not
-implement are still declared, so that frontend.openai_mapping can refuse them by name
+Shapes and types only, as in frontend.apis.generate.protocol. Parameters this server does not
+implement are still declared, so that frontend.apis.openai.mapping can refuse them by name
 (400) instead of ignoring them; fields OpenAI does not have at all are refused (422).
 `top_k`, `repetition_penalty`, `min_tokens` and `ignore_eos` are vLLM's extensions,
 which benchmark clients send.
@@ -13,9 +13,58 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from frontend.protocol import ResponseFormat, TokenLogprob
+OpenAIFinishReason = Literal["stop", "length"]
 
-FinishReasonName = Literal["stop", "length"]
+
+class JsonSchemaFormat(BaseModel):
+    """OpenAI's `response_format.json_schema`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(
+        min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$", description="The schema's name."
+    )
+    description: str | None = Field(default=None, description="What the output is for.")
+    schema_: dict[str, Any] | None = Field(
+        default=None,
+        alias="schema",
+        description="A JSON Schema of the supported keywords (see the README); others are "
+        "refused with 400 naming the keyword. Absent: any JSON value.",
+    )
+    strict: bool | None = Field(
+        default=None, description="Accepted; the schema is always enforced."
+    )
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: text, any JSON object, or JSON valid against a schema."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: Literal["text", "json_object", "json_schema"] = Field(
+        description="json_object: a JSON object; json_schema: a value valid against "
+        "json_schema.schema. Generation stops (finish_reason stop) when the value is complete."
+    )
+    json_schema: JsonSchemaFormat | None = Field(
+        default=None, description="Required with type json_schema, refused otherwise."
+    )
+
+
+class TopLogprob(BaseModel):
+    """One of the likeliest tokens at a position (OpenAI chat's shape)."""
+
+    token: str = Field(
+        description="The token's text; a token that is not whole UTF-8 characters reads "
+        "`bytes:` and its bytes escaped, e.g. `bytes:\\xe2\\x80`."
+    )
+    logprob: float = Field(description="Natural log of its probability (-9999.0: about 0).")
+    bytes: list[int] = Field(description="The token's UTF-8 bytes.")
+
+
+class ChatCompletionTokenLogprob(TopLogprob):
+    """One output token: its log-probability and the likeliest tokens at its position."""
+
+    top_logprobs: list[TopLogprob] = Field(description="Likeliest first; as many as asked for.")
 
 
 class StreamOptions(BaseModel):
@@ -110,9 +159,7 @@ class ChatCompletionRequest(_RequestBase):
     messages: list[ChatMessageIn] = Field(
         description="The conversation, rendered with the model's chat template."
     )
-    max_tokens: int | None = Field(
-        default=None, description="Default: the server's maximum."
-    )
+    max_tokens: int | None = Field(default=None, description="Default: the server's maximum.")
     max_completion_tokens: int | None = Field(
         default=None, description="The same as max_tokens (wins when both are given)."
     )
@@ -129,9 +176,7 @@ class ChatCompletionRequest(_RequestBase):
         default=None, description="Accepted; no effect without tools."
     )
     functions: list[Any] | None = Field(default=None, description="Not supported.")
-    function_call: str | dict[str, Any] | None = Field(
-        default=None, description="Not supported."
-    )
+    function_call: str | dict[str, Any] | None = Field(default=None, description="Not supported.")
 
 
 class PromptTokensDetails(BaseModel):
@@ -164,7 +209,7 @@ class CompletionChoice(BaseModel):
     text: str
     index: int = 0
     logprobs: CompletionLogprobs | None = None
-    finish_reason: FinishReasonName | None
+    finish_reason: OpenAIFinishReason | None
 
 
 class CompletionResponse(BaseModel):
@@ -186,15 +231,15 @@ class AssistantMessage(BaseModel):
 class ChatLogprobs(BaseModel):
     """A chat choice's log-probabilities: one entry per content token."""
 
-    content: list[TokenLogprob] | None
-    refusal: list[TokenLogprob] | None = None
+    content: list[ChatCompletionTokenLogprob] | None
+    refusal: list[ChatCompletionTokenLogprob] | None = None
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     logprobs: ChatLogprobs | None = None
-    finish_reason: FinishReasonName
+    finish_reason: OpenAIFinishReason
 
 
 class ChatCompletionResponse(BaseModel):
@@ -224,7 +269,7 @@ class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
-    finish_reason: FinishReasonName | None = None
+    finish_reason: OpenAIFinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -253,8 +298,7 @@ class ModelList(BaseModel):
 class OpenAIErrorDetail(BaseModel):
     message: str = Field(description="Human-readable; names the parameter, limit and value.")
     type: str = Field(
-        description="invalid_request_error, authentication_error, rate_limit_error or "
-        "server_error."
+        description="invalid_request_error, authentication_error, rate_limit_error or server_error."
     )
     param: str | None = Field(description="The offending parameter, when there is one.")
     code: str = Field(description="Stable machine-readable code (e.g. model_not_found).")

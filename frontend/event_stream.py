@@ -1,4 +1,4 @@
-"""What every generation route does with the service's events, whatever its wire format.
+"""What every generation route does with the service's events, whatever its API.
 
 A plain request collects the events into each choice's text and the Completed event. A streamed one
 waits for the first text (so admission and model errors still get a proper status),

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from frontend.logprobs import CompletionLogprobsWriter, token_logprobs, token_text
-from frontend.openai_protocol import StreamOptions
-from frontend.routes.events import Collected, CollectedChoice
-from frontend.routes.openai import ChatFormat, CompletionFormat, OpenAIFormat
+from frontend.apis.openai.logprobs import CompletionLogprobsWriter, token_logprobs, token_text
+from frontend.apis.openai.protocol import StreamOptions
+from frontend.apis.openai.rendering import ChatFormat, CompletionFormat, OpenAIFormat
+from frontend.event_stream import Collected, CollectedChoice
 from frontend.service import (
     Admitted,
     ChoiceFinished,

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from frontend.apis.openai.protocol import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    CompletionRequest,
+    ResponseFormat,
+)
 from frontend.errors import (
     ModelNotFoundError,
     SchemaViolationError,
     TopLogprobsWithoutLogprobsError,
     UnsupportedParameterError,
 )
-from frontend.openai_protocol import (
-    ChatCompletionRequest,
-    ChatMessageIn,
-    CompletionRequest,
-)
-from frontend.protocol import ResponseFormat
 from frontend.validation import (
     COMPLETION_LOGPROBS_MAX,
     TOP_LOGPROBS_MAX,
@@ -75,7 +75,7 @@ def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> Ge
             raise UnsupportedParameterError(name, f"{name} are not supported")
     for name, choice in (("tool_choice", body.tool_choice), ("function_call", body.function_call)):
         if choice not in (None, "none"):
-            raise UnsupportedParameterError(name, f"{name} is not supported (only \"none\")")
+            raise UnsupportedParameterError(name, f'{name} is not supported (only "none")')
     messages = [_message(index, message) for index, message in enumerate(body.messages)]
     if body.max_completion_tokens is not None:
         max_tokens, field = body.max_completion_tokens, "max_completion_tokens"

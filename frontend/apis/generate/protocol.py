@@ -1,48 +1,17 @@
 """The /generate wire format: pydantic models for bodies, responses, stream events and errors.
 
 These check shape and types only; the value rules (ranges, lengths, limits from the
-settings) live in frontend.validation so every rule has its own error.
+settings) live in frontend.validation so every rule has its own error. Structured output
+and log-probabilities take OpenAI's shapes (frontend.apis.openai.protocol).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
-class JsonSchemaFormat(BaseModel):
-    """OpenAI's `response_format.json_schema`."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    name: str = Field(
-        min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$", description="The schema's name."
-    )
-    description: str | None = Field(default=None, description="What the output is for.")
-    schema_: dict[str, Any] | None = Field(
-        default=None,
-        alias="schema",
-        description="A JSON Schema of the supported keywords (see the README); others are "
-        "refused with 400 naming the keyword. Absent: any JSON value.",
-    )
-    strict: bool | None = Field(
-        default=None, description="Accepted; the schema is always enforced."
-    )
-
-
-class ResponseFormat(BaseModel):
-    """OpenAI's `response_format`: text, any JSON object, or JSON valid against a schema."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    type: Literal["text", "json_object", "json_schema"] = Field(
-        description="json_object: a JSON object; json_schema: a value valid against "
-        "json_schema.schema. Generation stops (finish_reason stop) when the value is complete."
-    )
-    json_schema: JsonSchemaFormat | None = Field(
-        default=None, description="Required with type json_schema, refused otherwise."
-    )
+from frontend.apis.openai.protocol import ChatCompletionTokenLogprob, ResponseFormat
 
 
 class GenerateRequest(BaseModel):
@@ -74,24 +43,7 @@ class GenerateRequest(BaseModel):
     )
 
 
-FinishReasonName = Literal["stop", "length"]
-
-
-class TopLogprob(BaseModel):
-    """One of the likeliest tokens at a position (OpenAI chat's shape)."""
-
-    token: str = Field(
-        description="The token's text; a token that is not whole UTF-8 characters reads "
-        "`bytes:` and its bytes escaped, e.g. `bytes:\\xe2\\x80`."
-    )
-    logprob: float = Field(description="Natural log of its probability (-9999.0: about 0).")
-    bytes: list[int] = Field(description="The token's UTF-8 bytes.")
-
-
-class TokenLogprob(TopLogprob):
-    """One output token: its log-probability and the likeliest tokens at its position."""
-
-    top_logprobs: list[TopLogprob] = Field(description="Likeliest first; as many as asked for.")
+GenerateFinishReason = Literal["stop", "length"]
 
 
 class GenerateUsage(BaseModel):
@@ -113,10 +65,10 @@ class GenerateResponse(BaseModel):
     cached_tokens: int = Field(
         default=0, description="Prompt tokens reused from the engine's prefix cache."
     )
-    finish_reason: FinishReasonName
+    finish_reason: GenerateFinishReason
     model_version: str
     request_id: str
-    logprobs: list[TokenLogprob] | None = Field(
+    logprobs: list[ChatCompletionTokenLogprob] | None = Field(
         default=None, description="One per output token; present when asked for."
     )
 
@@ -126,7 +78,7 @@ class DeltaEvent(BaseModel):
 
     type: Literal["delta"] = "delta"
     text: str
-    logprobs: list[TokenLogprob] | None = Field(
+    logprobs: list[ChatCompletionTokenLogprob] | None = Field(
         default=None,
         description="The tokens this delta adds (its text may be empty while a character "
         "is incomplete); present when asked for.",
@@ -137,7 +89,7 @@ class DoneEvent(BaseModel):
     """The last SSE event before `data: [DONE]`."""
 
     type: Literal["done"] = "done"
-    finish_reason: FinishReasonName
+    finish_reason: GenerateFinishReason
     usage: GenerateUsage
     model_version: str
     request_id: str
@@ -161,13 +113,3 @@ class ErrorEvent(BaseModel):
 
     type: Literal["error"] = "error"
     error: ErrorDetail
-
-
-class LiveResponse(BaseModel):
-    status: Literal["live"] = "live"
-
-
-class ReadyResponse(BaseModel):
-    status: Literal["ready", "not_ready"]
-    model: str
-    endpoints: dict[str, bool] = Field(description="Triton gRPC endpoint -> model ready")

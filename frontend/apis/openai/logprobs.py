@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from frontend.protocol import TokenLogprob
+from frontend.apis.openai.protocol import ChatCompletionTokenLogprob
 from llm_stack.ensemble_contract import TokenLogprob as EngineLogprob
 
 # OpenAI's log-probability for a token too unlikely to tell; JSON has no -Infinity.
@@ -38,7 +38,7 @@ def _finite(logprob: float) -> float:
 
 def token_logprob_entries(entries: Iterable[EngineLogprob]) -> list[dict[str, Any]]:
     """Chat's `logprobs.content` (and /generate's `logprobs`) for these tokens, as the
-    JSON values a stream encodes (members in TokenLogprob's order)."""
+    JSON values a stream encodes (members in ChatCompletionTokenLogprob's order)."""
     return [
         {
             "token": token_text(entry.token),
@@ -53,9 +53,11 @@ def token_logprob_entries(entries: Iterable[EngineLogprob]) -> list[dict[str, An
     ]
 
 
-def token_logprobs(entries: Iterable[EngineLogprob]) -> list[TokenLogprob]:
+def token_logprobs(entries: Iterable[EngineLogprob]) -> list[ChatCompletionTokenLogprob]:
     """The same entries as models, for whole answers."""
-    return [TokenLogprob.model_validate(entry) for entry in token_logprob_entries(entries)]
+    return [
+        ChatCompletionTokenLogprob.model_validate(entry) for entry in token_logprob_entries(entries)
+    ]
 
 
 class CompletionLogprobsWriter:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 
+from frontend.apis.api import Api
 from frontend.deps import StateDep
-from frontend.protocol import LiveResponse, ReadyResponse
 
 router = APIRouter(tags=["operations"])
+
+
+class LiveResponse(BaseModel):
+    status: Literal["live"] = "live"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    model: str
+    endpoints: dict[str, bool] = Field(description="Triton gRPC endpoint -> model ready")
 
 
 @router.get("/health/live", response_model=LiveResponse, summary="The process is up")
@@ -49,3 +62,6 @@ async def ready(state: StateDep) -> JSONResponse:
 async def metrics(state: StateDep) -> Response:
     body, content_type = state.metrics.render()
     return Response(body, media_type=content_type)
+
+
+API = Api(router)

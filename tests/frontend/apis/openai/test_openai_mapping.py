@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 
+from frontend.apis.openai.mapping import chat_request, check_model, completion_request
+from frontend.apis.openai.protocol import ChatCompletionRequest, CompletionRequest
 from frontend.errors import (
     ChoicesOutOfRangeError,
     FieldRuleViolationError,
@@ -18,8 +20,6 @@ from frontend.errors import (
     UnsupportedSchemaKeywordError,
     error_kind,
 )
-from frontend.openai_mapping import chat_request, check_model, completion_request
-from frontend.openai_protocol import ChatCompletionRequest, CompletionRequest
 from frontend.validation import ChatMessage, RequestValidator, ValidationLimits
 from llm_stack.guided_decoding import Guide, GuideType
 

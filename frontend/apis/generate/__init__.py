@@ -1,0 +1,1 @@
+"""POST /generate: the frontend's own API."""

@@ -1,1 +1,0 @@
-"""HTTP routes: thin renderers over the service."""
