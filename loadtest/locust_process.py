@@ -35,6 +35,9 @@ class LocustLevel:
     options: LoadOptions
     api_key: str = ""
     html: bool = True
+    # Seconds the users get at the end to finish the request each has in flight (0: they
+    # are stopped at once, and requests still running are not counted).
+    stop_timeout_s: int = 0
 
     @property
     def csv_prefix(self) -> Path:
@@ -77,6 +80,8 @@ class LocustLevel:
         ]
         if self.html:
             cmd.append(f"--html={self.html_report}")
+        if self.stop_timeout_s:
+            cmd.append(f"--stop-timeout={self.stop_timeout_s}")
         return cmd
 
 
@@ -94,7 +99,7 @@ def run_locust(level: LocustLevel) -> None:
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                timeout=level.duration_s + 120,
+                timeout=level.duration_s + level.stop_timeout_s + 120,
                 check=False,
             ).returncode
         except subprocess.TimeoutExpired as exc:
