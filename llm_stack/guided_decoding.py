@@ -1,12 +1,14 @@
 """Structured outputs: the guides a request may carry, the JSON Schema subset the engines enforce.
 
 A guide is TensorRT-LLM's pair of tensors `guided_decoding_guide_type` and
-`guided_decoding_guide`: `json` (any JSON object, OpenAI's `json_object`) or `json_schema`
-(the schema as JSON text). The supported keywords are listed here, once: the frontend
-refuses the others with a 400 naming the keyword and where it is, the `tensorrt_llm`
-model refuses them with `invalid_argument`, and every keyword accepted is one the CPU
-engine's grammar enforces (TensorRT-LLM's xgrammar enforces more, never less). A keyword
-the grammar would silently ignore is refused, not accepted.
+`guided_decoding_guide`: `json` (any JSON object, OpenAI's `json_object`), `json_schema`
+(the schema as JSON text) or `structural_tag` (free text and tagged JSON values, for tool
+calls: `llm_stack.structural_tag`, whose schemas follow the same rules). The supported
+keywords are listed here, once: the frontend refuses the others with a 400 naming the
+keyword and where it is, the `tensorrt_llm` model refuses them with `invalid_argument`,
+and every keyword accepted is one the CPU engine's grammar enforces (TensorRT-LLM's
+xgrammar enforces more, never less). A keyword the grammar would silently ignore is
+refused, not accepted.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ class GuideType(enum.StrEnum):
 
     JSON = "json"  # any JSON object
     JSON_SCHEMA = "json_schema"  # a value valid against `Guide.schema`
+    STRUCTURAL_TAG = "structural_tag"  # text and tags as `Guide.schema` says (xgrammar's)
 
 
 @dataclass(frozen=True, slots=True)
 class Guide:
-    """What the output must be; `schema` is JSON text, for JSON_SCHEMA only."""
+    """What the output must be; `schema` is JSON text: the schema of JSON_SCHEMA, the
+    structural tag of STRUCTURAL_TAG (None for JSON)."""
 
     type: GuideType
     schema: str | None = None
@@ -491,7 +495,7 @@ def parse_guide(guide_type: str | None, guide: str | None) -> Guide | None:
     if kind is GuideType.JSON:
         return Guide(kind)
     if not guide:
-        raise InvalidGuideError(f"{GUIDE_FIELD} is required for json_schema", field=GUIDE_FIELD)
+        raise InvalidGuideError(f"{GUIDE_FIELD} is required for {kind}", field=GUIDE_FIELD)
     # Before parsing: a text of more characters has at least as many bytes.
     size = len(guide) if len(guide) > MAX_GUIDE_BYTES else utf8_size(guide)
     if size > MAX_GUIDE_BYTES:
@@ -501,6 +505,17 @@ def parse_guide(guide_type: str | None, guide: str | None) -> Guide | None:
             value=size,
             limit=MAX_GUIDE_BYTES,
         )
+    if kind is GuideType.STRUCTURAL_TAG:
+        # Here, not at the top: structural_tag checks its schemas with this module.
+        from llm_stack.structural_tag import StructuralTagError, parse_structural_tag_text
+
+        try:
+            parse_structural_tag_text(guide)
+        except StructuralTagError as exc:
+            error = InvalidGuideError(f"{GUIDE_FIELD}: {exc}", field=GUIDE_FIELD)
+            error.values = dict(exc.values)
+            raise error from None
+        return Guide(kind, guide)
     try:
         schema = json.loads(guide)
     except (json.JSONDecodeError, RecursionError):

@@ -11,6 +11,11 @@ allows is always valid JSON for `json.loads`: string characters exclude control
 characters (JSON forbids them raw; the converter allows them), and literals (property
 names, enum and const values) escape backslashes.
 
+A structural tag (`llm_stack.structural_tag`, the tool-call guide) becomes one grammar:
+each tag's schema converted as above under a rule of its own, the free text of
+`triggered_tags` as an automaton over the triggers (any text in which no trigger
+appears; see `_free_text_rules`).
+
 `GrammarCache` does that work in a worker thread of its own, never on the engine's
 event loop or its step thread: a guide is converted and compiled by llama.cpp once,
 and each sequence gets a copy of the compiled grammar.
@@ -43,6 +48,11 @@ from llm_stack.guided_decoding import (
     utf8_size,
 )
 from llm_stack.model_errors import ErrorCode, Value
+from llm_stack.structural_tag import (
+    TRIGGERED_TAGS,
+    StructuralTag,
+    parse_structural_tag_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +177,91 @@ def guide_gbnf(guide: Guide) -> str:
     if guide.type is GuideType.JSON:
         return schema_to_gbnf({"type": "object"})
     assert guide.schema is not None
+    if guide.type is GuideType.STRUCTURAL_TAG:
+        return structural_tag_gbnf(parse_structural_tag_text(guide.schema))
     return schema_to_gbnf(json.loads(guide.schema))
+
+
+def structural_tag_gbnf(tag: StructuralTag) -> str:
+    """The GBNF grammar (root rule `root`) of a checked structural tag."""
+    converter = _Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)  # type: ignore[no-untyped-call]
+    alternatives = []
+    for index, item in enumerate(tag.tags):
+        arguments = converter.visit(_normalize(resolve_refs(item.schema)), f"tag-{index}-value")
+        parts = [_gbnf_literal(item.begin), arguments]
+        if item.end:
+            parts.append(_gbnf_literal(item.end))
+        alternatives.append(converter._add_rule(f"tag-{index}", " ".join(parts)))  # type: ignore[no-untyped-call]
+    calls = converter._add_rule("tags", " | ".join(alternatives))  # type: ignore[no-untyped-call]
+    if tag.format == TRIGGERED_TAGS:
+        free = _free_text_rules(converter, tag.triggers)
+        if tag.stop_after_first:
+            root = calls if tag.at_least_one else f"{free} {calls}?"
+        else:
+            first = calls if tag.at_least_one else ""
+            root = f"{first} {free} ({calls} {free})*".strip()
+    else:
+        separator = f"{_gbnf_literal(tag.separator)} " if tag.separator else ""
+        if tag.stop_after_first:
+            root = calls if tag.at_least_one else f"{calls}?"
+        else:
+            root = f"{calls} ({separator}{calls})*"
+            root = root if tag.at_least_one else f"({root})?"
+    converter._add_rule(GRAMMAR_ROOT, root)  # type: ignore[no-untyped-call]
+    return str(converter.format_grammar())  # type: ignore[no-untyped-call]
+
+
+def _free_text_rules(converter: Any, triggers: tuple[str, ...]) -> str:
+    """Rules for any text in which no trigger appears; the name of the first.
+
+    An automaton over the triggers (Aho-Corasick): a state is the longest end of the
+    text so far that begins a trigger, one rule per state; a character that would
+    complete a trigger has no way on. The text may end in any state: the triggers do not
+    overlap (`llm_stack.structural_tag`), so a tag may follow any of them.
+    """
+    prefixes = sorted({t[:size] for t in triggers for size in range(len(t))}, key=len)
+    names = {prefix: f"free-{index}" for index, prefix in enumerate(prefixes)}
+    alphabet = sorted({char for trigger in triggers for char in trigger})
+
+    def step(prefix: str, char: str) -> str | None:
+        text = prefix + char
+        if any(text.endswith(t) for t in triggers):
+            return None  # the text would hold a trigger
+        return next(text[at:] for at in range(len(text) + 1) if text[at:] in names)
+
+    for prefix in prefixes:
+        moves = {char: step(prefix, char) for char in alphabet}
+        special = [char for char, to in moves.items() if to != ""]
+        options = [f"{_gbnf_literal(c)} {names[to]}" for c, to in moves.items() if to]
+        others = "".join(_gbnf_class_char(c) for c in special)
+        options.append(f"[^{others}] {names['']}")
+        converter._add_rule(names[prefix], f"({' | '.join(options)})?")
+    return names[""]
+
+
+def _gbnf_literal(text: str) -> str:
+    """`text` as a GBNF string literal."""
+    out = []
+    for char in text:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _gbnf_class_char(char: str) -> str:
+    """`char` inside a GBNF character class, escaped whatever it is."""
+    code = ord(char)
+    return (
+        f"\\x{code:02X}"
+        if code < 0x100
+        else f"\\u{code:04X}"
+        if code < 0x10000
+        else f"\\U{code:08X}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -371,7 +371,8 @@ class SimEngine:
             raise EngineStoppedError("the sim engine serves only the loop it started on")
         if request.guide is not None:
             raise InvalidRequestError(
-                "guided decoding is not simulated by the sim engine", field=GUIDE_FIELD
+                f"guided decoding ({request.guide.type}) is not simulated by the sim engine",
+                field=GUIDE_FIELD,
             )
         check_token_ids(request, vocab.size)
         self._scheduler.add(request)  # raises InvalidRequest/Overloaded before any delta

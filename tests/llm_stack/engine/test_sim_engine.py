@@ -288,9 +288,17 @@ async def test_logprobs_are_a_uniform_choice_among_the_words(
 # -- refusals -----------------------------------------------------------------------------------
 
 
-async def test_guided_decoding_is_refused_by_name(engine: SimEngine) -> None:
-    req = request(guide=Guide(GuideType.JSON))
-    with pytest.raises(InvalidRequestError, match="guided decoding") as info:
+@pytest.mark.parametrize(
+    "guide",
+    [
+        Guide(GuideType.JSON),
+        Guide(GuideType.STRUCTURAL_TAG, '{"type": "structural_tag", "format": {}}'),
+    ],
+    ids=["json", "structural_tag"],
+)
+async def test_guided_decoding_is_refused_by_name(engine: SimEngine, guide: Guide) -> None:
+    req = request(guide=guide)
+    with pytest.raises(InvalidRequestError, match=rf"guided decoding \({guide.type}\)") as info:
         await anext(engine.generate(req))
     assert info.value.field == "guided_decoding_guide"
     assert_idle(engine)
