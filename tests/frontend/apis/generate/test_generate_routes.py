@@ -185,12 +185,9 @@ async def test_malformed_and_oversized_bodies(triton: TritonServer) -> None:
         assert chunked.json()["error"]["type"] == "request_too_large"
         metrics = await app.metrics()
     assert sample(metrics, "frontend_rejected_requests_total", reason="request_too_large") == 2
-    assert (
-        sample(
-            metrics, "frontend_http_requests_total", route="/generate", method="POST", status="413"
-        )
-        == 2
-    )
+    assert sample(
+        metrics, "frontend_http_requests_total", route="/generate", method="POST", status="413"
+    ) == 2
 
 
 async def test_api_keys_when_configured(triton: TritonServer) -> None:
@@ -365,9 +362,6 @@ async def test_disconnect_mid_request_aborts_the_engine_sequence(
     assert generated < reference_length
     metrics = await served.metrics()
     assert sample(metrics, "frontend_generations_total", outcome="cancelled") == 1
-    assert (
-        sample(
-            metrics, "frontend_http_requests_total", route="/generate", method="POST", status="499"
-        )
-        == 1
-    )
+    assert sample(
+        metrics, "frontend_http_requests_total", route="/generate", method="POST", status="499"
+    ) == 1

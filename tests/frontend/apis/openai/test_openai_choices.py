@@ -275,7 +275,9 @@ async def test_refusals_name_the_parameter(
     if endpoint == "completions":
         call = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2, **changes)
     else:
-        call = client.chat.completions.create(model=MODEL, messages=CHAT, max_tokens=2, **changes)
+        call = client.chat.completions.create(
+            model=MODEL, messages=CHAT, max_tokens=2, **changes
+        )
     with pytest.raises(openai.APIStatusError) as caught:
         await call
     assert caught.value.status_code == status

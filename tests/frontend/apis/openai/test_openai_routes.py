@@ -35,8 +35,8 @@ CHAT = [
     {"role": "system", "content": "Answer in one short sentence."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
-DEFAULT_TEMPLATE = (
-    REPO_ROOT / "model_repository" / "preprocessing" / "1" / ("default_chat_template.jinja")
+DEFAULT_TEMPLATE = REPO_ROOT / "model_repository" / "preprocessing" / "1" / (
+    "default_chat_template.jinja"
 )
 
 
@@ -137,7 +137,9 @@ async def test_completion_stream_with_usage(served: ServedApp) -> None:
 
 async def test_completion_stop_string_and_list(served: ServedApp) -> None:
     client = sdk(served)
-    free = await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0)
+    free = await client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=16, temperature=0
+    )
     words = free.choices[0].text.split()
     assert len(words) >= 3, free
     for stop in (words[1], [words[1], "never-generated-xyz"]):
@@ -169,10 +171,7 @@ async def test_chat_renders_the_template_and_reports_the_engines_usage(
     served: ServedApp, triton: TritonServer, rendered_chat_tokens: int
 ) -> None:
     chat = await sdk(served).chat.completions.create(
-        model=MODEL,
-        messages=CHAT,
-        max_tokens=12,
-        temperature=0,  # type: ignore[arg-type]
+        model=MODEL, messages=CHAT, max_tokens=12, temperature=0  # type: ignore[arg-type]
     )
     engine = await engine_result(triton, 12, messages=CHAT)
     assert chat.object == "chat.completion"
@@ -280,29 +279,19 @@ async def test_streamed_chat_without_usage_ends_with_the_finish_chunk(served: Se
 async def test_chat_stop_and_max_completion_tokens(served: ServedApp) -> None:
     client = sdk(served)
     free = await client.chat.completions.create(
-        model=MODEL,
-        messages=CHAT,
-        max_completion_tokens=16,
-        temperature=0,  # type: ignore[arg-type]
+        model=MODEL, messages=CHAT, max_completion_tokens=16, temperature=0  # type: ignore[arg-type]
     )
     content = free.choices[0].message.content or ""
     words = content.split()
     assert len(words) >= 2, content
     stopped = await client.chat.completions.create(
-        model=MODEL,
-        messages=CHAT,
-        max_tokens=16,
-        temperature=0,
-        stop=[words[1]],  # type: ignore[arg-type]
+        model=MODEL, messages=CHAT, max_tokens=16, temperature=0, stop=[words[1]]  # type: ignore[arg-type]
     )
     assert stopped.choices[0].finish_reason == "stop"
     assert content.startswith(stopped.choices[0].message.content or "")
     assert words[1] not in (stopped.choices[0].message.content or "")
     short = await client.chat.completions.create(
-        model=MODEL,
-        messages=CHAT,
-        max_completion_tokens=2,
-        temperature=0,  # type: ignore[arg-type]
+        model=MODEL, messages=CHAT, max_completion_tokens=2, temperature=0  # type: ignore[arg-type]
     )
     assert short.usage is not None
     assert short.usage.completion_tokens <= 2
@@ -385,10 +374,7 @@ async def test_rule_violations_are_422_naming_the_parameter(
 ) -> None:
     with pytest.raises(openai.UnprocessableEntityError) as caught:
         await sdk(served).chat.completions.create(
-            model=MODEL,
-            messages=CHAT,
-            max_tokens=2,
-            extra_body=changes,  # type: ignore[arg-type]
+            model=MODEL, messages=CHAT, max_tokens=2, extra_body=changes  # type: ignore[arg-type]
         )
     assert caught.value.body == {
         "message": message, "type": "invalid_request_error", "param": param,
@@ -400,9 +386,7 @@ async def test_the_templates_own_refusal_comes_back_from_triton(served: ServedAp
     two_users = [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hello?"}]
     with pytest.raises(openai.UnprocessableEntityError) as caught:
         await sdk(served).chat.completions.create(
-            model=MODEL,
-            messages=two_users,
-            max_tokens=2,  # type: ignore[arg-type]
+            model=MODEL, messages=two_users, max_tokens=2  # type: ignore[arg-type]
         )
     assert caught.value.body == {
         "message": "messages: roles must alternate user/assistant/user/... after an optional "
@@ -451,9 +435,7 @@ async def test_rate_limit_raises_rate_limit_error(triton: TritonServer) -> None:
         await client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=1)
         with pytest.raises(openai.RateLimitError) as caught:
             await client.chat.completions.create(
-                model=MODEL,
-                messages=CHAT,
-                max_tokens=1,  # type: ignore[arg-type]
+                model=MODEL, messages=CHAT, max_tokens=1  # type: ignore[arg-type]
             )
     error = caught.value
     retry_after = int(error.response.headers["Retry-After"])
@@ -520,10 +502,7 @@ async def test_same_metrics_and_access_log_as_generate(
     before = await served.metrics()
     with caplog.at_level(logging.INFO, logger="frontend.access"):
         chat = await sdk(served).chat.completions.create(
-            model=MODEL,
-            messages=CHAT,
-            max_tokens=3,
-            user="end-user-7",  # type: ignore[arg-type]
+            model=MODEL, messages=CHAT, max_tokens=3, user="end-user-7"  # type: ignore[arg-type]
         )
     after = await served.metrics()
     assert chat.usage is not None
