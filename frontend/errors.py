@@ -23,17 +23,18 @@ class FrontendError(Exception):
 # --- the request itself -----------------------------------------------------------------
 
 
-class InvalidRequestError(FrontendError):
-    """The request cannot be served as given."""
+class InvalidInputError(FrontendError):
+    """The request cannot be served as given (the engine's own refusals are
+    llm_stack.engine.base.InvalidRequestError; they reach here as ModelRejectedRequestError)."""
 
     field: str | None = None
 
 
-class MalformedBodyError(InvalidRequestError):
+class MalformedBodyError(InvalidInputError):
     """The body is not JSON."""
 
 
-class SchemaViolationError(InvalidRequestError):
+class SchemaViolationError(InvalidInputError):
     """The JSON does not match the request schema (missing field, wrong type, extra field)."""
 
     def __init__(self, message: str, field: str | None) -> None:
@@ -41,7 +42,7 @@ class SchemaViolationError(InvalidRequestError):
         self.field = field
 
 
-class FieldRuleViolationError(InvalidRequestError):
+class FieldRuleViolationError(InvalidInputError):
     """A value breaks one validation rule; names the field, the limit and the value."""
 
     def __init__(self, field: str, value: object, limit: object, message: str) -> None:
@@ -119,42 +120,11 @@ class AssistantMessageLastError(FieldRuleViolationError):
 
 
 class OutOfRangeError(FieldRuleViolationError):
-    """A number outside its allowed interval (`limit` is written like `0..2`)."""
+    """A number outside its allowed interval (`limit` is written like `0..2` or `(0, 1]`):
+    each sampling parameter's bounds (llm_stack.sampling_contract), n's among them."""
 
     def __init__(self, field: str, value: object, limit: str) -> None:
         super().__init__(field, value, limit, f"{field} {value} is outside {limit}")
-
-
-class MaxTokensOutOfRangeError(OutOfRangeError):
-    pass
-
-
-class TemperatureOutOfRangeError(OutOfRangeError):
-    pass
-
-
-class TopPOutOfRangeError(OutOfRangeError):
-    pass
-
-
-class TopKOutOfRangeError(OutOfRangeError):
-    pass
-
-
-class SeedOutOfRangeError(OutOfRangeError):
-    pass
-
-
-class PenaltyOutOfRangeError(OutOfRangeError):
-    pass
-
-
-class MinTokensOutOfRangeError(OutOfRangeError):
-    pass
-
-
-class ChoicesOutOfRangeError(OutOfRangeError):
-    """`n`, the number of choices, outside 1..max_n."""
 
 
 class LogprobsOutOfRangeError(OutOfRangeError):
@@ -223,7 +193,7 @@ class InvalidTextError(FieldRuleViolationError):
         )
 
 
-class ModelRejectedRequestError(InvalidRequestError):
+class ModelRejectedRequestError(InvalidInputError):
     """Triton answered INVALID_ARG for a reason the frontend does not check itself."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
@@ -231,7 +201,7 @@ class ModelRejectedRequestError(InvalidRequestError):
         self.field = field
 
 
-class UnsupportedParameterError(InvalidRequestError):
+class UnsupportedParameterError(InvalidInputError):
     """A parameter of the OpenAI API that this server does not implement (never ignored)."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -410,7 +380,7 @@ class ErrorKind:
 ERROR_TABLE: Final[Mapping[type[FrontendError], ErrorKind]] = {
     MalformedBodyError: ErrorKind(400, "malformed_body"),
     UnsupportedParameterError: ErrorKind(400, "unsupported_parameter"),
-    InvalidRequestError: ErrorKind(422, "invalid_request"),
+    InvalidInputError: ErrorKind(422, "invalid_request"),
     PromptTooManyTokensError: ErrorKind(422, "prompt_too_long"),
     BodyTooLargeError: ErrorKind(413, "request_too_large"),
     BodyTimeoutError: ErrorKind(408, "request_timeout"),

@@ -30,7 +30,7 @@ from frontend.errors import ClientClosedRequestError, FrontendError, error_kind
 from frontend.metrics import FrontendMetrics
 from frontend.service import Admitted, Completed, GenerationEvent, TextDelta
 from frontend.sse import DONE, DONE_DATA, sse
-from llm_stack.ensemble_contract import TokenLogprob
+from llm_stack.ensemble_contract import EnsembleTokenLogprob
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class CollectedChoice:
     """One choice's whole text, and its tokens' log-probabilities when asked for."""
 
     text: str
-    logprobs: tuple[TokenLogprob, ...] = ()
+    logprobs: tuple[EnsembleTokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +96,7 @@ async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
 async def _collect(events: Events) -> Collected:
     admitted: Admitted | None = None
     pieces: dict[int, list[str]] = {}
-    logprobs: dict[int, list[TokenLogprob]] = {}
+    logprobs: dict[int, list[EnsembleTokenLogprob]] = {}
     async for event in events:
         if isinstance(event, TextDelta):
             pieces.setdefault(event.index, []).append(event.text)

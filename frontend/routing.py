@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from frontend.validation import GenerationRequest
+from frontend.validation import ValidatedRequest
 
 
 class Decision(StrEnum):
@@ -54,7 +54,7 @@ class PrefixRouting:
         if not self.load_factor >= 1.0:
             raise ValueError(f"load_factor must be >= 1, got {self.load_factor}")
 
-    def key(self, request: GenerationRequest) -> bytes | None:
+    def key(self, request: ValidatedRequest) -> bytes | None:
         """The routing key of a request, or None when prefix routing is off."""
         if self.chars == 0:
             return None

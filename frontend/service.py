@@ -19,15 +19,15 @@ from typing import Literal
 from frontend.admission import ConcurrencyGate
 from frontend.errors import (
     FrontendError,
-    InvalidRequestError,
+    InvalidInputError,
     RateLimitedError,
     TritonInternalError,
 )
 from frontend.metrics import FrontendMetrics
 from frontend.rate_limit import RateLimiter, Reservation, estimate_prompt_tokens
 from frontend.triton_client import EngineChunk, TritonPool
-from frontend.validation import GenerationRequest
-from llm_stack.ensemble_contract import TokenLogprob
+from frontend.validation import ValidatedRequest
+from llm_stack.ensemble_contract import EnsembleTokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class TextDelta:
 
     text: str
     index: int = 0
-    logprobs: tuple[TokenLogprob, ...] = ()
+    logprobs: tuple[EnsembleTokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +123,13 @@ class GenerationService:
         self._accounting: set[asyncio.Task[None]] = set()
 
     async def validated(
-        self, caller: Caller, validate: Callable[[], GenerationRequest]
-    ) -> GenerationRequest:
+        self, caller: Caller, validate: Callable[[], ValidatedRequest]
+    ) -> ValidatedRequest:
         """What `validate` makes of a request; when it refuses the request as invalid, the
         refusal counts against the caller's requests per minute (429 once they are spent)."""
         try:
             return validate()
-        except InvalidRequestError:
+        except InvalidInputError:
             if self._limiter.enabled:
                 try:
                     await self._limiter.charge_refused(caller.rate_key)
@@ -140,7 +140,7 @@ class GenerationService:
 
     async def generate(
         self,
-        request: GenerationRequest,
+        request: ValidatedRequest,
         caller: Caller,
         request_id: str,
         record: GenerationRecord | None = None,
@@ -184,7 +184,7 @@ class GenerationService:
             self._account(caller, reservation, record)
 
     async def _run(
-        self, request: GenerationRequest, request_id: str, record: GenerationRecord
+        self, request: ValidatedRequest, request_id: str, record: GenerationRecord
     ) -> AsyncGenerator[GenerationEvent, None]:
         """The Triton call's events, until every choice has finished."""
         metrics = self._metrics

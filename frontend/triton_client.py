@@ -47,17 +47,18 @@ from frontend.errors import (
 )
 from frontend.metrics import FrontendMetrics
 from frontend.routing import Decision, PrefixRouting, choose
-from frontend.validation import GenerationRequest
+from frontend.validation import ValidatedRequest
 from llm_stack.ensemble_contract import (
     FINISH_CANCELLED,
     EnsembleRequest,
-    TokenLogprob,
+    EnsembleTokenLogprob,
     has_outputs,
     parse_response,
     stop_request,
     stream_request,
 )
 from llm_stack.model_errors import ErrorCode, ModelError, decode_model_error
+from llm_stack.sampling_contract import SAMPLING_PARAMETERS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,11 @@ _READ_AHEAD = 16
 # Health checks start no sequence, so they may share one id (and their errors read alike).
 _HEALTH_REQUEST_ID = "frontend-health-check"
 # The ensemble's inputs under the names clients sent them (the rest keep theirs).
-_CLIENT_FIELDS: Mapping[str, str] = {"text_input": "prompt", "stop_words": "stop"}
+_CLIENT_FIELDS: Mapping[str, str] = {
+    "text_input": "prompt",
+    "stop_words": "stop",
+    **{p.name: p.client_name for p in SAMPLING_PARAMETERS if p.client_name != p.name},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,7 @@ class EngineChunk:
     finish_reason: str  # "" until the choice's last response
     model_version: str
     index: int = 0
-    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens this response adds, when asked
+    logprobs: tuple[EnsembleTokenLogprob, ...] = ()  # the tokens this response adds, when asked
 
 
 class Endpoint:
@@ -160,11 +165,13 @@ def _channel_args(config: PoolConfig) -> list[tuple[str, Any]]:
     ]
 
 
-def ensemble_request(request: GenerationRequest) -> EnsembleRequest:
+def ensemble_request(request: ValidatedRequest) -> EnsembleRequest:
     """The ensemble request for a validated request.
 
     Chat messages go as the `messages` input, a JSON array that Triton's preprocessing
-    renders with the model's chat template; `text_input` is then empty.
+    renders with the model's chat template; `text_input` is then empty. The sampling
+    parameters go as the inputs of their names (llm_stack.sampling_contract), those at
+    the engine's default left out.
     """
     messages = None
     if request.messages:
@@ -176,22 +183,14 @@ def ensemble_request(request: GenerationRequest) -> EnsembleRequest:
         text_input=request.prompt,
         max_tokens=request.max_tokens,
         stream=request.stream,
-        temperature=request.temperature,
         messages=messages,
-        top_p=request.top_p,
-        top_k=request.top_k,
-        seed=request.seed,
-        presence_penalty=request.presence_penalty,
-        frequency_penalty=request.frequency_penalty,
-        repetition_penalty=request.repetition_penalty,
-        min_tokens=request.min_tokens,
         stop_words=request.stop or None,
         guided_decoding_guide_type=request.guide.type.value if request.guide else None,
         guided_decoding_guide=request.guide.schema if request.guide else None,
-        # Left out at their defaults (one choice, no log-probabilities).
-        num_return_sequences=request.n if request.n > 1 else None,
+        # Left out at their default (no log-probabilities).
         return_log_probs=True if request.logprobs is not None else None,
         num_top_log_probs=request.logprobs or None,
+        **request.sampling.sent(),
     )
 
 
@@ -260,9 +259,7 @@ def _from_model_error(error: ModelError) -> FrontendError:
         case ErrorCode.SEQUENCE_TOO_LONG:
             return SequenceTooLongError(int(values.get("tokens", 0)), int(values.get("limit", 0)))
         case (
-            ErrorCode.INVALID_ARGUMENT
-            | ErrorCode.INVALID_MESSAGES
-            | ErrorCode.DUPLICATE_REQUEST_ID
+            ErrorCode.INVALID_ARGUMENT | ErrorCode.INVALID_MESSAGES | ErrorCode.DUPLICATE_REQUEST_ID
         ):
             # The model's own validation messages name the field; they are meant for clients.
             first_line = error.message.strip().splitlines()[0] if error.message.strip() else ""
@@ -522,7 +519,7 @@ class TritonPool:
         return min(rotated, key=lambda e: e.in_flight)
 
     async def generate(
-        self, request: GenerationRequest, request_id: str
+        self, request: ValidatedRequest, request_id: str
     ) -> AsyncIterator[EngineChunk]:
         """Stream the model's chunks for one request; raises FrontendError subclasses."""
         tried: set[str] = set()
@@ -542,7 +539,7 @@ class TritonPool:
                 log.warning("retrying %s on another endpoint: %s is down", request_id, endpoint.url)
 
     async def _call(
-        self, endpoint: Endpoint, request: GenerationRequest, request_id: str
+        self, endpoint: Endpoint, request: ValidatedRequest, request_id: str
     ) -> AsyncIterator[EngineChunk]:
         # Triton ids must be unique while in flight; a client's X-Request-ID need not be.
         triton_id = f"{request_id[:64]}-{uuid.uuid4().hex[:12]}"
@@ -555,9 +552,7 @@ class TritonPool:
         endpoint.in_flight += 1
         endpoint.in_flight_gauge.inc()
         endpoint.calls_counter.inc()
-        call = endpoint.client.stream_infer(
-            one_request(), stream_timeout=self.config.timeout_s
-        )
+        call = endpoint.client.stream_infer(one_request(), stream_timeout=self.config.timeout_s)
         responses = _Responses(call)
         finished = False
         cancelled = False

@@ -1,53 +1,53 @@
-"""The one validation step: raw request fields in, a `GenerationRequest` out.
+"""The one validation step: what an API asks for in, a `ValidatedRequest` out.
 
-It knows no wire format, so /generate and the OpenAI layer both feed it keyword
-fields: a prompt (`generation`) or chat messages (`chat`), and the same sampling
-fields. Each rule raises its own error naming the field, the limit and the value. The
-prompt's length in tokens is the model's business: Triton's tokenizer checks it (after
-rendering messages with the model's chat template).
+It knows no wire format, so every API feeds it the same `RequestedGeneration`: a prompt
+(`completion`) or chat messages (`chat`) with the sampling parameters. Each rule raises
+its own error naming the field, the limit and the value; the sampling parameters' rules
+are their declarations' (llm_stack.sampling_contract), so a new parameter brings its
+rule, its error and its OpenAPI bounds with it. The prompt's length in tokens is the
+model's business: Triton's tokenizer checks it (after rendering messages with the
+model's chat template).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
 from frontend.errors import (
     AssistantMessageLastError,
-    ChoicesOutOfRangeError,
     EmptyMessagesError,
     EmptyPromptError,
     EmptyStopSequenceError,
     InvalidSchemaError,
     InvalidTextError,
     LogprobsOutOfRangeError,
-    MaxTokensOutOfRangeError,
-    MinTokensOutOfRangeError,
-    PenaltyOutOfRangeError,
+    OutOfRangeError,
     PromptTooLongError,
     SchemaViolationError,
-    SeedOutOfRangeError,
     StopSequenceTooLongError,
-    TemperatureOutOfRangeError,
     TooManyMessagesError,
     TooManyStopSequencesError,
-    TopKOutOfRangeError,
-    TopPOutOfRangeError,
     UnknownRoleError,
     UnsupportedParameterError,
     UnsupportedSchemaKeywordError,
 )
 from llm_stack.ensemble_contract import MAX_NUM_TOP_LOG_PROBS
 from llm_stack.guided_decoding import Guide, GuideType, Path, SchemaError, check_schema, schema_text
+from llm_stack.sampling_contract import (
+    OPTIONAL_PARAMETERS,
+    PARAMETERS,
+    SAMPLING_PARAMETERS,
+    Limit,
+    OtherParameter,
+    SamplingInputs,
+    SamplingParameter,
+    Setting,
+)
 
-TEMPERATURE_MAX = 2.0
-SEED_MAX = 2**64 - 1
-PENALTY_MAX = 2.0  # presence and frequency penalties lie in -2..2, as in OpenAI's API
-REPETITION_PENALTY_MAX = 2.0
 ROLES = ("system", "user", "assistant")
 # Likeliest alternatives per token: what the ensemble's num_top_log_probs takes (OpenAI
 # chat's top_logprobs limit); OpenAI's completions allow 5 (their `logprobs`).
@@ -57,7 +57,8 @@ COMPLETION_LOGPROBS_MAX = 5
 
 @dataclass(frozen=True, slots=True)
 class ValidationLimits:
-    """The configurable bounds (from the settings)."""
+    """The configurable bounds (from the settings); sampling parameters name theirs as
+    `Setting`s (llm_stack.sampling_contract)."""
 
     max_prompt_chars: int
     max_tokens: int
@@ -74,37 +75,54 @@ TypedKeywords = dict[str, dict[str, Any]]
 FieldRules = dict[str, TypedKeywords]
 
 
+def _setting(limits: ValidationLimits, bound: Setting) -> int:
+    value = getattr(limits, bound.name)
+    assert isinstance(value, int), bound
+    return value
+
+
+def _documented(bound: Limit, limits: ValidationLimits) -> float:
+    """A bound as the document states it: another parameter's bound stands for its value."""
+    if isinstance(bound, Setting):
+        return _setting(limits, bound)
+    if isinstance(bound, OtherParameter):
+        return _documented(PARAMETERS[bound.name].maximum, limits)
+    return bound
+
+
+def _parameter_schema(parameter: SamplingParameter, limits: ValidationLimits) -> TypedKeywords:
+    low = "exclusiveMinimum" if parameter.exclusive_minimum else "minimum"
+    high = "exclusiveMaximum" if parameter.exclusive_maximum else "maximum"
+    json_type = "number" if parameter.python_type is float else "integer"
+    return {
+        json_type: {
+            low: _documented(parameter.minimum, limits),
+            high: _documented(parameter.maximum, limits),
+        }
+    }
+
+
 def field_schemas(limits: ValidationLimits) -> FieldRules:
     """The rules below that concern one field alone, as JSON Schema keywords for the API document.
 
-    Built from the same constants and limits as the checks, so the document cannot drift from
-    them; rules across fields (min_tokens within max_tokens, the messages' total length, the
-    last role) stay in the descriptions. The validator remains the one place rules are applied.
+    Built from the same declarations and limits as the checks, so the document cannot drift
+    from them; rules across fields (min_tokens within max_tokens, the messages' total
+    length, the last role) stay in the descriptions. The validator remains the one place
+    rules are applied.
     """
     text = {"minLength": 1, "maxLength": limits.max_prompt_chars}
     stop_sequence = {"minLength": 1, "maxLength": limits.max_stop_chars}
-    max_tokens = {"integer": {"minimum": 1, "maximum": limits.max_tokens}}
-    penalty = {"number": {"minimum": -PENALTY_MAX, "maximum": PENALTY_MAX}}
+    sampling = {p.client_name: _parameter_schema(p, limits) for p in SAMPLING_PARAMETERS}
     return {
         "prompt": {"string": text},
-        "max_tokens": max_tokens,
-        "max_completion_tokens": max_tokens,
-        "temperature": {"number": {"minimum": 0, "maximum": TEMPERATURE_MAX}},
-        "top_p": {"number": {"exclusiveMinimum": 0, "maximum": 1}},
-        "top_k": {"integer": {"minimum": 0, "maximum": limits.max_top_k}},
+        **sampling,
+        # OpenAI chat's other name for max_tokens.
+        "max_completion_tokens": sampling["max_tokens"],
         "stop": {
             "array": {"maxItems": limits.max_stop_sequences, "items": stop_sequence},
             "string": stop_sequence,
         },
-        "seed": {"integer": {"minimum": 0, "maximum": SEED_MAX}},
-        "presence_penalty": penalty,
-        "frequency_penalty": penalty,
-        "repetition_penalty": {
-            "number": {"exclusiveMinimum": 0, "maximum": REPETITION_PENALTY_MAX}
-        },
-        "min_tokens": {"integer": {"minimum": 0, "maximum": limits.max_tokens}},
-        "n": {"integer": {"minimum": 1, "maximum": limits.max_n}},
-        # /v1/completions allows fewer (frontend.openapi narrows its `logprobs`); chat's
+        # /v1/completions allows fewer (frontend.apis.openai narrows its `logprobs`); chat's
         # `logprobs` is a boolean, which an integer rule leaves alone.
         "logprobs": {"integer": {"minimum": 0, "maximum": TOP_LOGPROBS_MAX}},
         "top_logprobs": {"integer": {"minimum": 0, "maximum": TOP_LOGPROBS_MAX}},
@@ -112,6 +130,13 @@ def field_schemas(limits: ValidationLimits) -> FieldRules:
         "role": {"string": {"enum": list(ROLES)}},
         "content": {"string": {"maxLength": limits.max_prompt_chars}},
     }
+
+
+def sampling_inputs(body: object, **values: Any) -> SamplingInputs:
+    """The sampling parameters a wire model holds under their client names (absent: None),
+    with `values` (by the parameters' names) over them: an API's own defaults and fields."""
+    found = {p.name: getattr(body, p.client_name, None) for p in OPTIONAL_PARAMETERS}
+    return SamplingInputs(**{**found, **values})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +156,26 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class GenerationRequest:
+class RequestedGeneration:
+    """What an API asks to generate, before validation (the prompt or messages apart)."""
+
+    max_tokens: int
+    sampling: SamplingInputs = field(default_factory=SamplingInputs)
+    stop: Sequence[str] = ()
+    stream: bool = False
+    response_format: OutputFormat | None = None
+    # Alternatives per token (None: no log-probabilities), the field the count came from
+    # (OpenAI chat calls it top_logprobs) and that API's largest count.
+    logprobs: int | None = None
+    logprobs_field: str = "logprobs"
+    logprobs_max: int = TOP_LOGPROBS_MAX
+    # The API's names for parameters where they differ from their client names, so that
+    # errors name what the client sent (e.g. OpenAI chat's max_completion_tokens).
+    field_names: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedRequest:
     """A generation request that passed every rule; the service accepts only this.
 
     A chat request has `messages` (the model's template makes them the prompt) and an
@@ -142,20 +186,17 @@ class GenerationRequest:
 
     prompt: str
     max_tokens: int
-    temperature: float
-    top_p: float | None
-    top_k: int | None
-    stop: tuple[str, ...]
-    seed: int | None
-    stream: bool
+    sampling: SamplingInputs = field(default_factory=SamplingInputs)
+    stop: tuple[str, ...] = ()
+    stream: bool = False
     messages: tuple[ChatMessage, ...] = ()
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
-    min_tokens: int | None = None
     guide: Guide | None = None  # structured output
-    n: int = 1
     logprobs: int | None = None
+
+    @property
+    def n(self) -> int:
+        """How many choices."""
+        return self.sampling.num_return_sequences or 1
 
     @property
     def input_text(self) -> str:
@@ -165,71 +206,25 @@ class GenerationRequest:
         return self.prompt
 
 
-@dataclass(frozen=True, slots=True)
-class Sampling:
-    """The fields shared by prompt and chat requests, before validation."""
-
-    max_tokens: int
-    temperature: float
-    top_p: float | None
-    top_k: int | None
-    stop: Sequence[str]
-    seed: int | None
-    stream: bool
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    repetition_penalty: float | None = None
-    min_tokens: int | None = None
-    # The request field max_tokens came from (OpenAI chat also calls it
-    # max_completion_tokens), so its errors name what the client sent.
-    max_tokens_field: str = "max_tokens"
-    response_format: OutputFormat | None = None
-    n: int = 1
-    # Alternatives per token (None: no log-probabilities), the field the count came from
-    # (OpenAI chat calls it top_logprobs) and that API's largest count.
-    logprobs: int | None = None
-    logprobs_field: str = "logprobs"
-    logprobs_max: int = TOP_LOGPROBS_MAX
-
-
 class RequestValidator:
     """Applies the rules in a fixed order and reports the first one broken."""
 
     def __init__(self, limits: ValidationLimits) -> None:
         self.limits = limits
 
-    def generation(
-        self,
-        *,
-        prompt: str,
-        max_tokens: int,
-        temperature: float,
-        top_p: float | None,
-        top_k: int | None,
-        stop: Sequence[str],
-        seed: int | None,
-        stream: bool,
-        response_format: OutputFormat | None = None,
-        logprobs: int | None = None,
-    ) -> GenerationRequest:
-        """Validate one generation request's fields."""
-        sampling = Sampling(
-            max_tokens, temperature, top_p, top_k, stop, seed, stream,
-            response_format=response_format, logprobs=logprobs,
-        )  # fmt: skip
-        return self.completion(prompt, sampling)
-
-    def completion(self, prompt: str, sampling: Sampling) -> GenerationRequest:
-        """Validate a prompt and its sampling fields."""
+    def completion(self, prompt: str, requested: RequestedGeneration) -> ValidatedRequest:
+        """Validate a prompt and its generation parameters."""
         limits = self.limits
         if not prompt:
             raise EmptyPromptError
         if len(prompt) > limits.max_prompt_chars:
             raise PromptTooLongError(len(prompt), limits.max_prompt_chars)
-        return self._with_sampling(prompt, (), sampling)
+        return self._with_sampling(prompt, (), requested)
 
-    def chat(self, messages: Sequence[ChatMessage], sampling: Sampling) -> GenerationRequest:
-        """Validate chat messages and their sampling fields."""
+    def chat(
+        self, messages: Sequence[ChatMessage], requested: RequestedGeneration
+    ) -> ValidatedRequest:
+        """Validate chat messages and their generation parameters."""
         if not messages:
             raise EmptyMessagesError
         if len(messages) > self.limits.max_messages:
@@ -242,78 +237,65 @@ class RequestValidator:
         chars = sum(len(message.content) for message in messages)
         if chars > self.limits.max_prompt_chars:
             raise PromptTooLongError(chars, self.limits.max_prompt_chars, "messages")
-        return self._with_sampling("", tuple(messages), sampling)
+        return self._with_sampling("", tuple(messages), requested)
+
+    def _bound(self, bound: Limit, values: Mapping[str, Any]) -> float:
+        if isinstance(bound, Setting):
+            return _setting(self.limits, bound)
+        if isinstance(bound, OtherParameter):
+            value = values[bound.name]
+            assert isinstance(value, int | float), bound
+            return value
+        return bound
+
+    def check_sampling(self, requested: RequestedGeneration) -> None:
+        """Each set sampling parameter within its declared bounds (OutOfRangeError naming
+        the field as the client sent it, the bounds and the value)."""
+        values = {
+            **{p.name: getattr(requested.sampling, p.name) for p in OPTIONAL_PARAMETERS},
+            SAMPLING_PARAMETERS[0].name: requested.max_tokens,
+        }
+        for parameter in SAMPLING_PARAMETERS:
+            value = values[parameter.name]
+            if value is None:
+                continue
+            low = self._bound(parameter.minimum, values)
+            high = self._bound(parameter.maximum, values)
+            if not parameter.admits(value, low, high):
+                name = requested.field_names.get(parameter.name, parameter.client_name)
+                raise OutOfRangeError(name, value, parameter.interval(low, high))
 
     def _with_sampling(
-        self, prompt: str, messages: tuple[ChatMessage, ...], sampling: Sampling
-    ) -> GenerationRequest:
+        self, prompt: str, messages: tuple[ChatMessage, ...], requested: RequestedGeneration
+    ) -> ValidatedRequest:
         limits = self.limits
-        s = sampling
-        if not 1 <= s.max_tokens <= limits.max_tokens:
-            raise MaxTokensOutOfRangeError(
-                s.max_tokens_field, s.max_tokens, f"1..{limits.max_tokens}"
-            )
-        if not 1 <= s.n <= limits.max_n:
-            raise ChoicesOutOfRangeError("n", s.n, f"1..{limits.max_n}")
-        if s.logprobs is not None and not 0 <= s.logprobs <= s.logprobs_max:
-            raise LogprobsOutOfRangeError(s.logprobs_field, s.logprobs, f"0..{s.logprobs_max}")
-        # NaN fails every comparison, so it lands in the range errors too.
-        if not (math.isfinite(s.temperature) and 0.0 <= s.temperature <= TEMPERATURE_MAX):
-            raise TemperatureOutOfRangeError(
-                "temperature", s.temperature, f"0..{TEMPERATURE_MAX:g}"
-            )
-        if s.top_p is not None and not (math.isfinite(s.top_p) and 0.0 < s.top_p <= 1.0):
-            raise TopPOutOfRangeError("top_p", s.top_p, "(0, 1]")
-        if s.top_k is not None and not 0 <= s.top_k <= limits.max_top_k:
-            raise TopKOutOfRangeError("top_k", s.top_k, f"0..{limits.max_top_k}")
-        if len(s.stop) > limits.max_stop_sequences:
-            raise TooManyStopSequencesError(len(s.stop), limits.max_stop_sequences)
-        for index, sequence in enumerate(s.stop):
+        r = requested
+        self.check_sampling(r)
+        if r.logprobs is not None and not 0 <= r.logprobs <= r.logprobs_max:
+            raise LogprobsOutOfRangeError(r.logprobs_field, r.logprobs, f"0..{r.logprobs_max}")
+        if len(r.stop) > limits.max_stop_sequences:
+            raise TooManyStopSequencesError(len(r.stop), limits.max_stop_sequences)
+        for index, sequence in enumerate(r.stop):
             if not sequence:
                 raise EmptyStopSequenceError(index)
             if len(sequence) > limits.max_stop_chars:
                 raise StopSequenceTooLongError(index, len(sequence), limits.max_stop_chars)
-        if s.seed is not None and not 0 <= s.seed <= SEED_MAX:
-            raise SeedOutOfRangeError("seed", s.seed, f"0..{SEED_MAX}")
-        for name, penalty in (
-            ("presence_penalty", s.presence_penalty),
-            ("frequency_penalty", s.frequency_penalty),
-        ):
-            if penalty is not None and not (math.isfinite(penalty) and abs(penalty) <= PENALTY_MAX):
-                raise PenaltyOutOfRangeError(name, penalty, f"-{PENALTY_MAX:g}..{PENALTY_MAX:g}")
-        repetition = s.repetition_penalty
-        if repetition is not None and not (
-            math.isfinite(repetition) and 0.0 < repetition <= REPETITION_PENALTY_MAX
-        ):
-            raise PenaltyOutOfRangeError(
-                "repetition_penalty", repetition, f"(0, {REPETITION_PENALTY_MAX:g}]"
-            )
-        if s.min_tokens is not None and not 0 <= s.min_tokens <= s.max_tokens:
-            raise MinTokensOutOfRangeError("min_tokens", s.min_tokens, f"0..{s.max_tokens}")
-        guide = guide_for(s.response_format) if s.response_format else None
-        if guide is not None and s.stop:
+        guide = guide_for(r.response_format) if r.response_format else None
+        if guide is not None and r.stop:
             # A stop sequence inside the value would cut it short, and `stop` promises a
             # complete value; the value's own end already ends the generation.
             raise UnsupportedParameterError(
                 "stop", "stop is not supported with a JSON response_format"
             )
-        return GenerationRequest(
+        return ValidatedRequest(
             prompt=prompt,
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            stop=tuple(s.stop),
-            seed=s.seed,
-            stream=s.stream,
+            max_tokens=r.max_tokens,
+            sampling=r.sampling,
+            stop=tuple(r.stop),
+            stream=r.stream,
             messages=messages,
-            presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty,
-            repetition_penalty=s.repetition_penalty,
-            min_tokens=s.min_tokens,
             guide=guide,
-            n=s.n,
-            logprobs=s.logprobs,
+            logprobs=r.logprobs,
         )
 
 

@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from llm_stack.ensemble_contract import (
     EnsembleRequest,
-    TokenLogprob,
+    EnsembleTokenLogprob,
     has_outputs,
     parse_response,
     stream_request,
@@ -32,7 +32,7 @@ class Result:
     num_input_tokens: int = 0
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
-    logprobs: list[TokenLogprob] = field(default_factory=list)
+    logprobs: list[EnsembleTokenLogprob] = field(default_factory=list)
     error: InferenceServerException | None = None
     # With num_return_sequences > 1: every sequence's own result, by sequence_index.
     sequences: dict[int, Result] = field(default_factory=dict)

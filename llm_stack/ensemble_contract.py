@@ -7,8 +7,11 @@ frontend, `llm_stack.ensemble_client`, the benchmarks and the tests build reques
 read responses only through this module; `tests/llm_stack/test_ensemble_contract.py`
 holds it to `model_repository/ensemble/config.pbtxt`.
 
-Absent optional inputs take the engine's defaults (`llm_stack.engine.base.SamplingParams`);
-the frontend's own defaults for clients (e.g. its temperature) are the frontend's rules.
+The sampling inputs (temperature, top_k, ...) are declared once, with their bounds and
+the engine inputs they become, in `llm_stack.sampling_contract`; `EnsembleRequest` takes
+them as `SamplingInputs` fields. Absent optional inputs take the engine's defaults
+(`llm_stack.engine.base.SamplingParams`); the frontend's own defaults for clients (e.g.
+its temperature) are the frontend's rules.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc as grpcclient
+
+from llm_stack.sampling_contract import INT32, MAX_TOKENS, SamplingInputs, TensorSpec
 
 ENSEMBLE_MODEL: Final = "ensemble"
 # The most likeliest alternatives per token `num_top_log_probs` may ask for (OpenAI chat's
@@ -35,26 +40,9 @@ ENGINE_MODEL: Final = "tensorrt_llm"
 # with SIGSEGV in its gRPC handler. The error's JSON code says what a status would.
 
 
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """One tensor of the contract: Triton's data type, the numpy type, its dims past the
-    batch dimension ((1,) a value, (-1,) a list, (-1, -1) a list per token)."""
-
-    datatype: str
-    dtype: type[np.generic]
-    dims: tuple[int, ...] = (1,)
-    optional: bool = True
-
-    @property
-    def is_list(self) -> bool:
-        return self.dims != (1,)
-
-
 _BYTES = TensorSpec("BYTES", np.object_)
 _WORDS = TensorSpec("BYTES", np.object_, dims=(-1,))
-_INT32 = TensorSpec("INT32", np.int32)
-_UINT64 = TensorSpec("UINT64", np.uint64)
-_FP32 = TensorSpec("FP32", np.float32)
+_INT32 = INT32
 _BOOL = TensorSpec("BOOL", np.bool_)
 
 
@@ -67,25 +55,18 @@ def _input(spec: TensorSpec) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class EnsembleRequest:
-    """One ensemble request; each field is the input tensor of its name (None: not sent).
+class EnsembleRequest(SamplingInputs):
+    """One ensemble request; each field is the input tensor of its name (None: not sent),
+    the sampling inputs (keyword-only) included.
 
     With `messages` (a JSON array of {"role", "content"}), preprocessing renders the
     model's chat template and `text_input` is sent empty.
     """
 
     text_input: str = _required(_BYTES)
-    max_tokens: int = _required(_INT32)
+    max_tokens: int = _required(MAX_TOKENS.tensor)
     stream: bool | None = _input(_BOOL)
     messages: str | None = _input(_BYTES)
-    temperature: float | None = _input(_FP32)
-    top_p: float | None = _input(_FP32)
-    top_k: int | None = _input(_INT32)
-    seed: int | None = _input(_UINT64)
-    repetition_penalty: float | None = _input(_FP32)
-    presence_penalty: float | None = _input(_FP32)
-    frequency_penalty: float | None = _input(_FP32)
-    min_tokens: int | None = _input(_INT32)
     end_id: int | None = _input(_INT32)
     pad_id: int | None = _input(_INT32)
     stop_words: Sequence[str] | None = _input(_WORDS)
@@ -96,9 +77,6 @@ class EnsembleRequest:
     # "json_schema" with the schema as JSON text (llm_stack.guided_decoding).
     guided_decoding_guide_type: str | None = _input(_BYTES)
     guided_decoding_guide: str | None = _input(_BYTES)
-    # n choices of one prompt (TensorRT-LLM backend's name); responses then carry
-    # sequence_index, and the call ends after the last sequence's final response.
-    num_return_sequences: int | None = _input(_INT32)
     # Each output token's log-probability (TensorRT-LLM backend's name), and how many
     # likeliest alternatives per token (0..20) with theirs.
     return_log_probs: bool | None = _input(_BOOL)
@@ -115,8 +93,13 @@ class EnsembleRequest:
         return tensors
 
 
+# Its own inputs first, then the sampling inputs.
 INPUTS: Final[dict[str, TensorSpec]] = {
-    f.name: f.metadata["tensor"] for f in dataclasses.fields(EnsembleRequest)
+    f.name: f.metadata["tensor"]
+    for f in sorted(
+        dataclasses.fields(EnsembleRequest),
+        key=lambda f: f.name in {s.name for s in dataclasses.fields(SamplingInputs)},
+    )
 }
 
 
@@ -169,7 +152,7 @@ FINISH_CANCELLED: Final = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
-class TokenLogprob:
+class EnsembleTokenLogprob:
     """One output token's log-probability with its text, and the likeliest alternatives
     as (text, log-probability), likeliest first. Texts are UTF-8 bytes: a token may hold
     part of a character."""
@@ -194,7 +177,7 @@ class EnsembleResponse:
     model_version: str
     final: bool  # Triton's last response of the request
     sequence_index: int = 0
-    logprobs: tuple[TokenLogprob, ...] = ()  # with return_log_probs: the tokens it adds
+    logprobs: tuple[EnsembleTokenLogprob, ...] = ()  # with return_log_probs: the tokens it adds
 
 
 def parse_response(result: grpcclient.InferResult) -> EnsembleResponse:
@@ -214,7 +197,7 @@ def parse_response(result: grpcclient.InferResult) -> EnsembleResponse:
     )
 
 
-def _logprobs(result: grpcclient.InferResult) -> tuple[TokenLogprob, ...]:
+def _logprobs(result: grpcclient.InferResult) -> tuple[EnsembleTokenLogprob, ...]:
     logprobs = result.as_numpy(OUTPUT_LOG_PROBS)
     if logprobs is None or logprobs.size == 0:
         return ()
@@ -223,7 +206,7 @@ def _logprobs(result: grpcclient.InferResult) -> tuple[TokenLogprob, ...]:
     top_values = _rows(result, TOP_LOG_PROBS, 2, len(values))
     top_tokens = _rows(result, TOP_TOKENS, 2, len(values))
     return tuple(
-        TokenLogprob(
+        EnsembleTokenLogprob(
             token=_bytes(token),
             logprob=float(value),
             top=tuple(

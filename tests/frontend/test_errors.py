@@ -28,7 +28,7 @@ from frontend import errors as e
         (e.ModelNotFoundError("gpt-4o", "gemma"), 404, "model_not_found"),
         (e.UnsupportedParameterError("n", "n 2 is not supported"), 400, "unsupported_parameter"),
         (e.EmptyMessagesError(), 422, "invalid_request"),
-        (e.PenaltyOutOfRangeError("presence_penalty", 3, "-2..2"), 422, "invalid_request"),
+        (e.OutOfRangeError("presence_penalty", 3, "-2..2"), 422, "invalid_request"),
         (e.InternalError(), 500, "internal_error"),
     ],
 )

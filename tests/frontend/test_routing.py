@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from frontend.routing import Decision, PrefixRouting, choose, rank
-from frontend.validation import ChatMessage, GenerationRequest
+from frontend.validation import ChatMessage, ValidatedRequest
 
 URLS = [f"10.0.0.{i}:8001" for i in range(1, 5)]
 
@@ -18,8 +18,8 @@ class Endpoint:
     in_flight: int = 0
 
 
-def prompt(text: str) -> GenerationRequest:
-    return GenerationRequest(text, 8, 0.0, None, None, (), None, False)
+def prompt(text: str) -> ValidatedRequest:
+    return ValidatedRequest(text, 8)
 
 
 def test_rank_is_a_stable_order_of_all_endpoints() -> None:
@@ -49,9 +49,9 @@ def test_the_key_is_the_first_characters() -> None:
 def test_chat_keys_follow_roles_and_contents_in_order() -> None:
     routing = PrefixRouting(chars=64)
 
-    def chat(*messages: tuple[str, str]) -> GenerationRequest:
+    def chat(*messages: tuple[str, str]) -> ValidatedRequest:
         turns = tuple(ChatMessage(r, c) for r, c in messages)
-        return GenerationRequest("", 8, 0.0, None, None, (), None, False, messages=turns)
+        return ValidatedRequest("", 8, messages=turns)
 
     system = ("system", "Answer in JSON. " * 8)
     assert routing.key(chat(system, ("user", "a"))) == routing.key(chat(system, ("user", "b")))

@@ -16,7 +16,7 @@ import pytest
 
 from frontend.app import create_app
 from frontend.routing import PrefixRouting, rank
-from frontend.validation import GenerationRequest
+from frontend.validation import ValidatedRequest
 from tests.frontend.conftest import (
     EchoFactory,
     ServedApp,
@@ -157,8 +157,7 @@ def prefix_preferring(url: str, urls: list[str]) -> str:
     for i in range(1000):
         # Longer than the routing key, as a shared instruction block is.
         prefix = f"Instructions {i}: answer in one short sentence. " * 12
-        if rank(PrefixRouting().key(GenerationRequest(prefix, 1, 0, None, None, (), None,
-                                                      False)) or b"", urls)[0] == url:
+        if rank(PrefixRouting().key(ValidatedRequest(prefix, 1)) or b"", urls)[0] == url:
             return prefix
     raise AssertionError("no prefix ranks this endpoint first")  # 2^-1000
 

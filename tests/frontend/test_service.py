@@ -23,21 +23,25 @@ from frontend.service import (
     Usage,
 )
 from frontend.triton_client import EngineChunk, PoolConfig, TritonPool
-from frontend.validation import GenerationRequest
-from llm_stack.ensemble_contract import TokenLogprob
+from frontend.validation import ValidatedRequest
+from llm_stack.ensemble_contract import EnsembleTokenLogprob
+from llm_stack.sampling_contract import SamplingInputs
 
 CALLER = Caller("anonymous", "ip:test")
 PROMPT = "Name a city:"
 
 
-def request(n: int = 1, max_tokens: int = 8, logprobs: int | None = None) -> GenerationRequest:
-    return GenerationRequest(
-        PROMPT, max_tokens, 1.0, None, None, (), 7, True, n=n, logprobs=logprobs
-    )
+def request(n: int = 1, max_tokens: int = 8, logprobs: int | None = None) -> ValidatedRequest:
+    sampling = SamplingInputs(temperature=1.0, seed=7, num_return_sequences=n)
+    return ValidatedRequest(PROMPT, max_tokens, sampling, stream=True, logprobs=logprobs)
 
 
 def chunk(
-    index: int, text: str, tokens: int, finish: str = "", logprobs: Sequence[TokenLogprob] = ()
+    index: int,
+    text: str,
+    tokens: int,
+    finish: str = "",
+    logprobs: Sequence[EnsembleTokenLogprob] = (),
 ) -> EngineChunk:
     """A response of choice `index`: the prompt's counts (5 tokens, 2 cached), its own."""
     return EngineChunk(text, 5, tokens, 2, finish, "1", index, tuple(logprobs))
@@ -55,7 +59,7 @@ class ScriptedPool(TritonPool):
         self.in_flight_seen: list[int] = []
 
     async def generate(
-        self, request: GenerationRequest, request_id: str
+        self, request: ValidatedRequest, request_id: str
     ) -> AsyncIterator[EngineChunk]:
         for item in self.chunks:
             self.in_flight_seen.append(self.gate.in_flight)
@@ -64,7 +68,7 @@ class ScriptedPool(TritonPool):
 
 async def run(
     chunks: Sequence[EngineChunk],
-    generation: GenerationRequest,
+    generation: ValidatedRequest,
     *,
     tpm: int = 0,
     record: GenerationRecord | None = None,
@@ -82,7 +86,7 @@ async def run(
     return events, pool
 
 
-CITY = TokenLogprob(b" Rome", -0.5, ((b" Rome", -0.5),))
+CITY = EnsembleTokenLogprob(b" Rome", -0.5, ((b" Rome", -0.5),))
 
 
 async def test_choices_stream_side_by_side_and_end_one_by_one() -> None:
@@ -113,7 +117,7 @@ async def test_choices_stream_side_by_side_and_end_one_by_one() -> None:
 
 
 async def test_a_token_without_text_still_brings_its_logprobs() -> None:
-    half = TokenLogprob(b"\xe2\x80", -0.25)
+    half = EnsembleTokenLogprob(b"\xe2\x80", -0.25)
     events, _ = await run([chunk(0, "", 1, logprobs=[half]), chunk(0, "", 1, "stop")],
                           request(logprobs=0))  # fmt: skip
     assert events[1:] == [

@@ -22,7 +22,7 @@ from frontend.apis.openai.protocol import (
 from frontend.apis.openai.rendering import ChatFormat, CompletionFormat
 from frontend.service import ChoiceFinished, TextDelta
 from frontend.sse import ChoicesFrame, sse
-from llm_stack.ensemble_contract import TokenLogprob
+from llm_stack.ensemble_contract import EnsembleTokenLogprob
 
 TEXTS = [
     "",
@@ -36,10 +36,10 @@ TEXTS = [
 # Numbers in every form a log-probability takes: small ones pydantic writes without an
 # exponent, large ones with, and the bound for -inf.
 LOGPROBS = (
-    TokenLogprob(b" a", -1.2e-05, ((b" a", -1.2e-05), (b" b", -13.75))),
-    TokenLogprob(b"\xe2\x80", -0.0, ((b"\xe2\x80", 0.0), (b"\\", -math.inf))),
-    TokenLogprob(b"\x99", -1e-300, ((b"\x99", -1e-300),)),
-    TokenLogprob(b'"', -123456.789, ()),
+    EnsembleTokenLogprob(b" a", -1.2e-05, ((b" a", -1.2e-05), (b" b", -13.75))),
+    EnsembleTokenLogprob(b"\xe2\x80", -0.0, ((b"\xe2\x80", 0.0), (b"\\", -math.inf))),
+    EnsembleTokenLogprob(b"\x99", -1e-300, ((b"\x99", -1e-300),)),
+    EnsembleTokenLogprob(b'"', -123456.789, ()),
 )
 USAGE_OPTIONS = [None, StreamOptions(include_usage=False), StreamOptions(include_usage=True)]
 

@@ -19,17 +19,19 @@ from frontend.triton_client import (
     ensemble_request,
     health_request,
 )
-from frontend.validation import ChatMessage, GenerationRequest
+from frontend.validation import ChatMessage, ValidatedRequest
 from llm_stack.model_errors import ErrorCode, ModelError, encode_model_error
+from llm_stack.sampling_contract import SamplingInputs
 from tests.frontend.conftest import wait_until
 
-REQUEST = GenerationRequest(
-    prompt="héllo", max_tokens=8, temperature=0.5, top_p=0.9, top_k=40,
-    stop=("\n", "END"), seed=7, stream=True,
+REQUEST = ValidatedRequest(
+    prompt="héllo", max_tokens=8,
+    sampling=SamplingInputs(temperature=0.5, top_p=0.9, top_k=40, seed=7),
+    stop=("\n", "END"), stream=True,
 )  # fmt: skip
 
 
-def sent(request: GenerationRequest) -> dict[str, tuple[str, list[int], bytes]]:
+def sent(request: ValidatedRequest) -> dict[str, tuple[str, list[int], bytes]]:
     return {
         t.name(): (t.datatype(), t.shape(), t._get_content())
         for t in ensemble_request(request).inputs()
@@ -55,12 +57,13 @@ def test_inputs_follow_the_ensemble_contract() -> None:
 
 
 def test_optional_inputs_are_left_out() -> None:
-    plain = GenerationRequest("x", 4, 0.0, None, None, (), None, False)
+    plain = ValidatedRequest("x", 4, SamplingInputs(temperature=0.0))
     assert list(sent(plain)) == ["text_input", "max_tokens", "stream", "temperature"]
 
 
 def test_choices_and_logprobs_go_as_the_contracts_inputs() -> None:
-    request = GenerationRequest("x", 4, 1.0, None, None, (), 5, False, n=3, logprobs=4)
+    sampling = SamplingInputs(temperature=1.0, seed=5, num_return_sequences=3)
+    request = ValidatedRequest("x", 4, sampling, logprobs=4)
     inputs = sent(request)
     assert {name: inputs[name][:2] for name in (
         "num_return_sequences", "return_log_probs", "num_top_log_probs",
@@ -73,17 +76,21 @@ def test_choices_and_logprobs_go_as_the_contracts_inputs() -> None:
     assert np.frombuffer(inputs["return_log_probs"][2], np.bool_).tolist() == [True]
     assert np.frombuffer(inputs["num_top_log_probs"][2], np.int32).tolist() == [4]
     # Log-probabilities without alternatives: the count keeps the engine's default, 0.
-    sampled_only = sent(GenerationRequest("x", 4, 1.0, None, None, (), None, False, logprobs=0))
+    one_choice = SamplingInputs(temperature=1.0, num_return_sequences=1)
+    sampled_only = sent(ValidatedRequest("x", 4, one_choice, logprobs=0))
     assert "return_log_probs" in sampled_only
     assert "num_top_log_probs" not in sampled_only
     assert "num_return_sequences" not in sampled_only
 
 
 def test_chat_messages_go_as_json_beside_an_empty_prompt() -> None:
-    chat = GenerationRequest(
-        "", 4, 0.0, None, None, (), None, False,
+    sampling = SamplingInputs(
+        temperature=0.0, presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.1,
+        min_tokens=2,
+    )  # fmt: skip
+    chat = ValidatedRequest(
+        "", 4, sampling,
         messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "Grüß dich")),
-        presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.1, min_tokens=2,
     )  # fmt: skip
     inputs = sent(chat)
     assert set(inputs) == {

@@ -3,66 +3,73 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from frontend.errors import (
     AssistantMessageLastError,
-    ChoicesOutOfRangeError,
     EmptyMessagesError,
     EmptyPromptError,
     EmptyStopSequenceError,
     FieldRuleViolationError,
     LogprobsOutOfRangeError,
-    MaxTokensOutOfRangeError,
+    OutOfRangeError,
     PromptTooLongError,
-    SeedOutOfRangeError,
     StopSequenceTooLongError,
-    TemperatureOutOfRangeError,
     TooManyMessagesError,
     TooManyStopSequencesError,
-    TopKOutOfRangeError,
-    TopPOutOfRangeError,
     UnknownRoleError,
     error_kind,
 )
 from frontend.validation import (
     ChatMessage,
-    GenerationRequest,
     OutputFormat,
+    RequestedGeneration,
     RequestValidator,
-    Sampling,
+    ValidatedRequest,
     ValidationLimits,
+    field_schemas,
+    sampling_inputs,
 )
 from llm_stack.guided_decoding import Guide, GuideType
+from llm_stack.sampling_contract import (
+    SAMPLING_PARAMETERS,
+    OtherParameter,
+    SamplingInputs,
+    SamplingParameter,
+    Setting,
+)
 
 LIMITS = ValidationLimits(
     max_prompt_chars=100, max_tokens=64, max_stop_sequences=2, max_stop_chars=8, max_top_k=50,
     max_n=4,
 )  # fmt: skip
-VALID: dict[str, Any] = {
-    "prompt": "Hello",
-    "max_tokens": 16,
-    "temperature": 0.7,
-    "top_p": None,
-    "top_k": None,
-    "stop": [],
-    "seed": None,
-    "stream": False,
-}
+_REQUESTED = set(RequestedGeneration.__dataclass_fields__)
 
 
-def validate(**changes: Any) -> GenerationRequest:
-    return RequestValidator(LIMITS).generation(**{**VALID, **changes})
+def requested(**changes: Any) -> RequestedGeneration:
+    """A RequestedGeneration: max_tokens 16 and temperature 0.7 unless changed; sampling
+    parameters by their client names (n), max_tokens_field the API's name for max_tokens."""
+    fields: dict[str, Any] = {"max_tokens": 16, "temperature": 0.7, **changes}
+    if "max_tokens_field" in fields:
+        fields["field_names"] = {"max_tokens": fields.pop("max_tokens_field")}
+    sampling = {name: fields.pop(name) for name in list(fields) if name not in _REQUESTED}
+    if "n" in sampling:
+        sampling["num_return_sequences"] = sampling.pop("n")
+    return RequestedGeneration(sampling=SamplingInputs(**sampling), **fields)
+
+
+def validate(prompt: str = "Hello", **changes: Any) -> ValidatedRequest:
+    return RequestValidator(LIMITS).completion(prompt, requested(**changes))
 
 
 def test_valid_request_becomes_the_internal_type() -> None:
     request = validate(stop=["\n", "END"], top_p=0.9, top_k=40, seed=2**64 - 1, stream=True)
-    assert request == GenerationRequest(
-        prompt="Hello", max_tokens=16, temperature=0.7, top_p=0.9, top_k=40,
-        stop=("\n", "END"), seed=2**64 - 1, stream=True,
+    assert request == ValidatedRequest(
+        prompt="Hello", max_tokens=16,
+        sampling=SamplingInputs(temperature=0.7, top_p=0.9, top_k=40, seed=2**64 - 1),
+        stop=("\n", "END"), stream=True,
     )  # fmt: skip
 
 
@@ -72,27 +79,27 @@ def test_valid_request_becomes_the_internal_type() -> None:
         ({"prompt": ""}, EmptyPromptError, "prompt", "prompt must not be empty"),
         ({"prompt": "x" * 101}, PromptTooLongError, "prompt",
          "prompt of 101 characters exceeds the 100 limit"),
-        ({"max_tokens": 0}, MaxTokensOutOfRangeError, "max_tokens",
+        ({"max_tokens": 0}, OutOfRangeError, "max_tokens",
          "max_tokens 0 is outside 1..64"),
-        ({"max_tokens": 65}, MaxTokensOutOfRangeError, "max_tokens",
+        ({"max_tokens": 65}, OutOfRangeError, "max_tokens",
          "max_tokens 65 is outside 1..64"),
-        ({"temperature": -0.1}, TemperatureOutOfRangeError, "temperature",
+        ({"temperature": -0.1}, OutOfRangeError, "temperature",
          "temperature -0.1 is outside 0..2"),
-        ({"temperature": 2.5}, TemperatureOutOfRangeError, "temperature",
+        ({"temperature": 2.5}, OutOfRangeError, "temperature",
          "temperature 2.5 is outside 0..2"),
-        ({"temperature": math.nan}, TemperatureOutOfRangeError, "temperature",
+        ({"temperature": math.nan}, OutOfRangeError, "temperature",
          "temperature nan is outside 0..2"),
-        ({"top_p": 0.0}, TopPOutOfRangeError, "top_p", "top_p 0.0 is outside (0, 1]"),
-        ({"top_p": 1.5}, TopPOutOfRangeError, "top_p", "top_p 1.5 is outside (0, 1]"),
-        ({"top_k": -1}, TopKOutOfRangeError, "top_k", "top_k -1 is outside 0..50"),
-        ({"top_k": 51}, TopKOutOfRangeError, "top_k", "top_k 51 is outside 0..50"),
+        ({"top_p": 0.0}, OutOfRangeError, "top_p", "top_p 0.0 is outside (0, 1]"),
+        ({"top_p": 1.5}, OutOfRangeError, "top_p", "top_p 1.5 is outside (0, 1]"),
+        ({"top_k": -1}, OutOfRangeError, "top_k", "top_k -1 is outside 0..50"),
+        ({"top_k": 51}, OutOfRangeError, "top_k", "top_k 51 is outside 0..50"),
         ({"stop": ["a", "b", "c"]}, TooManyStopSequencesError, "stop",
          "stop has 3 sequences, exceeds the 2 limit"),
         ({"stop": ["a", ""]}, EmptyStopSequenceError, "stop[1]", "stop[1] must not be empty"),
         ({"stop": ["123456789"]}, StopSequenceTooLongError, "stop[0]",
          "stop[0] of 9 characters exceeds the 8 limit"),
-        ({"seed": -1}, SeedOutOfRangeError, "seed", "seed -1 is outside 0..18446744073709551615"),
-        ({"seed": 2**64}, SeedOutOfRangeError, "seed",
+        ({"seed": -1}, OutOfRangeError, "seed", "seed -1 is outside 0..18446744073709551615"),
+        ({"seed": 2**64}, OutOfRangeError, "seed",
          "seed 18446744073709551616 is outside 0..18446744073709551615"),
         ({"logprobs": -1}, LogprobsOutOfRangeError, "logprobs", "logprobs -1 is outside 0..20"),
         ({"logprobs": 21}, LogprobsOutOfRangeError, "logprobs", "logprobs 21 is outside 0..20"),
@@ -109,7 +116,7 @@ def test_each_rule_has_its_own_error(
 
 
 def test_rule_errors_carry_the_value_and_the_limit() -> None:
-    with pytest.raises(MaxTokensOutOfRangeError) as caught:
+    with pytest.raises(OutOfRangeError) as caught:
         validate(max_tokens=1000)
     assert caught.value.value == 1000
     assert caught.value.limit == "1..64"
@@ -121,7 +128,7 @@ def test_bounds_themselves_are_allowed() -> None:
         stop=["12345678", "a"], seed=0,
     )  # fmt: skip
     assert request.max_tokens == 64
-    assert validate(max_tokens=1, temperature=0.0, top_k=50).top_k == 50
+    assert validate(max_tokens=1, temperature=0.0, top_k=50).sampling.top_k == 50
     assert validate(logprobs=0).logprobs == 0
     assert validate(logprobs=20).logprobs == 20
     assert validate().logprobs is None
@@ -129,14 +136,11 @@ def test_bounds_themselves_are_allowed() -> None:
 
 # --- chat and the OpenAI-only sampling fields ---------------------------------------------
 
-SAMPLING = Sampling(
-    max_tokens=16, temperature=0.7, top_p=None, top_k=None, stop=[], seed=None, stream=False
-)
 USER = ChatMessage("user", "Hello")
 
 
-def chat(*messages: ChatMessage, **changes: Any) -> GenerationRequest:
-    return RequestValidator(LIMITS).chat(list(messages), replace(SAMPLING, **changes))
+def chat(*messages: ChatMessage, **changes: Any) -> ValidatedRequest:
+    return RequestValidator(LIMITS).chat(list(messages), requested(**changes))
 
 
 def test_chat_request_carries_messages_and_no_prompt() -> None:
@@ -147,12 +151,13 @@ def test_chat_request_carries_messages_and_no_prompt() -> None:
     assert request.prompt == ""
     assert request.messages == (ChatMessage("system", "Be brief."), USER)
     assert request.input_text == "Be brief.\nHello"
-    assert (request.presence_penalty, request.frequency_penalty) == (-2.0, 2.0)
-    assert (request.repetition_penalty, request.min_tokens) == (2.0, 16)
+    sampling = request.sampling
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (-2.0, 2.0)
+    assert (sampling.repetition_penalty, sampling.min_tokens) == (2.0, 16)
 
 
 def test_completion_keeps_the_prompt_as_input_text() -> None:
-    request = RequestValidator(LIMITS).completion("Hello", SAMPLING)
+    request = RequestValidator(LIMITS).completion("Hello", requested())
     assert request.input_text == "Hello"
     assert request.messages == ()
 
@@ -211,9 +216,9 @@ def test_sampling_rules_of_the_openai_fields(
 @pytest.mark.parametrize(
     ("changes", "error_type", "field", "message", "value", "limit"),
     [
-        ({"n": 0}, ChoicesOutOfRangeError, "n", "n 0 is outside 1..4", 0, "1..4"),
-        ({"n": 5}, ChoicesOutOfRangeError, "n", "n 5 is outside 1..4", 5, "1..4"),
-        ({"n": -3}, ChoicesOutOfRangeError, "n", "n -3 is outside 1..4", -3, "1..4"),
+        ({"n": 0}, OutOfRangeError, "n", "n 0 is outside 1..4", 0, "1..4"),
+        ({"n": 5}, OutOfRangeError, "n", "n 5 is outside 1..4", 5, "1..4"),
+        ({"n": -3}, OutOfRangeError, "n", "n -3 is outside 1..4", -3, "1..4"),
         ({"logprobs": 21, "logprobs_field": "top_logprobs"}, LogprobsOutOfRangeError,
          "top_logprobs", "top_logprobs 21 is outside 0..20", 21, "0..20"),
         ({"logprobs": 6, "logprobs_max": 5}, LogprobsOutOfRangeError, "logprobs",
@@ -239,7 +244,7 @@ def test_choices_and_logprobs_reach_the_request() -> None:
     assert chat(USER).n == 1
     request = chat(USER, n=4, logprobs=5, logprobs_max=5)
     assert (request.n, request.logprobs) == (4, 5)
-    completion = RequestValidator(LIMITS).completion("Hello", replace(SAMPLING, n=2, logprobs=0))
+    completion = validate(n=2, logprobs=0)
     assert (completion.n, completion.logprobs) == (2, 0)
 
 
@@ -247,3 +252,77 @@ def test_several_choices_go_with_a_json_format() -> None:
     request = chat(USER, n=3, response_format=OutputFormat("json_object"))
     assert request.n == 3
     assert request.guide == Guide(GuideType.JSON)
+
+
+# --- the sampling parameters' declarations --------------------------------------------------
+
+
+def _bound(bound: object, max_tokens: int) -> float:
+    if isinstance(bound, Setting):
+        value = getattr(LIMITS, bound.name)
+        assert isinstance(value, int)
+        return value
+    if isinstance(bound, OtherParameter):
+        assert bound.name == "max_tokens"
+        return max_tokens
+    assert isinstance(bound, int | float)
+    return bound
+
+
+def _outside(parameter: SamplingParameter) -> list[float]:
+    """Values just outside each end (an open end: the bound itself)."""
+    low, high = _bound(parameter.minimum, 16), _bound(parameter.maximum, 16)
+    step = 0.5 if parameter.python_type is float else 1
+    return [
+        low if parameter.exclusive_minimum else low - step,
+        high if parameter.exclusive_maximum else high + step,
+    ]
+
+
+@pytest.mark.parametrize("parameter", SAMPLING_PARAMETERS, ids=lambda p: p.name)
+def test_every_declared_parameter_is_held_to_its_bounds(parameter: SamplingParameter) -> None:
+    low, high = _bound(parameter.minimum, 16), _bound(parameter.maximum, 16)
+    for value in _outside(parameter):
+        changes: dict[str, Any] = {parameter.client_name: value}
+        if parameter.name != "max_tokens":
+            changes["max_tokens"] = 16
+        with pytest.raises(OutOfRangeError) as caught:
+            validate(**changes)
+        assert caught.value.field == parameter.client_name
+        assert caught.value.value == value
+        assert caught.value.limit == parameter.interval(low, high)
+    if parameter.python_type is float:
+        nan: dict[str, Any] = {parameter.client_name: math.nan}
+        with pytest.raises(OutOfRangeError):
+            validate(**nan)
+
+
+@pytest.mark.parametrize("parameter", SAMPLING_PARAMETERS, ids=lambda p: p.name)
+def test_every_declared_parameter_is_in_the_document(parameter: SamplingParameter) -> None:
+    json_type = "number" if parameter.python_type is float else "integer"
+    keywords = field_schemas(LIMITS)[parameter.client_name][json_type]
+    low = "exclusiveMinimum" if parameter.exclusive_minimum else "minimum"
+    # min_tokens's bound is max_tokens: the document states max_tokens' own.
+    assert keywords[low] == _bound(parameter.minimum, LIMITS.max_tokens)
+    assert keywords["maximum"] == _bound(parameter.maximum, LIMITS.max_tokens)
+
+
+def test_settings_bounds_name_limits_of_the_settings() -> None:
+    named = [
+        bound.name
+        for p in SAMPLING_PARAMETERS
+        for bound in (p.minimum, p.maximum)
+        if isinstance(bound, Setting)
+    ]
+    assert named
+    assert set(named) <= set(ValidationLimits.__dataclass_fields__)
+
+
+def test_an_apis_body_gives_its_sampling_fields_by_client_name() -> None:
+    class Body:
+        n = 3
+        top_k = 7
+        prompt = "not sampling"
+
+    sampling = sampling_inputs(Body(), temperature=0.2)
+    assert sampling == SamplingInputs(num_return_sequences=3, top_k=7, temperature=0.2)

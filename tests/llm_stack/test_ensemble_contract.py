@@ -18,10 +18,10 @@ from llm_stack.ensemble_contract import (
     MAX_NUM_TOP_LOG_PROBS,
     OUTPUTS,
     EnsembleRequest,
-    TensorSpec,
     stop_request,
     stream_request,
 )
+from llm_stack.sampling_contract import TensorSpec
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 TRITON_TYPES = {"BYTES": "TYPE_STRING", "INT32": "TYPE_INT32", "UINT64": "TYPE_UINT64",

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pytest
-from engine_request import SequenceOutput, build_request, health_reply, response_arrays
+import tritonclient.grpc.model_config_pb2 as mc
+from engine_request import (
+    CLIENT_NAMES,
+    INPUTS,
+    SequenceOutput,
+    build_request,
+    health_reply,
+    response_arrays,
+)
+from google.protobuf import text_format
 
 from llm_stack.engine.base import (
     EngineError,
@@ -19,6 +29,7 @@ from llm_stack.engine.base import (
 )
 from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.model_errors import ErrorCode, ModelError
+from llm_stack.sampling_contract import SAMPLING_PARAMETERS, SamplingParameter
 from llm_stack.tokenizer import DETOKENIZE_WINDOW
 from llm_stack.word_lists import encode_word_list
 
@@ -42,6 +53,28 @@ def base_tensors(**overrides: npt.NDArray[Any] | None) -> dict[str, npt.NDArray[
 
 def build(**overrides: npt.NDArray[Any] | None) -> Any:
     return build_request("rid-1", base_tensors(**overrides), MAX_INPUT_LEN)
+
+
+def test_the_model_reads_each_declared_input() -> None:
+    text = Path(__file__).resolve().parents[2] / "model_repository/tensorrt_llm/config.pbtxt"
+    config = text_format.Parse(text.read_text("utf-8"), mc.ModelConfig())
+    # stop and health_check are requests of their own; the token counts always come back.
+    apart = {"stop", "health_check", "return_num_input_tokens", "return_num_output_tokens"}
+    assert sorted(INPUTS) == sorted({t.name for t in config.input} - apart)
+
+
+@pytest.mark.parametrize("parameter", SAMPLING_PARAMETERS, ids=lambda p: p.name)
+def test_each_declared_parameter_reaches_its_field(parameter: SamplingParameter) -> None:
+    value = 1 if parameter.python_type is int else 0.5
+    dtype = parameter.tensor.dtype
+    max_tokens = {"request_output_len": scalar(4, np.int32)}
+    request, _ = build(**{**max_tokens, parameter.engine_input: scalar(value, dtype)})
+    assert getattr(request.sampling, parameter.engine_field) == value
+    # A malformed one is named as the ensemble's input, as the client sent it.
+    with pytest.raises(InvalidRequestError) as caught:
+        build(**{**max_tokens, parameter.engine_input: np.array([[value, value]], dtype)})
+    assert caught.value.field == CLIENT_NAMES.get(parameter.engine_input, parameter.engine_input)
+    assert caught.value.field == parameter.name
 
 
 def test_minimal_request_defaults() -> None:

@@ -40,7 +40,13 @@ from frontend.event_stream import (
 )
 from frontend.service import Completed, GenerationEvent, GenerationRecord, TextDelta
 from frontend.sse import json_frame, sse
-from frontend.validation import GenerationRequest, RequestValidator, check_text
+from frontend.validation import (
+    RequestedGeneration,
+    RequestValidator,
+    ValidatedRequest,
+    check_text,
+    sampling_inputs,
+)
 
 router = APIRouter(tags=["generation"])
 
@@ -119,20 +125,17 @@ def _error_event(request_id: str) -> ErrorRenderer:
     return render
 
 
-def _validated(body: GenerateRequest, validator: RequestValidator) -> GenerationRequest:
+def _validated(body: GenerateRequest, validator: RequestValidator) -> ValidatedRequest:
     check_text(body)
-    return validator.generation(
-        prompt=body.prompt,
+    requested = RequestedGeneration(
         max_tokens=body.max_tokens,
-        temperature=body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
+        sampling=sampling_inputs(body),
         stop=body.stop,
-        seed=body.seed,
         stream=body.stream,
         response_format=output_format(body.response_format),
         logprobs=body.logprobs,
     )
+    return validator.completion(body.prompt, requested)
 
 
 @router.post(

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from frontend.apis.openai.protocol import ChatCompletionTokenLogprob
-from llm_stack.ensemble_contract import TokenLogprob as EngineLogprob
+from llm_stack.ensemble_contract import EnsembleTokenLogprob
 
 # OpenAI's log-probability for a token too unlikely to tell; JSON has no -Infinity.
 UNLIKELY = -9999.0
@@ -36,7 +36,7 @@ def _finite(logprob: float) -> float:
     return logprob if math.isfinite(logprob) else UNLIKELY
 
 
-def token_logprob_entries(entries: Iterable[EngineLogprob]) -> list[dict[str, Any]]:
+def token_logprob_entries(entries: Iterable[EnsembleTokenLogprob]) -> list[dict[str, Any]]:
     """Chat's `logprobs.content` (and /generate's `logprobs`) for these tokens, as the
     JSON values a stream encodes (members in ChatCompletionTokenLogprob's order)."""
     return [
@@ -53,7 +53,7 @@ def token_logprob_entries(entries: Iterable[EngineLogprob]) -> list[dict[str, An
     ]
 
 
-def token_logprobs(entries: Iterable[EngineLogprob]) -> list[ChatCompletionTokenLogprob]:
+def token_logprobs(entries: Iterable[EnsembleTokenLogprob]) -> list[ChatCompletionTokenLogprob]:
     """The same entries as models, for whole answers."""
     return [
         ChatCompletionTokenLogprob.model_validate(entry) for entry in token_logprob_entries(entries)
@@ -71,7 +71,7 @@ class CompletionLogprobsWriter:
         self._chars = prompt_chars
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def write(self, entries: Iterable[EngineLogprob]) -> dict[str, Any]:
+    def write(self, entries: Iterable[EnsembleTokenLogprob]) -> dict[str, Any]:
         """The logprobs of the next tokens of the choice: CompletionLogprobs' members,
         as the JSON values a stream encodes."""
         tokens: list[str] = []

@@ -1,4 +1,4 @@
-"""OpenAI request bodies → the one validator, hence the same GenerationRequest as /generate.
+"""OpenAI request bodies → the one validator, hence the same ValidatedRequest as /generate.
 
 Parameters this server does not implement are refused here by name
 (UnsupportedParameterError, 400), never ignored; every value rule is the validator's,
@@ -26,10 +26,11 @@ from frontend.validation import (
     COMPLETION_LOGPROBS_MAX,
     TOP_LOGPROBS_MAX,
     ChatMessage,
-    GenerationRequest,
     OutputFormat,
+    RequestedGeneration,
     RequestValidator,
-    Sampling,
+    ValidatedRequest,
+    sampling_inputs,
 )
 
 # OpenAI's documented defaults.
@@ -45,7 +46,7 @@ def check_model(model: str, served_model_name: str) -> None:
         raise ModelNotFoundError(model, served_model_name)
 
 
-def completion_request(body: CompletionRequest, validator: RequestValidator) -> GenerationRequest:
+def completion_request(body: CompletionRequest, validator: RequestValidator) -> ValidatedRequest:
     """The validated request for a /v1/completions body."""
     _refuse_shared(body.logit_bias, body.stream, body.stream_options is not None)
     if body.echo:
@@ -59,12 +60,12 @@ def completion_request(body: CompletionRequest, validator: RequestValidator) -> 
     if body.suffix:
         raise UnsupportedParameterError("suffix", "suffix is not supported")
     max_tokens = COMPLETION_MAX_TOKENS if body.max_tokens is None else body.max_tokens
-    sampling = _sampling(body, max_tokens, "max_tokens")
-    sampling = replace(sampling, logprobs=body.logprobs, logprobs_max=COMPLETION_LOGPROBS_MAX)
-    return validator.completion(_single_prompt(body.prompt), sampling)
+    requested = _requested(body, max_tokens, "max_tokens")
+    requested = replace(requested, logprobs=body.logprobs, logprobs_max=COMPLETION_LOGPROBS_MAX)
+    return validator.completion(_single_prompt(body.prompt), requested)
 
 
-def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> GenerationRequest:
+def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> ValidatedRequest:
     """The validated request for a /v1/chat/completions body."""
     _refuse_shared(body.logit_bias, body.stream, body.stream_options is not None)
     top_logprobs = body.top_logprobs
@@ -83,16 +84,16 @@ def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> Ge
         max_tokens, field = body.max_tokens, "max_tokens"
     else:
         max_tokens, field = validator.limits.max_tokens, "max_tokens"
-    sampling = _sampling(body, max_tokens, field)
+    requested = _requested(body, max_tokens, field)
     if body.logprobs:
         # Chat asks for log-probabilities with a flag and for alternatives apart.
-        sampling = replace(
-            sampling,
+        requested = replace(
+            requested,
             logprobs=top_logprobs or 0,
             logprobs_field="top_logprobs",
             logprobs_max=TOP_LOGPROBS_MAX,
         )
-    return validator.chat(messages, sampling)
+    return validator.chat(messages, requested)
 
 
 def _choices(n: int | None) -> int:
@@ -110,27 +111,22 @@ def _refuse_shared(
         )
 
 
-def _sampling(
+def _requested(
     body: CompletionRequest | ChatCompletionRequest, max_tokens: int, field: str
-) -> Sampling:
+) -> RequestedGeneration:
+    """The body's generation parameters: its sampling fields by their contract names
+    (llm_stack.sampling_contract), with OpenAI's defaults and vLLM's ignore_eos."""
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or ())
     # ignore_eos (vLLM's): the end-of-sequence token cannot end it before max_tokens.
     min_tokens = max_tokens if body.ignore_eos else body.min_tokens
-    return Sampling(
+    temperature = TEMPERATURE if body.temperature is None else body.temperature
+    return RequestedGeneration(
         max_tokens=max_tokens,
-        n=_choices(body.n),
-        temperature=TEMPERATURE if body.temperature is None else body.temperature,
-        top_p=body.top_p,
-        top_k=body.top_k,
+        sampling=sampling_inputs(body, temperature=temperature, min_tokens=min_tokens),
         stop=stop,
-        seed=body.seed,
         stream=bool(body.stream),
-        presence_penalty=body.presence_penalty,
-        frequency_penalty=body.frequency_penalty,
-        repetition_penalty=body.repetition_penalty,
-        min_tokens=min_tokens,
-        max_tokens_field=field,
         response_format=output_format(body.response_format),
+        field_names={"max_tokens": field},
     )
 
 

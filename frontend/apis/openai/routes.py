@@ -43,7 +43,7 @@ from frontend.event_stream import (
 )
 from frontend.request_context import RequestContext
 from frontend.service import Caller, GenerationRecord
-from frontend.validation import GenerationRequest, check_text
+from frontend.validation import ValidatedRequest, check_text
 
 OPENAI_PREFIX = "/v1"
 router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"])
@@ -130,7 +130,7 @@ def _error_payload(error: FrontendError) -> str:
 
 
 async def _run(
-    validated: GenerationRequest,
+    validated: ValidatedRequest,
     output: OpenAIFormat,
     request: Request,
     state: FrontendState,
@@ -155,13 +155,13 @@ async def _run(
     return event_stream_response(stream, admitted.rate_limit_headers)
 
 
-def _completion(body: CompletionRequest, state: FrontendState) -> GenerationRequest:
+def _completion(body: CompletionRequest, state: FrontendState) -> ValidatedRequest:
     check_text(body)
     check_model(body.model, state.settings.served_model_name)
     return completion_request(body, state.validator)
 
 
-def _chat(body: ChatCompletionRequest, state: FrontendState) -> GenerationRequest:
+def _chat(body: ChatCompletionRequest, state: FrontendState) -> ValidatedRequest:
     check_text(body)
     check_model(body.model, state.settings.served_model_name)
     return chat_request(body, state.validator)

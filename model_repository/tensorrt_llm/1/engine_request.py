@@ -27,35 +27,32 @@ from llm_stack.guided_decoding import (
     parse_guide,
 )
 from llm_stack.model_errors import ErrorCode, ModelError
+from llm_stack.sampling_contract import SAMPLING_PARAMETERS
 from llm_stack.tokenizer import DETOKENIZE_WINDOW
 from llm_stack.word_lists import decode_word_list
 
 Tensors = Mapping[str, npt.NDArray[Any] | None]
 T = TypeVar("T")
 
+# The sampling inputs (llm_stack.sampling_contract) and the SamplingParams fields they
+# set, with their type; absent ones keep its defaults.
+SAMPLING: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    p.engine_input: (p.engine_field, p.python_type) for p in SAMPLING_PARAMETERS
+}
+# Inputs the model reads besides the sampling ones.
+OTHER_INPUTS = (
+    "input_ids", "input_lengths", "end_id", "pad_id", "streaming", "stop_words_list",
+    "bad_words_list", "guided_decoding_guide_type", "guided_decoding_guide",
+    "return_log_probs", "num_top_log_probs",
+)  # fmt: skip
+INPUTS = (*OTHER_INPUTS, *SAMPLING)
+
 # Our input name → the ensemble's, so errors name what the client sent.
 CLIENT_NAMES = {
-    "request_output_len": "max_tokens",
-    "runtime_top_k": "top_k",
-    "runtime_top_p": "top_p",
     "streaming": "stream",
     "stop_words_list": "stop_words",
     "bad_words_list": "bad_words",
-}
-
-
-# The sampling inputs and the SamplingParams fields they set; absent ones keep its defaults.
-SAMPLING: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "request_output_len": ("max_tokens", int),
-    "temperature": ("temperature", float),
-    "runtime_top_k": ("top_k", int),
-    "runtime_top_p": ("top_p", float),
-    "repetition_penalty": ("repetition_penalty", float),
-    "presence_penalty": ("presence_penalty", float),
-    "frequency_penalty": ("frequency_penalty", float),
-    "min_tokens": ("min_tokens", int),
-    "seed": ("seed", int),
-    "num_return_sequences": ("n", int),
+    **{p.engine_input: p.name for p in SAMPLING_PARAMETERS if p.engine_input != p.name},
 }
 
 

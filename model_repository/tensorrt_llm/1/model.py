@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from engine_request import build_request, health_reply, kv_cache_blocks
+from engine_request import INPUTS, build_request, health_reply, kv_cache_blocks
 from response_stream import ResponseStream, SendQueue
 
 from llm_stack.engine.base import (
@@ -32,13 +32,6 @@ from llm_stack.stub_lifetime import watch_parent
 
 log = logging.getLogger(__name__)
 
-INPUTS = (
-    "input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "runtime_top_k",
-    "runtime_top_p", "temperature", "repetition_penalty", "presence_penalty",
-    "frequency_penalty", "min_tokens", "seed", "streaming", "stop_words_list", "bad_words_list",
-    "guided_decoding_guide_type", "guided_decoding_guide", "num_return_sequences",
-    "return_log_probs", "num_top_log_probs",
-)  # fmt: skip
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 CANCEL_POLL_S = 0.5  # each check is a round trip to the Triton process
 METRICS_PERIOD_S = 0.25

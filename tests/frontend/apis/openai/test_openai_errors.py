@@ -14,7 +14,7 @@ from frontend.apis.openai.errors import openai_error_body
         (e.UnsupportedParameterError("best_of", "best_of 2 is not supported: only 1"),
          {"message": "best_of 2 is not supported: only 1", "type": "invalid_request_error",
           "param": "best_of", "code": "unsupported_parameter"}),
-        (e.TemperatureOutOfRangeError("temperature", 3.0, "0..2"),
+        (e.OutOfRangeError("temperature", 3.0, "0..2"),
          {"message": "temperature 3.0 is outside 0..2", "type": "invalid_request_error",
           "param": "temperature", "code": "invalid_request"}),
         (e.UnknownApiKeyError(),

@@ -9,11 +9,11 @@ import pytest
 from frontend.apis.openai.mapping import chat_request, check_model, completion_request
 from frontend.apis.openai.protocol import ChatCompletionRequest, CompletionRequest
 from frontend.errors import (
-    ChoicesOutOfRangeError,
     FieldRuleViolationError,
     InvalidSchemaError,
     LogprobsOutOfRangeError,
     ModelNotFoundError,
+    OutOfRangeError,
     SchemaViolationError,
     TopLogprobsWithoutLogprobsError,
     UnsupportedParameterError,
@@ -44,9 +44,10 @@ def chat(**fields: Any) -> Any:
 
 def test_completion_defaults_are_openais() -> None:
     request = completion()
-    assert (request.prompt, request.max_tokens, request.temperature) == ("Hello", 16, 1.0)
+    sampling = request.sampling
+    assert (request.prompt, request.max_tokens, sampling.temperature) == ("Hello", 16, 1.0)
     assert (request.stop, request.stream, request.messages) == ((), False, ())
-    assert request.top_p is request.seed is request.min_tokens is None
+    assert sampling.top_p is sampling.seed is sampling.min_tokens is None
 
 
 def test_completion_fields_pass_through() -> None:
@@ -57,10 +58,11 @@ def test_completion_fields_pass_through() -> None:
         user="u-1", top_k=20, repetition_penalty=1.2,
     )  # fmt: skip
     assert request.prompt == "Only one"
-    assert (request.max_tokens, request.temperature, request.top_p) == (5, 0.0, 0.5)
-    assert (request.stop, request.seed, request.stream) == (("\n",), 3, True)
-    assert (request.presence_penalty, request.frequency_penalty) == (1.0, -1.0)
-    assert (request.top_k, request.repetition_penalty) == (20, 1.2)
+    sampling = request.sampling
+    assert (request.max_tokens, sampling.temperature, sampling.top_p) == (5, 0.0, 0.5)
+    assert (request.stop, sampling.seed, request.stream) == (("\n",), 3, True)
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (1.0, -1.0)
+    assert (sampling.top_k, sampling.repetition_penalty) == (20, 1.2)
 
 
 def test_chat_defaults_to_the_servers_maximum_and_takes_the_alias() -> None:
@@ -88,8 +90,8 @@ def test_chat_messages_map_to_the_template_roles() -> None:
 
 
 def test_ignore_eos_asks_for_every_token() -> None:
-    assert chat(max_tokens=12, ignore_eos=True).min_tokens == 12
-    assert completion(min_tokens=3).min_tokens == 3
+    assert chat(max_tokens=12, ignore_eos=True).sampling.min_tokens == 12
+    assert completion(min_tokens=3).sampling.min_tokens == 3
 
 
 @pytest.mark.parametrize(
@@ -262,7 +264,7 @@ def test_best_of_other_than_n_names_both() -> None:
 @pytest.mark.parametrize("request_of", [chat, completion])
 @pytest.mark.parametrize(("n", "message"), [(0, "n 0 is outside 1..8"), (9, "n 9 is outside 1..8")])
 def test_n_out_of_range_is_a_422_naming_it(request_of: Any, n: int, message: str) -> None:
-    with pytest.raises(ChoicesOutOfRangeError) as caught:
+    with pytest.raises(OutOfRangeError) as caught:
         request_of(n=n)
     assert (caught.value.field, caught.value.message, caught.value.value) == ("n", message, n)
     assert error_kind(caught.value).status == 422

@@ -20,15 +20,15 @@ from frontend.service import (
     TextDelta,
     Usage,
 )
-from llm_stack.ensemble_contract import TokenLogprob
+from llm_stack.ensemble_contract import EnsembleTokenLogprob
 from tests.frontend.conftest import sse_payloads
 
 QUOTE = "\u2019"  # the right single quote, three bytes in UTF-8
 # " Paris" and the quote in three tokens: " Paris", then the quote's bytes split in two.
-PARIS = TokenLogprob(b" Paris", -0.25, ((b" Paris", -0.25), (b" Lyon", -1.5)))
-QUOTE_HEAD = TokenLogprob(b"\xe2\x80", -0.5, ((b"\xe2\x80", -0.5), (b"!", -2.0)))
-QUOTE_TAIL = TokenLogprob(b"\x99", -0.125, ((b"\x99", -0.125), (b"\x9c", -3.0)))
-ROME = TokenLogprob(b" Rome", -1.0, ((b" Paris", -0.5), (b" Rome", -1.0)))
+PARIS = EnsembleTokenLogprob(b" Paris", -0.25, ((b" Paris", -0.25), (b" Lyon", -1.5)))
+QUOTE_HEAD = EnsembleTokenLogprob(b"\xe2\x80", -0.5, ((b"\xe2\x80", -0.5), (b"!", -2.0)))
+QUOTE_TAIL = EnsembleTokenLogprob(b"\x99", -0.125, ((b"\x99", -0.125), (b"\x9c", -3.0)))
+ROME = EnsembleTokenLogprob(b" Rome", -1.0, ((b" Paris", -0.5), (b" Rome", -1.0)))
 USAGE = Usage(prompt_tokens=6, completion_tokens=4, cached_tokens=2)
 COMPLETED = Completed(("stop", "length"), USAGE, "1")
 
@@ -70,7 +70,7 @@ def test_token_text_is_the_text_or_the_escaped_bytes(raw: bytes, text: str) -> N
 
 
 def test_chat_entries_keep_bytes_and_bound_infinities() -> None:
-    sure = TokenLogprob(b"x", 0.0, ((b"x", 0.0), (b"y", -math.inf)))
+    sure = EnsembleTokenLogprob(b"x", 0.0, ((b"x", 0.0), (b"y", -math.inf)))
     [rendered] = token_logprobs([sure])
     assert rendered.model_dump() == entry("x", 0.0, b"x", [
         entry("x", 0.0, b"x"), entry("y", -9999.0, b"y"),
@@ -88,7 +88,7 @@ def test_completion_offsets_count_characters_from_the_prompts_start() -> None:
     assert tokens == [" Paris", "bytes:\\xe2\\x80", "bytes:\\x99", " Rome"]
     assert second["token_logprobs"] == [-0.125, -1.0]
     # The sampled token is listed among the likeliest even where it is not one of them.
-    outside = TokenLogprob(b"z", -4.0, ((b"a", -0.5),))
+    outside = EnsembleTokenLogprob(b"z", -4.0, ((b"a", -0.5),))
     assert writer.write([outside])["top_logprobs"] == [{"a": -0.5, "z": -4.0}]
 
 
