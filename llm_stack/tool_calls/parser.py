@@ -8,9 +8,10 @@ one-shot result, whatever the deltas' sizes: the parser decides only on text it 
 in full and holds back what it cannot decide yet (a possible start of the trigger).
 
 A call's `arguments` are the generated JSON text of its arguments' object as written,
-never re-serialized. A call cut short (the output ended inside its arguments) finishes
-with `complete` false. Whitespace (and a format's separators) between calls, and around
-them, is markup and is dropped; text elsewhere is content.
+never re-serialized. A call cut short (the output ended inside its arguments, or after
+its name) finishes with `complete` false; markup cut short before a name is dropped.
+Whitespace (and a format's separators) between calls, and around them, is markup and is
+dropped; text elsewhere is content.
 """
 
 from __future__ import annotations
@@ -212,7 +213,21 @@ class ToolCallParser:
             self._state = _State.ARGUMENTS
             self._depth, self._in_string, self._escaped = 0, False, False
             return True
-        if result is _Match.MAYBE and not final:
+        if result is _Match.MAYBE:
+            if not final:
+                return False
+            # The output ended inside a call's markup: a call cut short, or nothing.
+            if name is not None and (self._names is None or name in self._names):
+                index = self._calls
+                self._calls += 1
+                events += [
+                    ToolCallStarted(index, self._ids(), name),
+                    ToolCallFinished(index, complete=False),
+                ]
+            self._held = ""
+            self._buffer = ""
+            self._state = _State.TEXT
+            self._after_call = True
             return False
         # Not a call: the trigger is content, and what follows is read afresh.
         self._text(trigger, events)
@@ -297,19 +312,19 @@ def _partial_suffix(text: str, trigger: str) -> int:
 
 def _match(pieces: tuple[Piece, ...], text: str, at: int) -> tuple[_Match, int, str | None]:
     """Whether `text` from `at` matches `pieces` (YES with where it ends and the name),
-    could once more text comes (MAYBE), or cannot (NO)."""
-    name: str | None = None
+    could once more text comes (MAYBE, with the name if it was read), or cannot (NO)."""
+    name: str | None = None  # once read, also with MAYBE
     for piece in pieces:
         match piece:
             case Ws():
                 while at < len(text) and text[at] in WHITESPACE:
                     at += 1
                 if at == len(text):
-                    return _Match.MAYBE, at, None
+                    return _Match.MAYBE, at, name
             case Lit(literal) | Peek(literal):
                 rest = text[at : at + len(literal)]
                 if rest != literal:
-                    return (_Match.MAYBE if literal.startswith(rest) else _Match.NO), at, None
+                    return (_Match.MAYBE if literal.startswith(rest) else _Match.NO), at, name
                 if isinstance(piece, Lit):
                     at += len(literal)
             case OneOf(texts):
@@ -317,12 +332,12 @@ def _match(pieces: tuple[Piece, ...], text: str, at: int) -> tuple[_Match, int, 
                 if found is None:
                     rest = text[at:]
                     maybe = any(t.startswith(rest) for t in texts)
-                    return (_Match.MAYBE if maybe else _Match.NO), at, None
+                    return (_Match.MAYBE if maybe else _Match.NO), at, name
                 at += len(found)
             case Name():
                 result, end = _json_string(text, at)
                 if result is not _Match.YES:
-                    return result, at, None
+                    return result, at, name
                 try:
                     value = json.loads(text[at:end])
                 except ValueError:

@@ -283,6 +283,12 @@ HERMES_CASES: list[tuple[str, ParsedOutput]] = [
         '<tool_call>\n{"name": "get_time", "arguments": {"zone": "U',
         ParsedOutput(None, (ToolCall("call_0", "get_time", '{"zone": "U', complete=False),)),
     ),
+    # Cut short after the name, or before it.
+    (
+        'Hi <tool_call>\n{"name": "get_time", "argu',
+        ParsedOutput("Hi", (ToolCall("call_0", "get_time", "", complete=False),)),
+    ),
+    ('<tool_call>\n{"na', ParsedOutput(None, ())),
     # Cut short in the end markup: the call is whole.
     (
         '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool',

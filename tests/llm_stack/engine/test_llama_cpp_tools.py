@@ -1,0 +1,144 @@
+"""Tool calls on the CPU engine with the real default model (Gemma 3 270M): for `required`,
+a named function and `auto`, every call the model makes has arguments that parse and
+validate against its tool's schema, greedy and sampled, on every try."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jsonschema
+import pytest
+
+from llm_stack.engine.base import FinishReason, GenerationRequest, SamplingParams
+from llm_stack.engine.llama_cpp_engine import LlamaCppEngine
+from llm_stack.guided_decoding import Guide
+from llm_stack.tokenizer import GgufTokenizer
+from llm_stack.tool_calls import (
+    HERMES,
+    FunctionTool,
+    NamedTool,
+    ParsedOutput,
+    ToolChoice,
+    parse_tool_calls,
+    tool_guide,
+)
+from tests.llm_stack.engine.conftest import engine_config, running
+
+WEATHER: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["C", "F"]}},
+    "required": ["city", "unit"],
+    "additionalProperties": False,
+}
+TIME: dict[str, Any] = {
+    "type": "object",
+    "properties": {"zone": {"type": "string", "maxLength": 12}, "hours24": {"type": "boolean"}},
+    "required": ["zone", "hours24"],
+    "additionalProperties": False,
+}
+TOOLS = (
+    FunctionTool("get_weather", WEATHER, "The weather in a city"),
+    FunctionTool("get_time", TIME, "The time in a time zone"),
+)
+SCHEMAS = {tool.name: tool.parameters for tool in TOOLS}
+# The documented format, as the default chat template writes it for these tools.
+PROMPT = (
+    "<start_of_turn>user\nYou may call functions. To call one, write\n<tool_call>\n"
+    '{"name": <function name>, "arguments": <arguments as a JSON object>}\n</tool_call>\n\n'
+    "Functions:\n"
+    + "\n".join(json.dumps(t.to_openai()) for t in TOOLS)
+    + "\n\nWhat is the weather in Paris?<end_of_turn>\n<start_of_turn>model\n"
+)
+MAX_TOKENS = 56  # a call to either tool, with its longest strings, takes about 45
+# Greedy once (its output does not depend on the seed), sampled with several seeds.
+CASES = ((0.0, 0), (0.8, 0), (0.8, 1), (0.8, 2))
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+async def engine() -> AsyncIterator[LlamaCppEngine]:
+    async for eng in running(engine_config(max_batch_size=8, max_step_tokens=256)):
+        yield eng
+
+
+def request(
+    tokenizer: GgufTokenizer, guide: Guide | None, temperature: float, seed: int
+) -> GenerationRequest:
+    return GenerationRequest(
+        request_id=f"t{next(_ids)}",
+        prompt_ids=tuple(tokenizer.encode(PROMPT, add_special=True)),
+        sampling=SamplingParams(max_tokens=MAX_TOKENS, temperature=temperature, seed=seed),
+        guide=guide,
+    )
+
+
+async def generate(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer, req: GenerationRequest
+) -> tuple[str, FinishReason | None]:
+    deltas = [d async for d in engine.generate(req)]
+    return tokenizer.decode([t for d in deltas for t in d.token_ids]), deltas[-1].finish_reason
+
+
+def check_calls(parsed: ParsedOutput, text: str) -> None:
+    for call in parsed.tool_calls:
+        assert call.complete, text
+        jsonschema.validate(json.loads(call.arguments), SCHEMAS[call.name])
+
+
+async def outputs(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer, choice: ToolChoice, parallel: bool
+) -> list[tuple[str, FinishReason | None, ParsedOutput]]:
+    guide = tool_guide(TOOLS, choice, parallel=parallel)
+    requests = [request(tokenizer, guide, temperature, seed) for temperature, seed in CASES]
+    results = await asyncio.gather(*(generate(engine, tokenizer, r) for r in requests))
+    names = [t.name for t in TOOLS]
+    return [(text, end, parse_tool_calls(text, HERMES, tool_names=names)) for text, end in results]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+async def test_required_gives_valid_calls_only(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer, parallel: bool
+) -> None:
+    for text, end, parsed in await outputs(engine, tokenizer, "required", parallel):
+        assert parsed.content is None, text
+        if parallel:
+            # The model may go on calling until max_tokens cuts the last call short.
+            complete = tuple(c for c in parsed.tool_calls if c.complete)
+            assert complete, text
+            assert end is FinishReason.STOP or complete != parsed.tool_calls, text
+            check_calls(ParsedOutput(None, complete), text)
+        else:
+            assert end is FinishReason.STOP, text
+            assert len(parsed.tool_calls) == 1, text
+            check_calls(parsed, text)
+
+
+async def test_a_named_function_is_the_one_call(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    for text, end, parsed in await outputs(engine, tokenizer, NamedTool("get_time"), True):
+        assert end is FinishReason.STOP, text
+        assert parsed.content is None, text
+        assert [c.name for c in parsed.tool_calls] == ["get_time"], text
+        check_calls(parsed, text)
+
+
+async def test_auto_gives_text_or_valid_calls(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    results = await outputs(engine, tokenizer, "auto", False)
+    for text, end, parsed in results:
+        # Cut short by max_tokens, a call may be incomplete; every complete one is valid.
+        complete = [c for c in parsed.tool_calls if c.complete]
+        if end is FinishReason.STOP:
+            assert complete == list(parsed.tool_calls), text
+        check_calls(ParsedOutput(parsed.content, tuple(complete)), text)
+        assert len(parsed.tool_calls) <= 1, text
+        # Everything is either content or a call: nothing the parser could not place.
+        assert parsed.content is not None or parsed.tool_calls, text
+    # The prompt asks for the weather: the model calls at least once in these tries.
+    assert any(parsed.tool_calls for _, _, parsed in results)
