@@ -11,7 +11,7 @@ WORKDIR /opt/llm-stack
 COPY pyproject.toml README.md ./
 COPY llm_stack ./llm_stack
 RUN PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir --no-deps . \
-    && python3 -c "import llm_stack.engine.factory, llm_stack.engine.trtllm_engine, \
+    && python3 -c "import llm_stack.engine.factory, llm_stack.engine.trtllm, \
 llm_stack.model_config, llm_stack.model_source, llm_stack.tokenizer, llm_stack.word_lists"
 # The model repository ships in the image (Kubernetes runs it as is); compose mounts the
 # working copy over it.

@@ -9,6 +9,7 @@ from llm_stack.model_config import ModelConfigError, ModelParameters
 from llm_stack.model_source import resolve_model_path
 
 ENGINES = ("cpu", "tensorrt_llm", "sim")
+NO_FILE = "none"  # llm_args_file: no extra LLM arguments
 
 
 def create_engine(params: ModelParameters) -> Engine:
@@ -43,18 +44,42 @@ def create_engine(params: ModelParameters) -> Engine:
         )
     if kind == "sim":
         return _sim_engine(params, model_path, max_batch_size, max_queue, max_seq_len)
-    from llm_stack.engine.trtllm_engine import TrtLlmEngine
+    return _trtllm_engine(params, model_path, max_batch_size, max_queue, max_seq_len)
 
-    return TrtLlmEngine(
-        model_path=str(model_path),
-        max_batch_size=max_batch_size,
-        max_queue=max_queue,
-        max_input_len=params.get_int("max_input_len", minimum=1),
-        max_seq_len=max_seq_len,
-        enable_block_reuse=enable_prefix_cache,
-        free_gpu_memory_fraction=params.get_fraction("kv_cache_free_gpu_memory_fraction"),
-        stall_timeout_s=stall_timeout_s,
-    )
+
+def _trtllm_engine(
+    params: ModelParameters,
+    model_path: Path,
+    max_batch_size: int,
+    max_queue: int,
+    max_seq_len: int,
+) -> Engine:
+    from llm_stack.engine.trtllm import LlmBuildError, LlmSettings, TrtLlmEngine, read_llm_args
+
+    args_file = params.get_str("llm_args_file")
+    tokenizer_path = params.get_str("tokenizer_path")
+    try:
+        settings = LlmSettings(
+            model_path=str(model_path),
+            max_batch_size=max_batch_size,
+            max_input_len=params.get_int("max_input_len", minimum=1),
+            max_seq_len=max_seq_len,
+            max_num_tokens=params.get_int("max_num_tokens", minimum=1),
+            enable_chunked_prefill=params.get_bool("enable_chunked_prefill"),
+            tensor_parallel_size=params.get_int("tensor_parallel_size", minimum=1),
+            pipeline_parallel_size=params.get_int("pipeline_parallel_size", minimum=1),
+            enable_block_reuse=params.get_bool("enable_prefix_cache"),
+            free_gpu_memory_fraction=params.get_fraction("kv_cache_free_gpu_memory_fraction"),
+            tokenizer_path=tokenizer_path,
+            extra=read_llm_args(Path(args_file)) if args_file != NO_FILE else {},
+        )
+        return TrtLlmEngine(
+            settings,
+            max_queue,
+            stall_timeout_s=params.get_float("engine_stall_timeout_s", minimum=1.0),
+        )
+    except LlmBuildError as exc:
+        raise ModelConfigError(f"model '{params.model_name}': {exc}") from exc
 
 
 def _sim_engine(
