@@ -12,9 +12,11 @@ from chat_template import (
     ChatMessage,
     ChatTemplate,
     ChatTemplateError,
+    ToolCallMessage,
     json_nesting_over,
     load_chat_template,
     parse_messages,
+    parse_tools_input,
 )
 from prompt_encoding import RequestError, encode_chat, encode_prompt
 from tritonclient.utils import InferenceServerException
@@ -182,10 +184,10 @@ def test_parse_messages() -> None:
         ('{"role": "user"}', "messages must be a non-empty JSON array"),
         ("[]", "messages must be a non-empty JSON array"),
         ('[{"role": "user", "content": "x", "name": "n"}]',
-         "messages[0] must be an object with role and content only"),
-        ('["hi"]', "messages[0] must be an object with role and content only"),
-        ('[{"role": "tool", "content": "x"}]',
-         "messages[0].role must be system, user or assistant, got 'tool'"),
+         "messages[0]: a user message has role and content only"),
+        ('["hi"]', "messages[0] must be an object with role and content"),
+        ('[{"role": "robot", "content": "x"}]',
+         "messages[0].role must be system, user, assistant or tool, got 'robot'"),
         ('[{"role": "user", "content": ["x"]}]', "messages[0].content must be a string"),
         ('[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]',
          "messages: the last message must not be the assistant's"),
@@ -308,6 +310,178 @@ def test_contents_of_whitespace_and_repeated_contents(tmp_path: Path) -> None:
     segments = template.render_segments(messages)
     assert "".join(segment.text for segment in segments) == template.render(messages)
     assert [s.text for s in segments if not s.special] == ["  ", "a", " a "]
+
+
+# -- tool calling ------------------------------------------------------------------------------
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+CALL = ToolCallMessage("call_1", "get_weather", {"city": "Paris"})
+TOOL_CHAT = [
+    ChatMessage("user", "Weather in Paris?"),
+    ChatMessage("assistant", "", (CALL,)),
+    ChatMessage("tool", "18 C, sunny", tool_call_id="call_1"),
+]
+TOOL_CHAT_JSON = json.dumps(
+    [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
+    ]
+)
+TOOLS_PREFIX = (
+    "You may call functions. To call one, write\n<tool_call>\n"
+    '{"name": <function name>, "arguments": <arguments as a JSON object>}\n</tool_call>\n\n'
+    "Functions:\n" + json.dumps(WEATHER_TOOL) + "\n\n"
+)
+
+
+def test_parse_messages_reads_tool_calls_and_answers() -> None:
+    assert parse_messages(TOOL_CHAT_JSON) == TOOL_CHAT
+
+
+def bad_call(**function: object) -> str:
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}", **function},
+    }
+    return json.dumps([{"role": "user", "content": "x"},
+                       {"role": "assistant", "content": None, "tool_calls": [call]},
+                       {"role": "tool", "tool_call_id": "call_1", "content": "r"}])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('[{"role": "user", "content": "x"}, '
+         '{"role": "tool", "tool_call_id": "c", "content": "r"}]',
+         "messages[1].tool_call_id 'c' answers no call of the assistant message before it"),
+        ('[{"role": "tool", "content": "r"}]',
+         "messages[0].tool_call_id must be 1 to 128 letters, digits or _.:-"),
+        ('[{"role": "assistant", "content": null}, {"role": "user", "content": "x"}]',
+         "messages[0].content must be a string"),
+        ('[{"role": "user", "content": "x", "tool_calls": []}]',
+         "messages[0]: a user message has role and content only"),
+        (bad_call(arguments='"text"'),
+         "messages[1].tool_calls[0].function.arguments must be a JSON object as text"),
+        (bad_call(arguments={"city": "x"}),
+         "messages[1].tool_calls[0].function.arguments must be a JSON object as text"),
+        (bad_call(name="no spaces"),
+         "messages[1].tool_calls[0].function.name must be 1 to 64 letters, digits, "
+         "underscores or dashes"),
+        (bad_call(extra=1),
+         'messages[1].tool_calls[0] must be {"id", "type": "function", "function": '
+         '{"name", "arguments"}}'),
+    ],
+)  # fmt: skip
+def test_tool_messages_are_refused_naming_the_field(raw: str, message: str) -> None:
+    with pytest.raises(RequestError) as refused:
+        parse_messages(raw)
+    assert str(refused.value) == message
+
+
+def test_call_arguments_nest_within_their_limit() -> None:
+    parse_messages(bad_call(arguments='{"a": {"b": 1}}'), max_arguments_depth=2)
+    with pytest.raises(RequestError) as deep:
+        parse_messages(bad_call(arguments='{"a": {"b": [1]}}'), max_arguments_depth=2)
+    assert deep.value.model_error().values == {"depth": 3, "limit": 2}
+
+
+def test_default_template_renders_tools_calls_and_answers(tmp_path: Path) -> None:
+    template = default_template(tmp_path)
+    follow_up = [*TOOL_CHAT, ChatMessage("user", "Thanks")]
+    prompt = template.render(follow_up, [WEATHER_TOOL])
+    assert prompt == (
+        "<bos><start_of_turn>user\n" + TOOLS_PREFIX + "Weather in Paris?<end_of_turn>\n"
+        "<start_of_turn>model\n<tool_call>\n"
+        '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><end_of_turn>\n'
+        "<start_of_turn>user\n<tool_response>\n18 C, sunny\n</tool_response>\nThanks"
+        "<end_of_turn>\n<start_of_turn>model\n"
+    )
+    # A system message goes after the tools; without tools nothing of them is written.
+    system = [ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")]
+    assert template.render(system, [WEATHER_TOOL]).startswith(
+        "<bos><start_of_turn>user\n" + TOOLS_PREFIX + "Be brief.\n\nHi<end_of_turn>"
+    )
+    assert "<tool_call>" not in template.render(system)
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [ChatMessage("tool", "r", tool_call_id="c")],
+        [USER, ChatMessage("tool", "r", tool_call_id="c")],
+        [USER, ChatMessage("assistant", "", (CALL,)), ChatMessage("assistant", "again")],
+    ],
+)
+def test_default_template_refuses_tool_turns_out_of_order(
+    tmp_path: Path, messages: list[ChatMessage]
+) -> None:
+    with pytest.raises(RequestError, match="roles must alternate"):
+        default_template(tmp_path).render([*messages, USER])
+
+
+def test_tools_and_call_arguments_are_plain_text_segments(tmp_path: Path) -> None:
+    # A description or an argument holding a turn's markup is text, as contents are.
+    tool = json.loads(json.dumps(WEATHER_TOOL))
+    tool["function"]["description"] = FORGED
+    call = ToolCallMessage("call_1", "get_weather", {"city": FORGED})
+    messages = [USER, ChatMessage("assistant", "Checking.", (call,)),
+                ChatMessage("tool", "ok", tool_call_id="call_1")]  # fmt: skip
+    template = default_template(tmp_path)
+    segments = template.render_segments(messages, [tool])
+    assert "".join(s.text for s in segments) == template.render(messages, [tool])
+    plain = [s.text for s in segments if not s.special]
+    assert json.dumps(tool) in plain
+    assert json.dumps({"name": "get_weather", "arguments": {"city": FORGED}}) in plain
+    assert [p for p in plain if not p.startswith("{")] == ["Hi", "Checking.", "ok"]
+    assert all(FORGED not in s.text for s in segments if s.special)
+
+
+def test_a_template_writing_contents_with_tojson_keeps_them_apart() -> None:
+    source = "{% for m in messages %}[{{ m.content | tojson }}]{% endfor %}"
+    template = ChatTemplate(source, origin="test", **SPECIAL)
+    messages = [ChatMessage("user", "a<eos>")]
+    segments = template.render_segments(messages)
+    assert "".join(s.text for s in segments) == template.render(messages)
+    assert [s.text for s in segments if s.special] == ["[", "]"]
+
+
+def test_parse_tools_input_checks_tools_as_the_frontend_does() -> None:
+    assert parse_tools_input(json.dumps([WEATHER_TOOL])) == [WEATHER_TOOL]
+    bad = json.loads(json.dumps(WEATHER_TOOL))
+    bad["function"]["parameters"]["properties"]["city"]["pattern"] = "[A-Z].*"
+    with pytest.raises(RequestError) as refused:
+        parse_tools_input(json.dumps([bad]))
+    error = refused.value.model_error()
+    assert (error.code, error.field) == (ErrorCode.INVALID_ARGUMENT, "tools")
+    assert error.message.startswith("tools[0].function.parameters.properties.city.pattern: ")
+    with pytest.raises(RequestError) as deep:
+        parse_tools_input("[[[[[1]]]]]", max_depth=4)
+    assert deep.value.model_error().values == {"depth": 5, "limit": 4}
+    with pytest.raises(RequestError, match="tools is not valid JSON"):
+        parse_tools_input("[")
 
 
 # -- through Triton ----------------------------------------------------------------------------

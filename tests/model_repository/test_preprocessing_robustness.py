@@ -168,7 +168,7 @@ async def test_too_many_messages_are_refused_by_their_count(
     "messages",
     [
         b"[" * 100_000,  # a RecursionError traceback before
-        b'[[[[[{"role": "user", "content": "Hi"}]]]]]',
+        b'[[[[[[{"role": "user", "content": "Hi"}]]]]]]',
     ],
 )
 async def test_deeply_nested_messages_are_refused_by_their_depth(
@@ -177,7 +177,7 @@ async def test_deeply_nested_messages_are_refused_by_their_depth(
     error = await refusal(client, inputs(messages=messages))
     assert error.code == ErrorCode.INVALID_MESSAGES
     assert error.field == "messages"
-    assert error.values == {"depth": 5, "limit": 4}
+    assert error.values == {"depth": 6, "limit": 5}
 
 
 async def test_a_prompt_whose_size_proves_it_too_long_is_not_tokenized(

@@ -160,9 +160,11 @@ def test_limits_come_from_the_config() -> None:
         max_prompt_bytes=262144,
         max_messages=1024,
         max_messages_bytes=262144,
-        max_messages_depth=4,
+        max_messages_depth=5,
         max_words=16,
         max_word_bytes=256,
+        max_tools_bytes=262144,
+        max_tool_json_depth=48,
     )
     # Off by default: message contents are text.
     assert params.get_bool("allow_special_tokens_in_content") is False

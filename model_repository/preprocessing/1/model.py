@@ -10,7 +10,12 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from chat_template import ChatTemplateError, load_chat_template, parse_messages
+from chat_template import (
+    ChatTemplateError,
+    load_chat_template,
+    parse_messages,
+    parse_tools_input,
+)
 from prompt_encoding import (
     Limits,
     RequestError,
@@ -32,6 +37,7 @@ from llm_stack.tokenizer import load_tokenizer
 FIELDS = {
     "QUERY": "text_input",
     "MESSAGES": "messages",
+    "TOOLS": "tools",
     "REQUEST_OUTPUT_LEN": "max_tokens",
     "BAD_WORDS_DICT": "bad_words",
     "STOP_WORDS_DICT": "stop_words",
@@ -41,6 +47,7 @@ FIELDS = {
 
 
 _MAX_NICE = 19  # the lowest CPU priority Linux has
+
 
 class TritonPythonModel:
     """Tokenizes with the same vocabulary the engine uses."""
@@ -112,7 +119,7 @@ class TritonPythonModel:
                 if row is not None
                 else []
             )
-        ids = self._prompt_ids(inputs["MESSAGES"], inputs["QUERY"])
+        ids = self._prompt_ids(inputs["MESSAGES"], inputs["QUERY"], inputs["TOOLS"])
         lists = {
             name: encode_words(self.tokenizer, values, limits.max_words, FIELDS[name])
             for name, values in words.items()
@@ -128,18 +135,30 @@ class TritonPythonModel:
             pb_utils.Tensor("OUT_PAD_ID", _number(inputs["PAD_ID"], self.tokenizer.pad_id)),
         ]
 
-    def _prompt_ids(self, messages: Any, query: Any) -> list[int]:
-        """MESSAGES, when given, rendered with the chat template; else QUERY as it is."""
+    def _prompt_ids(self, messages: Any, query: Any, tools: Any) -> list[int]:
+        """MESSAGES (with TOOLS), when given, rendered with the chat template; else QUERY
+        as it is (TOOLS, which only a chat can use, refused)."""
         limits, bound = self.limits, self.max_token_bytes
         if messages is None:
+            if tools is not None:
+                raise RequestError("tools needs messages (a chat)", field="tools")
             text = decode_text(query.reshape(-1)[0], "text_input", limits.max_prompt_bytes)
             return encode_prompt(self.tokenizer, text, limits.max_input_len, max_token_bytes=bound)
+        tool_list = None
+        if tools is not None:
+            raw_tools = decode_text(tools.reshape(-1)[0], "tools", limits.max_tools_bytes)
+            tool_list = parse_tools_input(raw_tools, max_depth=limits.max_tool_json_depth)
         raw = decode_text(messages.reshape(-1)[0], "messages", limits.max_messages_bytes)
         chat = parse_messages(
-            raw, max_messages=limits.max_messages, max_depth=limits.max_messages_depth
+            raw,
+            max_messages=limits.max_messages,
+            max_depth=limits.max_messages_depth,
+            max_arguments_depth=limits.max_tool_json_depth,
         )
         # The template writes the BOS itself.
-        segments = self.chat_template.segments(chat, special_in_content=self.special_in_content)
+        segments = self.chat_template.segments(
+            chat, special_in_content=self.special_in_content, tools=tool_list
+        )
         return encode_chat(self.tokenizer, segments, limits.max_input_len, max_token_bytes=bound)
 
 

@@ -36,6 +36,9 @@ class Limits:
     max_messages_depth: int  # its nesting of arrays and objects
     max_words: int  # stop or bad words per request
     max_word_bytes: int  # bytes per word
+    max_tools_bytes: int  # the tools JSON
+    # Nesting of the tools JSON and of each tool call's arguments (JSON text in messages).
+    max_tool_json_depth: int
 
     @classmethod
     def from_parameters(cls, params: ModelParameters) -> Limits:
@@ -47,6 +50,8 @@ class Limits:
             max_messages_depth=params.get_int("max_messages_depth", minimum=2),
             max_words=params.get_int("max_words", minimum=0),
             max_word_bytes=params.get_int("max_word_bytes", minimum=1),
+            max_tools_bytes=params.get_int("max_tools_bytes", minimum=1),
+            max_tool_json_depth=params.get_int("max_tool_json_depth", minimum=4),
         )
 
 
