@@ -13,6 +13,7 @@ enforces:
   `stop_after_first` as above.
 - A tag is `{"begin", "content": {"type": "json_schema", "json_schema": ...}, "end"}`
   (`"type": "tag"` may be given); its schema follows `llm_stack.guided_decoding`'s rules.
+  Begins, ends, triggers and separators are non-empty, as xgrammar's parser requires.
 
 Triggers must not overlap (no trigger's end begins a trigger, none holds another): text
 that ends in part of a trigger and goes on into a tag then reads the same to a parser
@@ -150,7 +151,7 @@ def parse_structural_tag(data: object) -> StructuralTag:
             at_least_one=flags["at_least_one"],
             stop_after_first=flags["stop_after_first"],
         )
-    separator = _literal(fmt["separator"], (*path, "separator"), empty=True)
+    separator = _literal(fmt["separator"], (*path, "separator"))
     return StructuralTag(
         TAGS_WITH_SEPARATOR,
         tags,
@@ -191,10 +192,11 @@ def _keys(
         raise StructuralTagError(f"{missing[0]} is required", (*path, missing[0]))
 
 
-def _literal(value: object, path: Path, *, empty: bool = False) -> str:
+def _literal(value: object, path: Path) -> str:
+    # Non-empty, as xgrammar requires of begins, ends, triggers and separators.
     if not isinstance(value, str):
         raise StructuralTagError("must be a string", path)
-    if not value and not empty:
+    if not value:
         raise StructuralTagError("must not be empty", path)
     if len(value) > MAX_LITERAL_CHARS:
         raise StructuralTagError(
@@ -242,7 +244,7 @@ def _tags(value: object, path: Path) -> tuple[Tag, ...]:
             Tag(
                 _literal(item["begin"], (*where, "begin")),
                 schema,
-                _literal(item["end"], (*where, "end"), empty=True),
+                _literal(item["end"], (*where, "end")),
             )
         )
     return tuple(tags)

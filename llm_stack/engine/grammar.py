@@ -188,10 +188,8 @@ def structural_tag_gbnf(tag: StructuralTag) -> str:
     alternatives = []
     for index, item in enumerate(tag.tags):
         arguments = converter.visit(_normalize(resolve_refs(item.schema)), f"tag-{index}-value")
-        parts = [_gbnf_literal(item.begin), arguments]
-        if item.end:
-            parts.append(_gbnf_literal(item.end))
-        alternatives.append(converter._add_rule(f"tag-{index}", " ".join(parts)))  # type: ignore[no-untyped-call]
+        rule = f"{_gbnf_literal(item.begin)} {arguments} {_gbnf_literal(item.end)}"
+        alternatives.append(converter._add_rule(f"tag-{index}", rule))  # type: ignore[no-untyped-call]
     calls = converter._add_rule("tags", " | ".join(alternatives))  # type: ignore[no-untyped-call]
     if tag.format == TRIGGERED_TAGS:
         free = _free_text_rules(converter, tag.triggers)
@@ -201,11 +199,10 @@ def structural_tag_gbnf(tag: StructuralTag) -> str:
             first = calls if tag.at_least_one else ""
             root = f"{first} {free} ({calls} {free})*".strip()
     else:
-        separator = f"{_gbnf_literal(tag.separator)} " if tag.separator else ""
         if tag.stop_after_first:
             root = calls if tag.at_least_one else f"{calls}?"
         else:
-            root = f"{calls} ({separator}{calls})*"
+            root = f"{calls} ({_gbnf_literal(tag.separator)} {calls})*"
             root = root if tag.at_least_one else f"({root})?"
     converter._add_rule(GRAMMAR_ROOT, root)  # type: ignore[no-untyped-call]
     return str(converter.format_grammar())  # type: ignore[no-untyped-call]

@@ -79,12 +79,16 @@ def test_a_tag_reads_back_as_written() -> None:
                 "type": "object", "properties": {"x": {"pattern": "a"}}}}, "end": ""}]),
             "format.tags[0].content.json_schema.properties.x.pattern",
         ),
-        (triggered(tags=[{"begin": "<f=" + "x" * 300, "content": {
-            "type": "json_schema", "json_schema": SCHEMA}, "end": ""}]), "format.tags[0].begin"),
+        (triggered(tags=[{"begin": "<f=" + "x" * 300, "content": {"type": "json_schema",
+            "json_schema": SCHEMA}, "end": "</f>"}]), "format.tags[0].begin"),
+        (triggered(tags=[{"begin": "<f=a>", "content": {"type": "json_schema",
+            "json_schema": SCHEMA}, "end": ""}]), "format.tags[0].end"),
+        ({"type": "structural_tag", "format": {"type": "tags_with_separator", "separator": "",
+          "tags": triggered()["format"]["tags"]}}, "format.separator"),
     ],
     ids=["no-format", "type", "format-type", "extra-key", "no-triggers", "begin-no-trigger",
          "nested-triggers", "self-overlap", "flag", "content-type", "schema",
-         "long-begin"],
+         "long-begin", "empty-end", "empty-separator"],
 )  # fmt: skip
 def test_what_is_not_served_is_refused_naming_where(data: dict[str, Any], where: str) -> None:
     with pytest.raises(StructuralTagError) as caught:

@@ -66,12 +66,16 @@ async def engine() -> AsyncIterator[LlamaCppEngine]:
 
 
 def request(
-    tokenizer: GgufTokenizer, guide: Guide | None, temperature: float, seed: int
+    tokenizer: GgufTokenizer,
+    guide: Guide | None,
+    temperature: float,
+    seed: int,
+    max_tokens: int = MAX_TOKENS,
 ) -> GenerationRequest:
     return GenerationRequest(
         request_id=f"t{next(_ids)}",
         prompt_ids=tuple(tokenizer.encode(PROMPT, add_special=True)),
-        sampling=SamplingParams(max_tokens=MAX_TOKENS, temperature=temperature, seed=seed),
+        sampling=SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed),
         guide=guide,
     )
 
@@ -142,3 +146,16 @@ async def test_auto_gives_text_or_valid_calls(
         assert parsed.content is not None or parsed.tool_calls, text
     # The prompt asks for the weather: the model calls at least once in these tries.
     assert any(parsed.tool_calls for _, _, parsed in results)
+
+
+async def test_a_tool_guide_is_compiled_once_for_its_requests(
+    engine: LlamaCppEngine, tokenizer: GgufTokenizer
+) -> None:
+    guide = tool_guide(TOOLS, NamedTool("get_weather"), parallel=False)
+    first = engine.grammars.conversions
+    for seed in range(3):
+        text, _ = await generate(engine, tokenizer, request(tokenizer, guide, 0.8, seed, 3))
+        assert text, text
+        assert HERMES.begin("get_weather").startswith(text), text  # the call, forced
+    assert engine.grammars.conversions == first + 1
+    assert engine.grammars.held() == 0
