@@ -32,8 +32,12 @@ class Feature:
 PENALTIES = Feature("repetition, presence and frequency penalties", None, "PR #16485")
 BAD_WORDS = Feature("bad words", None, "PR #16052")
 SEED = Feature("per-request seeds", None, "PR #17172")
+# Before it the sampler compared min_tokens with prompt + output tokens: with a prompt as
+# long as min_tokens the end token was never held back. Merged on the main branch in March
+# 2026, after the 1.2 branch; that 1.2.1 carries it could not be checked.
+MIN_TOKENS = Feature("min_tokens counted over output tokens only", None, "PR #12166")
 SEVERAL_SEQUENCES = Feature("several sequences per request (n > 1)", "1.2.0", "PR #8951")
-FEATURES = (PENALTIES, BAD_WORDS, SEED, SEVERAL_SEQUENCES)
+FEATURES = (PENALTIES, BAD_WORDS, SEED, MIN_TOKENS, SEVERAL_SEQUENCES)
 
 
 def release_key(version: str) -> tuple[int, int, int, int]:
@@ -117,6 +121,7 @@ def to_sampling_kwargs(request: GenerationRequest, capabilities: Capabilities) -
             capabilities.require(PENALTIES, name, value)
             kwargs[name] = value
     if sampling.min_tokens > 0:
+        capabilities.require(MIN_TOKENS, "min_tokens", sampling.min_tokens)
         kwargs["min_tokens"] = sampling.min_tokens
     if engine_sequences(sampling) > 1:
         capabilities.require(SEVERAL_SEQUENCES, "num_return_sequences", sampling.n)

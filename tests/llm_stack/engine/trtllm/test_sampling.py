@@ -10,6 +10,7 @@ from llm_stack.engine.base import InvalidRequestError
 from llm_stack.engine.trtllm.sampling import (
     BAD_WORDS,
     FEATURES,
+    MIN_TOKENS,
     PENALTIES,
     SEED,
     SEVERAL_SEQUENCES,
@@ -158,6 +159,7 @@ def test_greedy_n_asks_for_one_sequence(sampling: dict[str, Any]) -> None:
         ({"frequency_penalty": -0.5}, "frequency_penalty"),
         ({"temperature": 0.0, "frequency_penalty": 0.5}, "frequency_penalty"),
         ({"temperature": 0.8, "seed": 7}, "seed"),
+        ({"min_tokens": 4}, "min_tokens"),
     ],
 )
 def test_the_pinned_release_refuses_what_its_sampler_ignores(
@@ -187,7 +189,7 @@ def test_neutral_settings_are_not_refused() -> None:
 
 
 def test_the_pinned_release_applies_none_of_the_unreleased_sampler_fixes() -> None:
-    assert not any(PINNED.applies(f) for f in (PENALTIES, BAD_WORDS, SEED))
+    assert not any(PINNED.applies(f) for f in (PENALTIES, BAD_WORDS, SEED, MIN_TOKENS))
     assert PINNED.applies(SEVERAL_SEQUENCES)
 
 
