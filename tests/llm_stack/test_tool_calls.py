@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 from typing import Any
 
@@ -316,6 +317,26 @@ def test_every_split_of_the_stream_reassembles_to_the_one_shot_result(
             events += parser.feed(text[at : at + size])
         events += parser.finish()
         assert collect(events) == expected, size
+
+
+def test_random_splits_reassemble_to_the_one_shot_result() -> None:
+    # Seeded: the same splits every run. Texts mixing content, calls, escapes and
+    # partial triggers, cut into pieces of 1 to 12 characters at random.
+    rng = random.Random(20)
+    names = ("get_weather", "get_time")
+    texts = [text for text, _ in HERMES_CASES]
+    texts.append("A <tool_call x " + call('{"city": "<tool_call>", "unit": "C"}') + " B <tool")
+    for text in texts:
+        expected = parse_tool_calls(text, HERMES, tool_names=names, ids=ids())
+        for _ in range(50):
+            parser = ToolCallParser(HERMES, tool_names=names, ids=ids())
+            events, at = [], 0
+            while at < len(text):
+                size = rng.randint(1, 12)
+                events += parser.feed(text[at : at + size])
+                at += size
+            events += parser.finish()
+            assert collect(events) == expected, text
 
 
 def test_streamed_events_come_as_the_text_decides_them() -> None:
