@@ -75,7 +75,7 @@ class Capabilities:
         since = (
             f"added in TensorRT-LLM {feature.since} by {feature.change}"
             if feature.since
-            else f"added by {feature.change}, in no release yet"
+            else f"its fix, {feature.change}, is in no release this engine knows to have it"
         )
         raise InvalidRequestError(
             f"{field}: TensorRT-LLM {self.version} does not apply {feature.name} on the "
