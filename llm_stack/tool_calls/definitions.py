@@ -10,6 +10,7 @@ it (`tools[2].function.parameters.properties.x`). Parameters follow
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,49 @@ class NamedTool:
 ToolChoice = Literal["none", "auto", "required"] | NamedTool
 
 
+def tools_text(tools: Sequence[FunctionTool]) -> str:
+    """The tools as the preprocessing model's TOOLS input takes them (OpenAI's chat shape,
+    a JSON array)."""
+    return json.dumps([tool.to_openai() for tool in tools], ensure_ascii=False)
+
+
+def parse_tool_choice(
+    value: object, *, dialect: Dialect = "chat", at: Path = ("tool_choice",)
+) -> ToolChoice:
+    """A request's decoded `tool_choice` in its API's shape (None: `auto`); raises
+    ToolError naming the field. Chat: "none", "auto", "required" or {"type": "function",
+    "function": {"name"}}; Responses: the same strings or {"type": "function", "name"};
+    Anthropic: {"type": "none" | "auto" | "any" | "tool", "name" for "tool"}, `any` being
+    `required` (its other keys are the caller's to read)."""
+    if value is None:
+        return "auto"
+    if dialect == "anthropic":
+        kinds: Mapping[object, ToolChoice] = {"none": "none", "auto": "auto", "any": "required"}
+        kind = value.get("type") if isinstance(value, dict) else None
+        if kind in kinds:
+            return kinds[kind]
+        if isinstance(value, dict) and kind == "tool":
+            return NamedTool(_choice_name(value, (*at, "name")))
+        raise ToolError('type must be "none", "auto", "any" or "tool"', (*at, "type"))
+    if value == "none" or value == "auto" or value == "required":
+        return value
+    if not isinstance(value, dict) or value.get("type") != "function":
+        raise ToolError('must be "none", "auto", "required" or {"type": "function", ...}', at)
+    if dialect == "chat":
+        function = value.get("function")
+        if not isinstance(function, dict):
+            raise ToolError("function must be an object", (*at, "function"))
+        return NamedTool(_choice_name(function, (*at, "function", "name")))
+    return NamedTool(_choice_name(value, (*at, "name")))
+
+
+def _choice_name(node: Mapping[str, Any], at: Path) -> str:
+    name = node.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ToolError("the name must be 1 to 64 letters, digits, underscores or dashes", at)
+    return name
+
+
 def check_tool_choice(
     choice: ToolChoice,
     tools: Sequence[FunctionTool],
@@ -235,5 +279,7 @@ __all__ = [
     "check_tool_choice",
     "field_name",
     "parse_tool",
+    "parse_tool_choice",
     "parse_tools",
+    "tools_text",
 ]

@@ -35,9 +35,11 @@ from llm_stack.tool_calls import (
     collect,
     new_call_id,
     parse_tool_calls,
+    parse_tool_choice,
     parse_tools,
     tool_guide,
     tool_structural_tag,
+    tools_text,
 )
 
 WEATHER: dict[str, Any] = {
@@ -408,3 +410,44 @@ def test_a_finished_parser_takes_no_more() -> None:
     assert parser.finish() == []
     with pytest.raises(RuntimeError):
         parser.feed("x")
+
+
+@pytest.mark.parametrize(
+    ("value", "dialect", "choice"),
+    [
+        (None, "chat", "auto"),
+        ("required", "chat", "required"),
+        ({"type": "function", "function": {"name": "get_time"}}, "chat", NamedTool("get_time")),
+        ("none", "responses", "none"),
+        ({"type": "function", "name": "get_time"}, "responses", NamedTool("get_time")),
+        ({"type": "any"}, "anthropic", "required"),
+        ({"type": "tool", "name": "get_time"}, "anthropic", NamedTool("get_time")),
+    ],
+)
+def test_tool_choice_in_each_dialect(value: object, dialect: Any, choice: object) -> None:
+    assert parse_tool_choice(value, dialect=dialect) == choice
+
+
+@pytest.mark.parametrize(
+    ("value", "dialect", "field"),
+    [
+        ("sometimes", "chat", "tool_choice"),
+        ({"type": "function", "function": "get_time"}, "chat", "tool_choice.function"),
+        ({"type": "function", "function": {"name": "a b"}}, "chat", "tool_choice.function.name"),
+        ({"type": "function"}, "responses", "tool_choice.name"),
+        ({"type": "required"}, "anthropic", "tool_choice.type"),
+        ({"type": "tool"}, "anthropic", "tool_choice.name"),
+    ],
+)
+def test_a_bad_tool_choice_is_refused_naming_its_field(
+    value: object, dialect: Any, field: str
+) -> None:
+    with pytest.raises(ToolError) as caught:
+        parse_tool_choice(value, dialect=dialect)
+    assert caught.value.field == field
+
+
+def test_tools_text_is_what_preprocessing_takes() -> None:
+    tools = parse_tools(chat_tools())
+    assert json.loads(tools_text(tools)) == [t.to_openai() for t in tools]
+    assert parse_tools(json.loads(tools_text(tools))) == tools
