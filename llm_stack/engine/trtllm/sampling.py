@@ -158,6 +158,8 @@ def guided_decoding_kwargs(guide: Guide) -> dict[str, Any]:
     """Keyword arguments for `tensorrt_llm.sampling_params.GuidedDecodingParams`."""
     if guide.type is GuideType.JSON:
         return {"json_object": True}
+    if guide.type is GuideType.STRUCTURAL_TAG:
+        return {"structural_tag": guide.schema}
     return {"json": guide.schema}
 
 

@@ -225,9 +225,12 @@ async def test_guides_reach_sampling_params_as_guided_decoding_params(
 
 def test_guides_map_to_guided_decoding_params_fields() -> None:
     schema = '{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}'
+    tag = '{"type":"structural_tag","format":{"type":"triggered_tags"}}'  # passed as text
     assert guided_decoding_kwargs(Guide(GuideType.JSON_SCHEMA, schema)) == {"json": schema}
     assert guided_decoding_kwargs(Guide(GuideType.JSON)) == {"json_object": True}
-    for guide in (Guide(GuideType.JSON_SCHEMA, schema), Guide(GuideType.JSON)):
+    assert guided_decoding_kwargs(Guide(GuideType.STRUCTURAL_TAG, tag)) == {"structural_tag": tag}
+    for guide_type in GuideType:
+        guide = Guide(guide_type, None if guide_type is GuideType.JSON else schema)
         check_arguments("GuidedDecodingParams", guided_decoding_kwargs(guide))
 
 
