@@ -147,6 +147,14 @@ def test_helpers_templates_expect(tmp_path: Path) -> None:
         "role": "user", "content": "Grüß",
     }  # fmt: skip
     assert "Grüß" in template.render([ChatMessage("user", "Grüß")])  # not \\u-escaped
+    # transformers' options, as templates of tool calling pass them.
+    options = ChatTemplate(
+        "{{ {'b': 1, 'a': [2]} | tojson(separators=(',', ':'), sort_keys=true) }}|"
+        "{{ 'é' | tojson(ensure_ascii=true) }}|{{ [1] | tojson(indent=2) }}",
+        origin="test",
+        **SPECIAL,
+    )
+    assert options.render([USER]) == '{"a":[2],"b":1}|"\\u00e9"|[\n  1\n]'
 
 
 @pytest.mark.parametrize(

@@ -313,9 +313,22 @@ def _strftime_now(format_: str) -> str:
 _JSON_MARK: contextvars.ContextVar[str | None] = contextvars.ContextVar("json_mark", default=None)
 
 
-def _tojson(value: Any, indent: int | None = None) -> str:
-    # Jinja's own tojson escapes HTML; chat templates expect plain JSON, as in transformers.
-    text = json.dumps(value, ensure_ascii=False, indent=indent)
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # Jinja's own tojson escapes HTML; chat templates expect plain JSON, with the options
+    # transformers' tojson takes (templates of tool calling pass them).
+    text = json.dumps(
+        value,
+        ensure_ascii=ensure_ascii,
+        indent=indent,
+        separators=None if separators is None else (separators[0], separators[1]),
+        sort_keys=sort_keys,
+    )
     mark = _JSON_MARK.get()
     return f"\ue002{mark}\ue003{text}\ue002{mark}\ue004" if mark else text
 
