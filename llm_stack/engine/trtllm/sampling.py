@@ -36,6 +36,8 @@ SEED = Feature("per-request seeds", None, "PR #17172")
 # long as min_tokens the end token was never held back. Merged on the main branch in March
 # 2026, after the 1.2 branch; that 1.2.1 carries it could not be checked.
 MIN_TOKENS = Feature("min_tokens counted over output tokens only", None, "PR #12166")
+# PR #8951 was merged in November 2025, after the 1.1 branch and before 1.2.0's release; its
+# presence in 1.2.0 follows from those dates, not from reading the 1.2.0 tag.
 SEVERAL_SEQUENCES = Feature("several sequences per request (n > 1)", "1.2.0", "PR #8951")
 FEATURES = (PENALTIES, BAD_WORDS, SEED, MIN_TOKENS, SEVERAL_SEQUENCES)
 
