@@ -51,6 +51,7 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
         max_top_k=settings.max_top_k,
         max_n=settings.max_n,
         max_messages=settings.max_messages,
+        tool_call_parser=settings.tool_call_parser,
     )
     validator = RequestValidator(limits)
 

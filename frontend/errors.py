@@ -146,24 +146,28 @@ class TopLogprobsWithoutLogprobsError(FieldRuleViolationError):
 
 
 class TooManyStopSequencesError(FieldRuleViolationError):
-    def __init__(self, count: int, limit: int) -> None:
+    """`field` is the API's name for its stop sequences (Anthropic's stop_sequences)."""
+
+    def __init__(self, count: int, limit: int, field: str = "stop") -> None:
         super().__init__(
-            "stop", count, limit, f"stop has {count} sequences, exceeds the {limit} limit"
+            field, count, limit, f"{field} has {count} sequences, exceeds the {limit} limit"
         )
 
 
 class EmptyStopSequenceError(FieldRuleViolationError):
-    def __init__(self, index: int) -> None:
-        super().__init__(f"stop[{index}]", "", "non-empty", f"stop[{index}] must not be empty")
+    def __init__(self, index: int, field: str = "stop") -> None:
+        super().__init__(
+            f"{field}[{index}]", "", "non-empty", f"{field}[{index}] must not be empty"
+        )
 
 
 class StopSequenceTooLongError(FieldRuleViolationError):
-    def __init__(self, index: int, chars: int, limit: int) -> None:
+    def __init__(self, index: int, chars: int, limit: int, field: str = "stop") -> None:
         super().__init__(
-            f"stop[{index}]",
+            f"{field}[{index}]",
             chars,
             limit,
-            f"stop[{index}] of {chars} characters exceeds the {limit} limit",
+            f"{field}[{index}] of {chars} characters exceeds the {limit} limit",
         )
 
 
@@ -216,6 +220,14 @@ class UnsupportedSchemaKeywordError(UnsupportedParameterError):
 
 class InvalidSchemaError(FieldRuleViolationError):
     """A response_format schema that breaks a rule (e.g. required names no property)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(field, None, None, message)
+
+
+class InvalidToolError(FieldRuleViolationError):
+    """A tool definition, tool choice or tool-calling message that breaks a rule (e.g. a
+    tool_choice naming no tool, a tool message answering no call); `field` names it."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(field, None, None, message)

@@ -28,9 +28,18 @@ from starlette.types import Receive
 
 from frontend.errors import ClientClosedRequestError, FrontendError, error_kind
 from frontend.metrics import FrontendMetrics
-from frontend.service import Admitted, Completed, GenerationEvent, TextDelta
+from frontend.service import (
+    Admitted,
+    Completed,
+    GenerationEvent,
+    TextDelta,
+    ToolCallArguments,
+    ToolCallEnd,
+    ToolCallStart,
+)
 from frontend.sse import DONE, DONE_DATA, sse
 from llm_stack.ensemble_contract import EnsembleTokenLogprob
+from llm_stack.tool_calls import ToolCall
 
 T = TypeVar("T")
 
@@ -43,10 +52,12 @@ ErrorRenderer = Callable[[FrontendError], str]
 
 @dataclass(frozen=True, slots=True)
 class CollectedChoice:
-    """One choice's whole text, and its tokens' log-probabilities when asked for."""
+    """One choice's whole text (its content, with tools), its tokens' log-probabilities
+    when asked for, and the tool calls it made (in order; the last may be incomplete)."""
 
     text: str
     logprobs: tuple[EnsembleTokenLogprob, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,16 +108,31 @@ async def _collect(events: Events) -> Collected:
     admitted: Admitted | None = None
     pieces: dict[int, list[str]] = {}
     logprobs: dict[int, list[EnsembleTokenLogprob]] = {}
+    # By choice, then call number: id, name, the arguments' pieces, complete.
+    calls: dict[int, dict[int, tuple[str, str, list[str], list[bool]]]] = {}
     async for event in events:
         if isinstance(event, TextDelta):
             pieces.setdefault(event.index, []).append(event.text)
             logprobs.setdefault(event.index, []).extend(event.logprobs)
+        elif isinstance(event, ToolCallStart):
+            calls.setdefault(event.index, {})[event.call] = (event.id, event.name, [], [False])
+        elif isinstance(event, ToolCallArguments):
+            calls[event.index][event.call][2].append(event.text)
+        elif isinstance(event, ToolCallEnd):
+            calls[event.index][event.call][3][0] = event.complete
         elif isinstance(event, Admitted):
             admitted = event
         elif isinstance(event, Completed):
             assert admitted is not None
             choices = tuple(
-                CollectedChoice("".join(pieces.get(i, ())), tuple(logprobs.get(i, ())))
+                CollectedChoice(
+                    "".join(pieces.get(i, ())),
+                    tuple(logprobs.get(i, ())),
+                    tuple(
+                        ToolCall(call_id, name, "".join(arguments), done[0])
+                        for _, (call_id, name, arguments, done) in sorted(calls.get(i, {}).items())
+                    ),
+                )
                 for i in range(len(event.finish_reasons))
             )
             return Collected(admitted, choices, event)

@@ -4,6 +4,12 @@ admission (concurrency bound, then rate limits) → Triton call → usage accoun
 `GenerationService.generate` takes a validated request and yields internal events; the
 protocol layers (/generate, the OpenAI API under /v1) only render them. A request for n
 choices is one Triton call whose n sequences stream side by side: events name their choice.
+
+A request with tools (and a tool choice other than none) has each choice's text read by
+a `ToolCallParser` of the request's format, so every API renders the same events: its
+content as TextDelta, and each call as ToolCallStart (id, name), ToolCallArguments (its
+JSON text as it comes) and ToolCallEnd; a choice that ended with calls finishes with
+`tool_calls`. Without tools no parser runs: the text goes out as it comes.
 """
 
 from __future__ import annotations
@@ -28,10 +34,27 @@ from frontend.rate_limit import RateLimiter, Reservation, estimate_prompt_tokens
 from frontend.triton_client import EngineChunk, TritonPool
 from frontend.validation import ValidatedRequest
 from llm_stack.ensemble_contract import EnsembleTokenLogprob
+from llm_stack.tool_calls import (
+    ArgumentsDelta,
+    ToolCallEvent,
+    ToolCallFinished,
+    ToolCallParser,
+    ToolCallStarted,
+)
+from llm_stack.tool_calls import TextDelta as ParsedText
 
 log = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length"]
+# tool_calls: the choice ended (as with stop) after making tool calls.
+FinishReason = Literal["stop", "length", "tool_calls"]
+# What a request without tools can end with.
+TextFinishReason = Literal["stop", "length"]
+
+
+def text_finish(reason: FinishReason) -> TextFinishReason:
+    """`reason` of a request without tools (an API that takes none never sees tool_calls)."""
+    assert reason != "tool_calls", "a request without tools ended with tool calls"
+    return reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +94,36 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """Choice `index` begins its tool call number `call` (0, 1, ... within the choice):
+    its id (OpenAI's shape, `call_...`) and the function's name."""
+
+    index: int
+    call: int
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallArguments:
+    """More of the arguments' JSON text of choice `index`'s call number `call`."""
+
+    index: int
+    call: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    """Choice `index`'s call number `call` has all its arguments (`complete`), or the
+    output ended inside them (cut by max_tokens: the arguments are a prefix)."""
+
+    index: int
+    call: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ChoiceFinished:
     """Choice `index` has all its text; the others may still be running."""
 
@@ -92,7 +145,8 @@ class Completed:
         return self.finish_reasons[0]
 
 
-GenerationEvent = Admitted | TextDelta | ChoiceFinished | Completed
+ToolCallDelta = ToolCallStart | ToolCallArguments | ToolCallEnd
+GenerationEvent = Admitted | TextDelta | ToolCallDelta | ChoiceFinished | Completed
 
 
 @dataclass(slots=True)
@@ -165,7 +219,10 @@ class GenerationService:
                     self._metrics.rate_limited.labels(limited.limit_name).inc()
                     raise
             yield Admitted(reservation.headers() if reservation else {})
-            async with aclosing(self._run(request, request_id, record)) as events:
+            run = self._run(request, request_id, record)
+            if request.parses_tool_calls:
+                run = _with_tool_calls(run, request)
+            async with aclosing(run) as events:
                 async for event in events:
                     yield event
         except FrontendError as error:
@@ -271,6 +328,63 @@ class GenerationService:
         """Wait (bounded) for pending usage accounting; called at shutdown."""
         if self._accounting:
             await asyncio.wait(self._accounting, timeout=timeout_s)
+
+
+async def _with_tool_calls(
+    events: AsyncGenerator[GenerationEvent, None], request: ValidatedRequest
+) -> AsyncGenerator[GenerationEvent, None]:
+    """`events` with each choice's text read for tool calls (one parser per choice)."""
+    assert request.tools is not None
+    fmt = request.tools.format
+    names = [tool.name for tool in request.tools.tools]
+    parsers: dict[int, ToolCallParser] = {}
+    called: set[int] = set()  # choices that made a complete call
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, TextDelta):
+                parser = parsers.get(event.index)
+                if parser is None:
+                    parser = parsers[event.index] = ToolCallParser(fmt, tool_names=names)
+                for out in _tool_events(parser.feed(event.text), event.index, called):
+                    yield out
+            elif isinstance(event, ChoiceFinished):
+                parser = parsers.pop(event.index, None)
+                if parser is not None:
+                    for out in _tool_events(parser.finish(), event.index, called):
+                        yield out
+                yield ChoiceFinished(event.index, _finish(event.finish_reason, event.index, called))
+            elif isinstance(event, Completed):
+                reasons = tuple(
+                    _finish(reason, index, called)
+                    for index, reason in enumerate(event.finish_reasons)
+                )
+                yield Completed(reasons, event.usage, event.model_version)
+            else:
+                yield event
+
+
+def _finish(reason: FinishReason, index: int, called: set[int]) -> FinishReason:
+    # Cut by max_tokens stays `length`, calls or not (the last may be incomplete).
+    return "tool_calls" if reason == "stop" and index in called else reason
+
+
+def _tool_events(
+    parsed: list[ToolCallEvent], index: int, called: set[int]
+) -> list[GenerationEvent]:
+    out: list[GenerationEvent] = []
+    for event in parsed:
+        match event:
+            case ParsedText(text):
+                out.append(TextDelta(text, index))
+            case ToolCallStarted(call, call_id, name):
+                out.append(ToolCallStart(index, call, call_id, name))
+            case ArgumentsDelta(call, text):
+                out.append(ToolCallArguments(index, call, text))
+            case ToolCallFinished(call, complete):
+                if complete:
+                    called.add(index)
+                out.append(ToolCallEnd(index, call, complete))
+    return out
 
 
 def _outcome_label(outcome: str) -> str:

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from llm_stack.ensemble_contract import ENGINE_MODEL, ENSEMBLE_MODEL
+from llm_stack.tool_calls import DEFAULT_FORMAT, FORMATS
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 
@@ -86,6 +87,10 @@ class FrontendSettings(BaseSettings):
     # The OpenAI API (/v1): the model id clients name, and what /v1/models says of it.
     served_model_name: str = Field(default="gemma-3-270m", min_length=1)
     served_model_owner: str = "llm-stack"
+    # How the model writes tool calls, as vLLM's --tool-call-parser: hermes (the default
+    # model's documented format, Hermes 2 Pro, Qwen 2.5/3) or llama3_json (Llama 3.1/3.2).
+    # Tool calls' grammar writes it and the frontend's parser reads it.
+    tool_call_parser: str = DEFAULT_FORMAT.name
 
     # Request limits
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -130,11 +135,20 @@ class FrontendSettings(BaseSettings):
     def _lists_from_env(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("tool_call_parser")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMATS:
+            raise ValueError(f"tool_call_parser must be one of {', '.join(FORMATS)}, got {value!r}")
+        return value
+
     @field_validator("rate_limit_storage_url")
     @classmethod
     def _known_storage(cls, value: str) -> str:
         if not value.startswith(("memory://", "redis://", "rediss://")):
-            raise ValueError("rate_limit_storage_url must start with memory://, redis:// or rediss://")
+            raise ValueError(
+                "rate_limit_storage_url must start with memory://, redis:// or rediss://"
+            )
         return value
 
     @model_validator(mode="after")
@@ -176,4 +190,3 @@ class FrontendSettings(BaseSettings):
     def auth_enabled(self) -> bool:
         """API keys are required as soon as any are configured."""
         return bool(self.api_keys) or self.api_keys_file is not None
-

@@ -47,7 +47,7 @@ from frontend.errors import (
 )
 from frontend.metrics import FrontendMetrics
 from frontend.routing import Decision, PrefixRouting, choose
-from frontend.validation import ValidatedRequest
+from frontend.validation import ChatMessage, ValidatedRequest
 from llm_stack.ensemble_contract import (
     FINISH_CANCELLED,
     EnsembleRequest,
@@ -169,21 +169,23 @@ def ensemble_request(request: ValidatedRequest) -> EnsembleRequest:
     """The ensemble request for a validated request.
 
     Chat messages go as the `messages` input, a JSON array that Triton's preprocessing
-    renders with the model's chat template; `text_input` is then empty. The sampling
+    renders with the model's chat template (with the request's tools as `tools`, also
+    under tool_choice none: the model sees them, the grammar and the parser stay off);
+    `text_input` is then empty. The tools' guide, if any, is the request's guide. The sampling
     parameters go as the inputs of their names (llm_stack.sampling_contract), those at
     the engine's default left out.
     """
-    messages = None
+    messages = tools = None
     if request.messages:
-        messages = json.dumps(
-            [{"role": m.role, "content": m.content} for m in request.messages],
-            ensure_ascii=False,
-        )
+        messages = json.dumps([_message(m) for m in request.messages], ensure_ascii=False)
+        if request.tools is not None:
+            tools = json.dumps([t.to_openai() for t in request.tools.tools], ensure_ascii=False)
     return EnsembleRequest(
         text_input=request.prompt,
         max_tokens=request.max_tokens,
         stream=request.stream,
         messages=messages,
+        tools=tools,
         stop_words=request.stop or None,
         guided_decoding_guide_type=request.guide.type.value if request.guide else None,
         guided_decoding_guide=request.guide.schema if request.guide else None,
@@ -192,6 +194,23 @@ def ensemble_request(request: ValidatedRequest) -> EnsembleRequest:
         num_top_log_probs=request.logprobs or None,
         **request.sampling.sent(),
     )
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A chat message as the `messages` input has it (OpenAI chat's shape)."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
 
 
 def health_request(model: str, request_id: str) -> dict[str, Any]:

@@ -11,9 +11,11 @@ model's chat template).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 
@@ -24,6 +26,7 @@ from frontend.errors import (
     EmptyStopSequenceError,
     InvalidSchemaError,
     InvalidTextError,
+    InvalidToolError,
     LogprobsOutOfRangeError,
     OutOfRangeError,
     PromptTooLongError,
@@ -47,8 +50,24 @@ from llm_stack.sampling_contract import (
     SamplingParameter,
     Setting,
 )
+from llm_stack.tool_calls import (
+    DEFAULT_FORMAT,
+    NAME_PATTERN,
+    FunctionTool,
+    ToolCallFormat,
+    ToolChoice,
+    ToolError,
+    check_tool_choice,
+    parse_tools,
+    tool_call_format,
+    tool_guide,
+)
+from llm_stack.tool_calls.definitions import Dialect
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+# Call ids as clients send them back (OpenAI's `call_...`, vLLM's, Anthropic's `toolu_...`):
+# the preprocessing model's rule, so a chat the frontend lets through is not refused there.
+CALL_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # Likeliest alternatives per token: what the ensemble's num_top_log_probs takes (OpenAI
 # chat's top_logprobs limit); OpenAI's completions allow 5 (their `logprobs`).
 TOP_LOGPROBS_MAX = MAX_NUM_TOP_LOG_PROBS
@@ -67,6 +86,9 @@ class ValidationLimits:
     max_top_k: int
     max_n: int
     max_messages: int = 1024
+    # How the model writes tool calls (llm_stack.tool_calls.FORMATS), as vLLM's
+    # --tool-call-parser: the grammar writes it, the service's parser reads it.
+    tool_call_parser: str = DEFAULT_FORMAT.name
 
 
 # JSON Schema keywords by JSON type, e.g. {"integer": {"minimum": 1}}; see field_schemas.
@@ -150,9 +172,47 @@ class OutputFormat:
 
 
 @dataclass(frozen=True, slots=True)
+class AssistantToolCall:
+    """A call an assistant message of the conversation made; `arguments` is JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: str
-    content: str
+    content: str  # "" for an assistant's message of tool calls only
+    tool_calls: tuple[AssistantToolCall, ...] = ()  # an assistant's
+    tool_call_id: str | None = None  # a tool message's: the call it answers
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFields:
+    """Where an API's request keeps its tool fields, for errors that name them."""
+
+    tools: str = "tools"
+    tool_choice: str = "tool_choice"
+    tool_choice_name: str = "tool_choice.function.name"
+    parallel_tool_calls: str = "parallel_tool_calls"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """A validated request's tools: what the model may call, how, and in which format
+    (the frontend's tool_call_parser setting). With choice `none` there is no guide and
+    the output is text; otherwise the service reads calls out of it."""
+
+    tools: tuple[FunctionTool, ...]
+    choice: ToolChoice
+    parallel: bool
+    format: ToolCallFormat
+
+    @property
+    def parses_calls(self) -> bool:
+        """Whether the output is read for calls (any choice but `none`)."""
+        return self.choice != "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +232,13 @@ class RequestedGeneration:
     # The API's names for parameters where they differ from their client names, so that
     # errors name what the client sent (e.g. OpenAI chat's max_completion_tokens).
     field_names: Mapping[str, str] = field(default_factory=dict)
+    # Function tools, checked by `request_tools` (None or empty: none); the choice (None:
+    # `auto` with tools, `none` without, as OpenAI's default) and whether a response may
+    # hold several calls.
+    tools: Sequence[FunctionTool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    tool_fields: ToolFields = field(default_factory=ToolFields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +257,14 @@ class ValidatedRequest:
     stop: tuple[str, ...] = ()
     stream: bool = False
     messages: tuple[ChatMessage, ...] = ()
-    guide: Guide | None = None  # structured output
+    guide: Guide | None = None  # structured output, or the tools' guide
     logprobs: int | None = None
+    tools: ToolUse | None = None  # None: the request has no tools
+
+    @property
+    def parses_tool_calls(self) -> bool:
+        """Whether the service reads tool calls out of the generated text."""
+        return self.tools is not None and self.tools.parses_calls
 
     @property
     def n(self) -> int:
@@ -202,7 +275,10 @@ class ValidatedRequest:
     def input_text(self) -> str:
         """The text the caller sent as input (for estimates and logs)."""
         if self.messages:
-            return "\n".join(message.content for message in self.messages)
+            return "\n".join(
+                message.content + "".join(call.arguments for call in message.tool_calls)
+                for message in self.messages
+            )
         return self.prompt
 
 
@@ -211,6 +287,8 @@ class RequestValidator:
 
     def __init__(self, limits: ValidationLimits) -> None:
         self.limits = limits
+        # A bad setting fails here, at start-up.
+        self.tool_call_format = tool_call_format(limits.tool_call_parser)
 
     def completion(self, prompt: str, requested: RequestedGeneration) -> ValidatedRequest:
         """Validate a prompt and its generation parameters."""
@@ -234,7 +312,11 @@ class RequestValidator:
                 raise UnknownRoleError(index, message.role, ROLES)
         if messages[-1].role == "assistant":
             raise AssistantMessageLastError(len(messages) - 1)
-        chars = sum(len(message.content) for message in messages)
+        _check_tool_messages(messages)
+        chars = sum(
+            len(message.content) + sum(len(call.arguments) for call in message.tool_calls)
+            for message in messages
+        )
         if chars > self.limits.max_prompt_chars:
             raise PromptTooLongError(chars, self.limits.max_prompt_chars, "messages")
         return self._with_sampling("", tuple(messages), requested)
@@ -287,6 +369,9 @@ class RequestValidator:
             raise UnsupportedParameterError(
                 "stop", "stop is not supported with a JSON response_format"
             )
+        tools = self._tools(r, has_format=guide is not None)
+        if tools is not None and tools.parses_calls:
+            guide = _tools_guide(tools, r.tool_fields)
         return ValidatedRequest(
             prompt=prompt,
             max_tokens=r.max_tokens,
@@ -296,7 +381,127 @@ class RequestValidator:
             messages=messages,
             guide=guide,
             logprobs=r.logprobs,
+            tools=tools,
         )
+
+    def _tools(self, r: RequestedGeneration, *, has_format: bool) -> ToolUse | None:
+        """The request's tools and choice, checked against each other and against the
+        parameters that cannot go with calls; None without tools."""
+        fields = r.tool_fields
+        tools = tuple(r.tools or ())
+        choice: ToolChoice = r.tool_choice or ("auto" if tools else "none")
+        try:
+            check_tool_choice(
+                choice,
+                tools,
+                at=_path(fields.tool_choice),
+                name_at=_path(fields.tool_choice_name),
+            )
+        except ToolError as error:
+            raise InvalidToolError(error.field, str(error)) from None
+        if not tools:
+            return None
+        use = ToolUse(tools, choice, r.parallel_tool_calls, self.tool_call_format)
+        if not use.parses_calls:
+            return use
+        # Calls are generated under the tools' guide and read out of the text: nothing
+        # may take the guide's place or cut a call short. tool_choice none lifts this.
+        why = f"with tools (unless {fields.tool_choice} is none)"
+        if has_format:
+            raise UnsupportedParameterError(
+                "response_format", f"a JSON response_format is not supported {why}"
+            )
+        if r.stop:
+            raise UnsupportedParameterError("stop", f"stop is not supported {why}")
+        if r.logprobs is not None:
+            raise UnsupportedParameterError(
+                r.logprobs_field, f"{r.logprobs_field} is not supported {why}"
+            )
+        return use
+
+
+def request_tools(
+    data: object, *, dialect: Dialect = "chat", field: str = "tools"
+) -> tuple[FunctionTool, ...]:
+    """The checked function tools of a request's `tools` array (as decoded JSON, in the
+    API's `dialect`); errors name the field as the request spells it: a JSON Schema
+    keyword the grammar does not enforce is a 400, any other broken rule a 422."""
+    try:
+        return parse_tools(data, dialect=dialect, at=_path(field))
+    except ToolError as error:
+        if error.unsupported:
+            raise UnsupportedSchemaKeywordError(error.field, str(error)) from None
+        raise InvalidToolError(error.field, str(error)) from None
+
+
+def _tools_guide(tools: ToolUse, fields: ToolFields) -> Guide:
+    try:
+        guide = tool_guide(tools.tools, tools.choice, parallel=tools.parallel, fmt=tools.format)
+    except ToolError as error:
+        # The guide's limits over the tools as a whole (each tool passed its own).
+        raise InvalidToolError(fields.tools, f"{fields.tools}: {error.rule}") from None
+    assert guide is not None  # a choice other than none, with tools
+    return guide
+
+
+def _check_tool_messages(messages: Sequence[ChatMessage]) -> None:
+    """Tool calling's rules on a conversation (the preprocessing model's, named here by
+    field): calls only on assistant messages, each with an id, a function's name and its
+    arguments as a JSON object's text; a tool message answers, by id, a call of the
+    assistant message before it (tool messages between them aside)."""
+    answerable: set[str] = set()
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if message.tool_calls and message.role != "assistant":
+            raise InvalidToolError(
+                f"{where}.tool_calls", f"{where}.tool_calls: only an assistant message has them"
+            )
+        if message.role == "tool":
+            call_id = message.tool_call_id
+            if call_id is None:
+                raise InvalidToolError(
+                    f"{where}.tool_call_id", f"{where}.tool_call_id is required in a tool message"
+                )
+            if call_id not in answerable:
+                shown = call_id[:40]
+                raise InvalidToolError(
+                    f"{where}.tool_call_id",
+                    f"{where}.tool_call_id {shown!r} answers no call of the assistant message "
+                    "before it",
+                )
+            continue
+        if message.tool_call_id is not None:
+            raise InvalidToolError(
+                f"{where}.tool_call_id", f"{where}.tool_call_id: only a tool message has one"
+            )
+        for number, call in enumerate(message.tool_calls):
+            _check_call(call, f"{where}.tool_calls[{number}]")
+        answerable = {call.id for call in message.tool_calls}
+
+
+def _check_call(call: AssistantToolCall, at: str) -> None:
+    if not CALL_ID_PATTERN.fullmatch(call.id):
+        raise InvalidToolError(f"{at}.id", f"{at}.id must be 1 to 128 letters, digits or _.:-")
+    if not NAME_PATTERN.fullmatch(call.name):
+        raise InvalidToolError(
+            f"{at}.function.name",
+            f"{at}.function.name must be 1 to 64 letters, digits, underscores or dashes",
+        )
+    where = f"{at}.function.arguments"
+    try:
+        arguments = json.loads(call.arguments)
+    except (ValueError, RecursionError):
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidToolError(where, f"{where} must be a JSON object as text")
+
+
+def _path(field: str) -> Path:
+    """A field's name (`tool_choice.function.name`, `tools[2]`) as a path."""
+    parts: list[str | int] = []
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", field):
+        parts.append(int(part[1:-1]) if part.startswith("[") else part)
+    return tuple(parts)
 
 
 def check_text(body: BaseModel) -> None:

@@ -59,14 +59,18 @@ class EnsembleRequest(SamplingInputs):
     """One ensemble request; each field is the input tensor of its name (None: not sent),
     the sampling inputs (keyword-only) included.
 
-    With `messages` (a JSON array of {"role", "content"}), preprocessing renders the
-    model's chat template and `text_input` is sent empty.
+    With `messages` (a JSON array of {"role", "content"}, an assistant's `tool_calls` and
+    a tool message's `tool_call_id` as OpenAI's chat has them) and `tools`, preprocessing
+    renders the model's chat template and `text_input` is sent empty.
     """
 
     text_input: str = _required(_BYTES)
     max_tokens: int = _required(MAX_TOKENS.tensor)
     stream: bool | None = _input(_BOOL)
     messages: str | None = _input(_BYTES)
+    # With `messages`: a JSON array of function tools (OpenAI's chat shape) that the chat
+    # template lists (preprocessing's TOOLS).
+    tools: str | None = _input(_BYTES)
     end_id: int | None = _input(_INT32)
     pad_id: int | None = _input(_INT32)
     stop_words: Sequence[str] | None = _input(_WORDS)

@@ -20,12 +20,16 @@ from frontend.service import (
     GenerationRecord,
     GenerationService,
     TextDelta,
+    ToolCallArguments,
+    ToolCallEnd,
+    ToolCallStart,
     Usage,
 )
 from frontend.triton_client import EngineChunk, PoolConfig, TritonPool
-from frontend.validation import ValidatedRequest
+from frontend.validation import ToolUse, ValidatedRequest
 from llm_stack.ensemble_contract import EnsembleTokenLogprob
 from llm_stack.sampling_contract import SamplingInputs
+from llm_stack.tool_calls import HERMES, FunctionTool, ToolChoice
 
 CALLER = Caller("anonymous", "ip:test")
 PROMPT = "Name a city:"
@@ -167,3 +171,71 @@ async def test_the_token_reservation_counts_every_choice(n: int, fits: bool) -> 
         await run(chunks, request(n=n), tpm=budget)
     assert caught.value.value == reserve
     assert caught.value.limit == budget
+
+
+# --- tool calls ---------------------------------------------------------------------------
+
+WEATHER = FunctionTool(
+    "get_weather",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+def tool_request(n: int = 1, choice: ToolChoice = "auto") -> ValidatedRequest:
+    sampling = SamplingInputs(temperature=1.0, seed=7, num_return_sequences=n)
+    tools = ToolUse((WEATHER,), choice, True, HERMES)
+    return ValidatedRequest("", 64, sampling, stream=True, tools=tools)
+
+
+def split(text: str, *sizes: int) -> list[str]:
+    pieces, at = [], 0
+    for size in sizes:
+        pieces.append(text[at : at + size])
+        at += size
+    return [*pieces, text[at:]]
+
+
+CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+async def test_tool_calls_become_call_events_per_choice() -> None:
+    # Choice 0 writes text then a call, in pieces that cut the markup anywhere; choice 1
+    # only text.
+    pieces = split("Let me see. " + CALL_TEXT, 5, 9, 3, 20, 7, 30)
+    chunks = [chunk(0, piece, i + 1) for i, piece in enumerate(pieces[:-1])]
+    chunks += [chunk(1, "Sunny.", 1, "stop"), chunk(0, pieces[-1], len(pieces), "stop")]
+    events, _ = await run(chunks, tool_request(n=2))
+    by_choice = {
+        index: [e for e in events if getattr(e, "index", None) == index] for index in (0, 1)
+    }
+    start = next(e for e in by_choice[0] if isinstance(e, ToolCallStart))
+    assert start.id.startswith("call_") and len(start.id) == 29
+    assert start.name == "get_weather" and start.call == 0
+    text = "".join(e.text for e in by_choice[0] if isinstance(e, TextDelta))
+    arguments = "".join(e.text for e in by_choice[0] if isinstance(e, ToolCallArguments))
+    assert text == "Let me see."
+    assert arguments == '{"city": "Paris"}'
+    assert [e for e in by_choice[0] if isinstance(e, ToolCallEnd)] == [ToolCallEnd(0, 0, True)]
+    assert by_choice[0][-1] == ChoiceFinished(0, "tool_calls")
+    # The call's events come in order: start, arguments, end.
+    kinds = [type(e) for e in by_choice[0] if not isinstance(e, TextDelta)]
+    assert kinds[0] is ToolCallStart and kinds[-2:] == [ToolCallEnd, ChoiceFinished]
+    assert by_choice[1] == [TextDelta("Sunny.", 1), ChoiceFinished(1, "stop")]
+    assert events[-1] == Completed(("tool_calls", "stop"), Usage(5, len(pieces) + 1, 2), "1")
+
+
+async def test_a_call_cut_by_max_tokens_ends_incomplete_with_length() -> None:
+    chunks = [chunk(0, CALL_TEXT[:60], 10, "length")]
+    events, _ = await run(chunks, tool_request(choice="required"))
+    assert [type(e) for e in events[1:]] == [
+        ToolCallStart, ToolCallArguments, ToolCallEnd, ChoiceFinished, Completed,
+    ]  # fmt: skip
+    assert events[3] == ToolCallEnd(0, 0, False)
+    assert events[4] == ChoiceFinished(0, "length")
+
+
+async def test_without_tools_or_with_tool_choice_none_the_text_is_as_generated() -> None:
+    chunks = [chunk(0, CALL_TEXT, 3, "stop")]
+    for generation in (request(), tool_request(choice="none")):
+        events, _ = await run(chunks, generation)
+        assert events[1:3] == [TextDelta(CALL_TEXT, 0), ChoiceFinished(0, "stop")]

@@ -19,9 +19,11 @@ from frontend.triton_client import (
     ensemble_request,
     health_request,
 )
-from frontend.validation import ChatMessage, ValidatedRequest
+from frontend.validation import AssistantToolCall, ChatMessage, ToolUse, ValidatedRequest
+from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.model_errors import ErrorCode, ModelError, encode_model_error
 from llm_stack.sampling_contract import SamplingInputs
+from llm_stack.tool_calls import HERMES, FunctionTool
 from tests.frontend.conftest import wait_until
 
 REQUEST = ValidatedRequest(
@@ -104,6 +106,34 @@ def test_chat_messages_go_as_json_beside_an_empty_prompt() -> None:
     ]  # fmt: skip
     assert inputs["min_tokens"][:2] == ("INT32", [1, 1])
     assert np.frombuffer(inputs["presence_penalty"][2], np.float32).tolist() == [0.5]
+
+
+def test_tool_calls_messages_tools_and_their_guide_go_as_the_ensembles_inputs() -> None:
+    tool = FunctionTool("get_time", {"type": "object", "properties": {}})
+    call = AssistantToolCall("call_1", "get_time", "{}")
+    chat = ValidatedRequest(
+        "", 4, SamplingInputs(temperature=0.0),
+        messages=(
+            ChatMessage("user", "Time?"), ChatMessage("assistant", "", (call,)),
+            ChatMessage("tool", "noon", tool_call_id="call_1"), ChatMessage("user", "And?"),
+        ),
+        guide=Guide(GuideType.STRUCTURAL_TAG, "{}"),
+        tools=ToolUse((tool,), "required", True, HERMES),
+    )  # fmt: skip
+    inputs = sent(chat)
+    assert json.loads(inputs["messages"][2][4:].decode()) == [
+        {"role": "user", "content": "Time?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_time", "arguments": "{}"}},
+        ]},
+        {"role": "tool", "content": "noon", "tool_call_id": "call_1"},
+        {"role": "user", "content": "And?"},
+    ]  # fmt: skip
+    assert json.loads(inputs["tools"][2][4:].decode()) == [tool.to_openai()]
+    assert inputs["guided_decoding_guide_type"][2][4:] == b"structural_tag"
+    # Without tools, no tools input.
+    assert "tools" not in sent(ValidatedRequest("", 4, messages=(ChatMessage("user", "x"),)))
 
 
 def coded(code: ErrorCode, message: str, field: str | None = None, **values: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +14,8 @@ from frontend.errors import (
     EmptyPromptError,
     EmptyStopSequenceError,
     FieldRuleViolationError,
+    InvalidInputError,
+    InvalidToolError,
     LogprobsOutOfRangeError,
     OutOfRangeError,
     PromptTooLongError,
@@ -20,16 +23,22 @@ from frontend.errors import (
     TooManyMessagesError,
     TooManyStopSequencesError,
     UnknownRoleError,
+    UnsupportedParameterError,
+    UnsupportedSchemaKeywordError,
     error_kind,
 )
 from frontend.validation import (
+    AssistantToolCall,
     ChatMessage,
     OutputFormat,
     RequestedGeneration,
     RequestValidator,
+    ToolFields,
+    ToolUse,
     ValidatedRequest,
     ValidationLimits,
     field_schemas,
+    request_tools,
     sampling_inputs,
 )
 from llm_stack.guided_decoding import Guide, GuideType
@@ -40,6 +49,7 @@ from llm_stack.sampling_contract import (
     SamplingParameter,
     Setting,
 )
+from llm_stack.tool_calls import HERMES, LLAMA3_JSON, FunctionTool, NamedTool, tool_guide
 
 LIMITS = ValidationLimits(
     max_prompt_chars=100, max_tokens=64, max_stop_sequences=2, max_stop_chars=8, max_top_k=50,
@@ -167,7 +177,7 @@ def test_completion_keeps_the_prompt_as_input_text() -> None:
     [
         ((), EmptyMessagesError, "messages", "messages must not be empty"),
         ((ChatMessage("bot", "x"),), UnknownRoleError, "messages[0].role",
-         "messages[0].role must be one of system, user, assistant, got 'bot'"),
+         "messages[0].role must be one of system, user, assistant, tool, got 'bot'"),
         ((USER, ChatMessage("assistant", "Hi")), AssistantMessageLastError, "messages[1].role",
          "messages[1].role: the last message must be the user's or the system's, not the "
          "assistant's"),
@@ -326,3 +336,130 @@ def test_an_apis_body_gives_its_sampling_fields_by_client_name() -> None:
 
     sampling = sampling_inputs(Body(), temperature=0.2)
     assert sampling == SamplingInputs(num_return_sequences=3, top_k=7, temperature=0.2)
+
+
+# --- tools --------------------------------------------------------------------------------
+
+WEATHER_SCHEMA: dict[str, Any] = {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+}  # fmt: skip
+WEATHER = FunctionTool("get_weather", WEATHER_SCHEMA)
+
+
+def test_tools_default_to_auto_with_their_guide_in_the_configured_format() -> None:
+    request = chat(USER, tools=[WEATHER])
+    assert request.tools == ToolUse((WEATHER,), "auto", True, HERMES)
+    assert request.parses_tool_calls
+    assert request.guide == tool_guide([WEATHER], "auto", parallel=True, fmt=HERMES)
+    limits = replace(LIMITS, tool_call_parser="llama3_json")
+    named = RequestValidator(limits).chat(
+        [USER],
+        requested(tools=[WEATHER], tool_choice=NamedTool("get_weather"), parallel_tool_calls=False),
+    )
+    assert named.tools == ToolUse((WEATHER,), NamedTool("get_weather"), False, LLAMA3_JSON)
+    assert named.guide == tool_guide(
+        [WEATHER], NamedTool("get_weather"), parallel=False, fmt=LLAMA3_JSON
+    )
+
+
+def test_tool_choice_none_keeps_the_tools_without_guide_or_parser() -> None:
+    request = chat(USER, tools=[WEATHER], tool_choice="none", stop=["x"])
+    assert request.tools is not None and not request.parses_tool_calls
+    assert request.guide is None
+    assert chat(USER).tools is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "error_type", "field", "message"),
+    [
+        ({"tool_choice": "required"}, InvalidToolError, "tool_choice",
+         "tool_choice: needs tools to call"),
+        ({"tools": [WEATHER], "tool_choice": NamedTool("get_time")}, InvalidToolError,
+         "tool_choice.function.name", "tool_choice.function.name: no tool is named 'get_time'"),
+        ({"tools": [WEATHER], "tool_choice": NamedTool("x"),
+          "tool_fields": ToolFields(tool_choice_name="tool_choice.name")}, InvalidToolError,
+         "tool_choice.name", "tool_choice.name: no tool is named 'x'"),
+        ({"tools": [WEATHER], "stop": ["x"]}, UnsupportedParameterError, "stop",
+         "stop is not supported with tools (unless tool_choice is none)"),
+        ({"tools": [WEATHER], "logprobs": 0, "logprobs_field": "top_logprobs"},
+         UnsupportedParameterError, "top_logprobs",
+         "top_logprobs is not supported with tools (unless tool_choice is none)"),
+        ({"tools": [WEATHER], "response_format": OutputFormat("json_object")},
+         UnsupportedParameterError, "response_format",
+         "a JSON response_format is not supported with tools (unless tool_choice is none)"),
+    ],
+)  # fmt: skip
+def test_tool_rules(
+    changes: dict[str, Any], error_type: type[InvalidInputError], field: str, message: str
+) -> None:
+    with pytest.raises(error_type) as caught:
+        chat(USER, **changes)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    status = 400 if error_type is UnsupportedParameterError else 422
+    assert error_kind(caught.value).status == status
+
+
+def test_request_tools_name_the_field_with_their_status() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": WEATHER_SCHEMA}}
+    assert request_tools([tool]) == (FunctionTool("f", WEATHER_SCHEMA),)
+    bad = {"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"x": {"type": "string", "pattern": "a"}},
+    }}}  # fmt: skip
+    with pytest.raises(UnsupportedSchemaKeywordError) as unsupported:
+        request_tools([tool, bad])
+    assert unsupported.value.field == "tools[1].function.parameters.properties.x.pattern"
+    assert error_kind(unsupported.value).status == 400
+    with pytest.raises(InvalidToolError) as invalid:
+        request_tools([tool, tool], field="tools")
+    assert invalid.value.field == "tools[1].function.name"
+    assert invalid.value.message == "tools[1].function.name: function name 'f' is defined twice"
+    assert error_kind(invalid.value).status == 422
+    with pytest.raises(InvalidToolError) as anthropic:
+        request_tools([{"name": "a b"}], dialect="anthropic")
+    assert anthropic.value.field == "tools[0].name"
+
+
+CALL = AssistantToolCall("call_1", "get_weather", '{"city": "Paris"}')
+
+
+def test_a_conversation_with_tool_calls_and_answers_is_valid() -> None:
+    messages = (
+        USER, ChatMessage("assistant", "", (CALL,)),
+        ChatMessage("tool", "Sunny", tool_call_id="call_1"),
+    )  # fmt: skip
+    request = chat(*messages, tools=[WEATHER])
+    assert request.messages == messages
+    assert request.input_text == 'Hello\n{"city": "Paris"}\nSunny'
+
+
+@pytest.mark.parametrize(
+    ("messages", "field", "message"),
+    [
+        ((USER, ChatMessage("tool", "x", tool_call_id="call_1")), "messages[1].tool_call_id",
+         "messages[1].tool_call_id 'call_1' answers no call of the assistant message before it"),
+        ((USER, ChatMessage("assistant", "", (CALL,)), USER,
+          ChatMessage("tool", "x", tool_call_id="call_1")), "messages[3].tool_call_id",
+         "messages[3].tool_call_id 'call_1' answers no call of the assistant message before it"),
+        ((USER, ChatMessage("assistant", "", (CALL,)), ChatMessage("tool", "x")),
+         "messages[2].tool_call_id", "messages[2].tool_call_id is required in a tool message"),
+        ((ChatMessage("user", "x", tool_call_id="a"),), "messages[0].tool_call_id",
+         "messages[0].tool_call_id: only a tool message has one"),
+        ((ChatMessage("user", "x", (CALL,)),), "messages[0].tool_calls",
+         "messages[0].tool_calls: only an assistant message has them"),
+        ((ChatMessage("assistant", "", (replace(CALL, id="a b"),)), USER),
+         "messages[0].tool_calls[0].id",
+         "messages[0].tool_calls[0].id must be 1 to 128 letters, digits or _.:-"),
+        ((ChatMessage("assistant", "", (replace(CALL, name="a.b"),)), USER),
+         "messages[0].tool_calls[0].function.name",
+         "messages[0].tool_calls[0].function.name must be 1 to 64 letters, digits, "
+         "underscores or dashes"),
+        ((ChatMessage("assistant", "", (replace(CALL, arguments="[1]"),)), USER),
+         "messages[0].tool_calls[0].function.arguments",
+         "messages[0].tool_calls[0].function.arguments must be a JSON object as text"),
+    ],
+)  # fmt: skip
+def test_tool_message_rules(messages: tuple[ChatMessage, ...], field: str, message: str) -> None:
+    with pytest.raises(InvalidToolError) as caught:
+        chat(*messages)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert error_kind(caught.value).status == 422

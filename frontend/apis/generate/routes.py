@@ -38,7 +38,13 @@ from frontend.event_stream import (
     start_stream,
     stream_doc,
 )
-from frontend.service import Completed, GenerationEvent, GenerationRecord, TextDelta
+from frontend.service import (
+    Completed,
+    GenerationEvent,
+    GenerationRecord,
+    TextDelta,
+    text_finish,
+)
 from frontend.sse import json_frame, sse
 from frontend.validation import (
     RequestedGeneration,
@@ -107,7 +113,7 @@ def _renderer(request_id: str, logprobs: bool) -> EventRenderer:
             return json_frame({"type": "delta", "text": event.text})
         if isinstance(event, Completed):
             done = DoneEvent(
-                finish_reason=event.finish_reason,
+                finish_reason=text_finish(event.finish_reason),
                 usage=_usage(event),
                 model_version=event.model_version,
                 request_id=request_id,
@@ -169,7 +175,7 @@ async def generate(
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
-            finish_reason=collected.completed.finish_reason,
+            finish_reason=text_finish(collected.completed.finish_reason),
             model_version=collected.completed.model_version,
             request_id=request_id,
             logprobs=token_logprobs(collected.choices[0].logprobs) if logprobs else None,

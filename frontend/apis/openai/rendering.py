@@ -21,17 +21,17 @@ from frontend.apis.openai.protocol import (
     ChatChoice,
     ChatCompletionChunk,
     ChatCompletionResponse,
+    ChatFinishReason,
     ChatLogprobs,
     CompletionChoice,
     CompletionLogprobs,
     CompletionResponse,
-    OpenAIFinishReason,
     PromptTokensDetails,
     StreamOptions,
     Usage,
 )
 from frontend.event_stream import Collected
-from frontend.service import ChoiceFinished, Completed, GenerationEvent, TextDelta
+from frontend.service import ChoiceFinished, Completed, GenerationEvent, TextDelta, text_finish
 from frontend.sse import ChoicesFrame, sse
 
 
@@ -118,7 +118,7 @@ class CompletionFormat(OpenAIFormat):
                     if self.logprobs
                     else None
                 ),
-                finish_reason=completed.finish_reasons[index],
+                finish_reason=text_finish(completed.finish_reasons[index]),
             )
             for index, choice in enumerate(collected.choices)
         ]
@@ -135,7 +135,7 @@ class CompletionFormat(OpenAIFormat):
         if isinstance(event, ChoiceFinished):
             return self._frame.frame(
                 [{"text": "", "index": event.index, "logprobs": None,
-                  "finish_reason": event.finish_reason}]
+                  "finish_reason": text_finish(event.finish_reason)}]
             )  # fmt: skip
         if isinstance(event, Completed):
             return self._usage_frame(event)
@@ -217,7 +217,7 @@ class ChatFormat(OpenAIFormat):
         index: int,
         delta: dict[str, str],
         *,
-        finish: OpenAIFinishReason | None = None,
+        finish: ChatFinishReason | None = None,
         logprobs: dict[str, Any] | None = None,
     ) -> bytes:
         # The members in ChatChunkChoice's order.
