@@ -11,7 +11,7 @@ import tritonclient.grpc.aio as grpcclient
 from llm_stack.ensemble_client import generate
 from llm_stack.model_errors import ErrorCode, decode_model_error
 from llm_stack.tool_calls import HERMES, NamedTool, parse_tool_calls, tool_guide
-from tests.llm_stack.engine.test_llama_cpp_tools import PROMPT, SCHEMAS, TOOLS
+from tests.llm_stack.engine.test_llama_cpp_tools import MAX_TOKENS, PROMPT, SCHEMAS, TOOLS
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ async def test_a_required_call_validates(
     result = await generate(
         client,
         PROMPT,
-        64,
+        MAX_TOKENS,
         temperature=0.0,
         stream=stream,
         guided_decoding_guide_type="structural_tag",
