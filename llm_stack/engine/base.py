@@ -126,8 +126,8 @@ class GenerationRequest:
     stop_sequences: tuple[tuple[int, ...], ...] = ()
     bad_sequences: tuple[tuple[int, ...], ...] = ()
     end_id: int | None = None  # None: the model's own end-of-generation tokens
-    # Structured output: the output must be this JSON value; the sequence ends with `stop`
-    # when the value is complete.
+    # Structured output: the output must be what the guide allows (a JSON value, or text and
+    # tool calls); the sequence ends with `stop` where the guide allows nothing but the end.
     guide: Guide | None = None
 
     def __post_init__(self) -> None:
