@@ -205,6 +205,16 @@ class ModelRejectedRequestError(InvalidInputError):
         self.field = field
 
 
+class InvalidTokenIdError(InvalidInputError):
+    """A token id that is none of the model's (negative, or beyond its vocabulary);
+    `field` names it (`tokens[3]`) and the message its value."""
+
+    def __init__(self, field: str, message: str, value: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
 class UnsupportedParameterError(InvalidInputError):
     """A parameter of the OpenAI API that this server does not implement (never ignored)."""
 
@@ -392,6 +402,7 @@ class ErrorKind:
 ERROR_TABLE: Final[Mapping[type[FrontendError], ErrorKind]] = {
     MalformedBodyError: ErrorKind(400, "malformed_body"),
     UnsupportedParameterError: ErrorKind(400, "unsupported_parameter"),
+    InvalidTokenIdError: ErrorKind(400, "invalid_token_id"),
     InvalidInputError: ErrorKind(422, "invalid_request"),
     PromptTooManyTokensError: ErrorKind(422, "prompt_too_long"),
     BodyTooLargeError: ErrorKind(413, "request_too_large"),

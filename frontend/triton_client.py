@@ -703,3 +703,52 @@ class TritonPool:
                 break
         except (grpc.RpcError, InferenceServerException) as exc:
             log.warning("abort of %s failed: %s", triton_id, exc)
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Sequence[grpcclient.InferInput],
+        outputs: Sequence[str],
+        request_id: str,
+    ) -> grpcclient.InferResult:
+        """One unary call of a model that is not decoupled (`preprocessing`, for
+        /tokenize): on the least busy ready endpoint, on another when it cannot be
+        reached; raises FrontendError subclasses, classified as generation's are."""
+        tried: set[str] = set()
+        while True:
+            endpoint = self.pick(tried)
+            tried.add(endpoint.url)
+            try:
+                return await self._infer(endpoint, model, inputs, outputs, request_id)
+            except _ConnectFailedError as failed:
+                if not any(e.ready and e.url not in tried for e in self.endpoints):
+                    raise failed.error from None
+                log.warning("retrying %s on another endpoint: %s is down", request_id, endpoint.url)
+
+    async def _infer(
+        self,
+        endpoint: Endpoint,
+        model: str,
+        inputs: Sequence[grpcclient.InferInput],
+        outputs: Sequence[str],
+        request_id: str,
+    ) -> grpcclient.InferResult:
+        triton_id = f"{request_id[:64]}-{uuid.uuid4().hex[:12]}"
+        endpoint.in_flight += 1
+        endpoint.in_flight_gauge.inc()
+        endpoint.calls_counter.inc()
+        try:
+            return await endpoint.client.infer(
+                model,
+                list(inputs),
+                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                request_id=triton_id,
+                client_timeout=self.config.timeout_s,
+            )
+        except InferenceServerException as exc:
+            # The status comes as "StatusCode.NAME"; classify_error reads the name.
+            code = str(exc.status() or "").removeprefix("StatusCode.") or None
+            raise self._failure(endpoint, triton_id, code, str(exc.message() or "")) from None
+        finally:
+            endpoint.in_flight -= 1
+            endpoint.in_flight_gauge.dec()

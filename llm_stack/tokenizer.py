@@ -109,6 +109,27 @@ class ModelTokenizer(Tokenizer, Protocol):
         ...
 
 
+@runtime_checkable
+class Vocabulary(Protocol):
+    """A tokenizer that shows its vocabulary: what /tokenize and /detokenize answer."""
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids run 0..vocab_size - 1."""
+        ...
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        """Each id's entry in the vocabulary as it is written there (Hugging Face's
+        `convert_ids_to_tokens`: "▁Paris", "<0x0A>", "<bos>")."""
+        ...
+
+    def spell(self, ids: Sequence[int]) -> str:
+        """The text of `ids` with control tokens written as their texts ("<bos>"), as
+        Hugging Face's `decode` without `skip_special_tokens`: a prompt that tokenizes
+        back to the ids."""
+        ...
+
+
 # llama_token_attr bits (llama.h).
 _ATTR_UNKNOWN = 1 << 0
 _ATTR_CONTROL = 1 << 3
@@ -414,16 +435,37 @@ class GgufTokenizer:
             size = -n
 
     def decode(self, ids: Sequence[int]) -> str:
+        return self._detokenize(ids, unparse_special=False)
+
+    def _detokenize(self, ids: Sequence[int], *, unparse_special: bool) -> str:
+        """llama_detokenize (nothing removed); `unparse_special`: control tokens as their
+        texts, else as nothing."""
         if not ids:
             return ""
         arr = (ctypes.c_int32 * len(ids))(*ids)
         size = len(ids) * 32 + 16
         while True:
             buf = ctypes.create_string_buffer(size)
-            n = self._lc.llama_detokenize(self._vocab, arr, len(ids), buf, size, False, False)
+            n = self._lc.llama_detokenize(
+                self._vocab, arr, len(ids), buf, size, False, unparse_special
+            )
             if n >= 0:
                 return buf.raw[:n].decode("utf-8", errors="replace")
             size = -n + 16
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._lc.llama_vocab_n_tokens(self._vocab))
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        lc, vocab = self._lc, self._vocab
+        return [
+            bytes(lc.llama_vocab_get_text(vocab, token)).decode("utf-8", errors="replace")
+            for token in ids
+        ]
+
+    def spell(self, ids: Sequence[int]) -> str:
+        return self._detokenize(ids, unparse_special=True)
 
 
 class HfTokenizer:
@@ -478,6 +520,20 @@ class HfTokenizer:
         return str(
             self._tok.decode(
                 list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+        )
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tok)
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [str(token) for token in self._tok.convert_ids_to_tokens(list(ids))]
+
+    def spell(self, ids: Sequence[int]) -> str:
+        return str(
+            self._tok.decode(
+                list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
             )
         )
 

@@ -26,12 +26,13 @@ from prompt_encoding import (
     encode_words,
     one_request,
 )
+from token_ids import detokenize, token_strings_tensor
 
 from llm_stack.model_config import ModelParameters
 from llm_stack.model_errors import ErrorCode, ModelError, error_response
 from llm_stack.model_source import resolve_model_path
 from llm_stack.stub_lifetime import watch_parent
-from llm_stack.tokenizer import load_tokenizer
+from llm_stack.tokenizer import Vocabulary, load_tokenizer
 
 # The ensemble's name of each input, for errors the client can act on.
 FIELDS = {
@@ -43,6 +44,10 @@ FIELDS = {
     "STOP_WORDS_DICT": "stop_words",
     "END_ID": "end_id",
     "PAD_ID": "pad_id",
+    # Direct calls (/tokenize, /detokenize), by the names their clients send.
+    "ADD_SPECIAL_TOKENS": "add_special_tokens",
+    "RETURN_TOKEN_STRINGS": "return_token_strs",
+    "TOKEN_IDS": "tokens",
 }
 
 
@@ -56,7 +61,10 @@ class TritonPythonModel:
         watch_parent()
         params = ModelParameters(json.loads(args["model_config"]))
         kind = params.get_choice("tokenizer", ("gguf", "hf"))
-        self.tokenizer = load_tokenizer(kind, resolve_model_path(params.get_str("tokenizer_path")))
+        tokenizer = load_tokenizer(kind, resolve_model_path(params.get_str("tokenizer_path")))
+        if not isinstance(tokenizer, Vocabulary):
+            raise TypeError(f"the {kind} tokenizer does not show its vocabulary")
+        self.tokenizer = tokenizer
         self.limits = Limits.from_parameters(params)
         # Below the engine in the CPU scheduler's eyes: tokenizing a flood of large
         # prompts (most of them refused) must not take the cores the engine's steps need
@@ -111,6 +119,10 @@ class TritonPythonModel:
         limits = self.limits
         # Cheap checks first: shapes and sizes, before anything is decoded or tokenized.
         inputs = {name: _row(request, name) for name in FIELDS}
+        if inputs["TOKEN_IDS"] is not None:
+            # /detokenize: the text of the ids is the whole answer.
+            text = detokenize(self.tokenizer, inputs["TOKEN_IDS"].reshape(-1).tolist())
+            return [pb_utils.Tensor("TEXT", np.array([[text.encode("utf-8")]], dtype=np.object_))]
         words = {}
         for name in ("STOP_WORDS_DICT", "BAD_WORDS_DICT"):
             row = inputs[name]
@@ -119,12 +131,14 @@ class TritonPythonModel:
                 if row is not None
                 else []
             )
-        ids = self._prompt_ids(inputs["MESSAGES"], inputs["QUERY"], inputs["TOOLS"])
+        ids = self._prompt_ids(
+            inputs["MESSAGES"], inputs["QUERY"], inputs["TOOLS"], inputs["ADD_SPECIAL_TOKENS"]
+        )
         lists = {
             name: encode_words(self.tokenizer, values, limits.max_words, FIELDS[name])
             for name, values in words.items()
         }
-        return [
+        outputs = [
             pb_utils.Tensor("INPUT_ID", np.array([ids], dtype=np.int32)),
             pb_utils.Tensor("REQUEST_INPUT_LEN", np.array([[len(ids)]], dtype=np.int32)),
             pb_utils.Tensor("REQUEST_OUTPUT_LEN", _number(inputs["REQUEST_OUTPUT_LEN"], 0)),
@@ -133,17 +147,38 @@ class TritonPythonModel:
             # -1: the engine's own end-of-generation tokens (EOS and end-of-turn).
             pb_utils.Tensor("OUT_END_ID", _number(inputs["END_ID"], -1)),
             pb_utils.Tensor("OUT_PAD_ID", _number(inputs["PAD_ID"], self.tokenizer.pad_id)),
+            # For /tokenize: the ensemble does not ask for it, so Triton leaves it out there.
+            pb_utils.Tensor("MAX_INPUT_LEN", np.array([[limits.max_input_len]], dtype=np.int32)),
         ]
+        if _flag(inputs["RETURN_TOKEN_STRINGS"], default=False):
+            outputs.append(
+                pb_utils.Tensor("TOKEN_STRINGS", token_strings_tensor(self.tokenizer, ids))
+            )
+        return outputs
 
-    def _prompt_ids(self, messages: Any, query: Any, tools: Any) -> list[int]:
+    def _prompt_ids(self, messages: Any, query: Any, tools: Any, add_special: Any) -> list[int]:
         """MESSAGES (with TOOLS), when given, rendered with the chat template; else QUERY
-        as it is (TOOLS, which only a chat can use, refused)."""
+        as it is, with the tokenizer's BOS unless ADD_SPECIAL_TOKENS is false (TOOLS and
+        ADD_SPECIAL_TOKENS are each for one of the two only, refused with the other)."""
         limits, bound = self.limits, self.max_token_bytes
         if messages is None:
             if tools is not None:
                 raise RequestError("tools needs messages (a chat)", field="tools")
+            if query is None:
+                raise RequestError("text_input or messages is required", field="text_input")
             text = decode_text(query.reshape(-1)[0], "text_input", limits.max_prompt_bytes)
-            return encode_prompt(self.tokenizer, text, limits.max_input_len, max_token_bytes=bound)
+            return encode_prompt(
+                self.tokenizer,
+                text,
+                limits.max_input_len,
+                max_token_bytes=bound,
+                add_special=_flag(add_special, default=True),
+            )
+        if add_special is not None:
+            # The chat template writes the model's special tokens itself.
+            raise RequestError(
+                "add_special_tokens is for a prompt, not messages", field="add_special_tokens"
+            )
         tool_list = None
         if tools is not None:
             raw_tools = decode_text(tools.reshape(-1)[0], "tools", limits.max_tools_bytes)
@@ -166,6 +201,10 @@ def _row(request: Any, name: str) -> Any:
     """The request's row of input `name` (None when not sent), one prompt per request."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)
     return None if tensor is None else one_request(tensor.as_numpy(), FIELDS[name])
+
+
+def _flag(row: Any, *, default: bool) -> bool:
+    return bool(row.reshape(-1)[0]) if row is not None else default
 
 
 def _number(row: Any, default: int) -> Any:
