@@ -11,7 +11,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -189,6 +189,35 @@ class TokenDelta:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+
+async def request_deltas(
+    get: Callable[[], Awaitable[TokenDelta | EngineError]],
+    sequences: int,
+    abandon: Callable[[], None],
+) -> AsyncGenerator[TokenDelta, None]:
+    """A request's deltas from its mailbox until all `sequences` have sent their last.
+
+    An `EngineError` in the mailbox (the engine dropped the request) is raised. A consumer
+    that stops early (closed, cancelled, or raising) calls `abandon`, so the engine aborts
+    the request rather than generating for nobody; engines wrap this in
+    `contextlib.aclosing` so the abort happens when their own generator is closed.
+    """
+    remaining, finished = sequences, False
+    try:
+        while True:
+            delta = await get()
+            if isinstance(delta, EngineError):
+                finished = True  # the engine dropped the request already
+                raise delta
+            remaining -= delta.finished
+            finished = remaining == 0
+            yield delta
+            if finished:
+                return
+    finally:
+        if not finished:
+            abandon()
 
 
 @dataclass(frozen=True)

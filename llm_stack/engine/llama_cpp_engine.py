@@ -18,6 +18,7 @@ import secrets
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from llm_stack.engine.base import (
     TokenDelta,
     TokenLogprob,
     check_token_ids,
+    request_deltas,
 )
 from llm_stack.engine.grammar import GRAMMAR_ROOT, GrammarCache
 from llm_stack.engine.logprobs import token_logprob
@@ -446,22 +448,14 @@ class LlamaCppEngine:
             if guided:
                 self.grammars.release(request.request_id)  # no step will take them
             raise
-        finished = False
-        remaining = request.sampling.n
+        deltas = request_deltas(
+            queue.get, request.sampling.n, partial(self._request_abort, request.request_id)
+        )
         try:
-            while True:
-                delta = await queue.get()
-                if isinstance(delta, EngineError):
-                    finished = True  # the engine dropped the request already
-                    raise delta
-                remaining -= delta.finished
-                finished = remaining == 0
-                yield delta
-                if finished:
-                    return
+            async with contextlib.aclosing(deltas):
+                async for delta in deltas:
+                    yield delta
         finally:
-            if not finished:
-                self._request_abort(request.request_id)
             if guided:
                 # After the abort is queued: the step thread applies aborts before it
                 # admits, so no sequence of this request takes a grammar after this.

@@ -33,6 +33,7 @@ of a uniform choice among the words (cheap, and shaped like the real ones).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -42,6 +43,7 @@ from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from llm_stack.engine.base import (
@@ -57,6 +59,7 @@ from llm_stack.engine.base import (
     TokenDelta,
     TokenLogprob,
     check_token_ids,
+    request_deltas,
 )
 from llm_stack.engine.scheduler import Scheduler, SchedulerLimits, SeqKey, StepItem
 from llm_stack.guided_decoding import GUIDE_FIELD
@@ -382,21 +385,10 @@ class SimEngine:
         for index in range(n):
             self._streams[(rid, index)] = self._new_stream(request, index)
         self._kick()
-        remaining, finished = n, False
-        try:
-            while True:
-                delta = await box.get()
-                if isinstance(delta, EngineError):
-                    finished = True  # the engine dropped the request already
-                    raise delta
-                remaining -= delta.finished
-                finished = remaining == 0
+        deltas = request_deltas(box.get, n, partial(self._abort_now, rid))
+        async with contextlib.aclosing(deltas):
+            async for delta in deltas:
                 yield delta
-                if finished:
-                    return
-        finally:
-            if not finished:
-                self._abort_now(rid)
 
     async def abort(self, request_id: str) -> None:
         """Abort a waiting or running request at once; a no-op if it already ended."""
