@@ -15,6 +15,7 @@ from frontend.apis import health
 from frontend.apis.api import Api
 from frontend.apis.generate import routes as generate
 from frontend.apis.openai import routes as openai
+from frontend.apis.tokenize import routes as tokenize
 from frontend.auth import ApiKeyStore
 from frontend.deps import FrontendState
 from frontend.handlers import ErrorShapes, install_error_handlers
@@ -31,7 +32,7 @@ from frontend.validation import RequestValidator, ValidationLimits
 # Usage accounting still pending at shutdown gets this long to finish.
 _DRAIN_S = 5.0
 # The APIs the app serves: a new one is a package under frontend.apis and a line here.
-APIS: tuple[Api, ...] = (generate.API, openai.API, health.API)
+APIS: tuple[Api, ...] = (generate.API, openai.API, *tokenize.APIS, health.API)
 
 
 def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastAPI:

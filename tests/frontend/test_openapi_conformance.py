@@ -181,6 +181,11 @@ _SERVED: dict[str, list[dict[str, Any]]] = {
         for extra in ({}, {"n": 2, "logprobs": True, "top_logprobs": 2})
     ],
     "GET /v1/models": [{}],
+    "POST /tokenize": [
+        {"body": {"model": "gemma-3-270m", "prompt": "Hi", "return_token_strs": True}},
+        {"body": {"messages": _MESSAGES, "return_token_strs": True}},
+    ],
+    "POST /detokenize": [{"body": {"model": "gemma-3-270m", "tokens": [2, 9259]}}],
     "GET /v1/models/{model_id}": [{"path_parameters": {"model_id": "gemma-3-270m"}}],
 }
 
