@@ -1,4 +1,5 @@
-"""API keys: loading, hashing and constant-time checking of `Authorization: Bearer` keys.
+"""API keys: loading, hashing and constant-time checking of `Authorization: Bearer` keys
+(or `x-api-key`, as Anthropic's clients send them).
 
 Only SHA-256 digests of keys are kept in memory and on disk. A key file has one key per
 line, `<key_id>:sha256:<64 hex digits>`; blank lines and `#` comments are skipped.
@@ -80,14 +81,21 @@ class ApiKeyStore:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def authenticate(self, authorization: str | None) -> str:
-        """The key id for a `Bearer <key>` header, else MissingApiKeyError/UnknownApiKeyError."""
+    def authenticate(self, authorization: str | None, api_key: str | None = None) -> str:
+        """The key id for a `Bearer <key>` Authorization header or, without one, an
+        `x-api-key` header (Anthropic's); else MissingApiKeyError/UnknownApiKeyError."""
         if not authorization:
-            raise MissingApiKeyError
+            token = (api_key or "").strip()
+            if not token:
+                raise MissingApiKeyError
+            return self._key_id(token)
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise MissingApiKeyError
+        return self._key_id(token)
+
+    def _key_id(self, token: str) -> str:
         presented = key_digest(token)
         found: str | None = None
         # Every stored digest is compared, so the time taken does not tell which matched.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from frontend.auth import ANONYMOUS, ApiKeyStore
 from frontend.metrics import FrontendMetrics
@@ -53,6 +53,10 @@ ContextDep = Annotated[RequestContext, Depends(_context)]
 
 # Documents the Bearer scheme in OpenAPI; the key check itself is ApiKeyStore's.
 _bearer = HTTPBearer(auto_error=False, description="API key, when the server requires keys")
+# The same key as Anthropic's clients send it; Authorization wins when both come.
+_x_api_key = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="API key (Anthropic's header), as Bearer"
+)
 
 
 async def _caller(
@@ -60,13 +64,16 @@ async def _caller(
     state: StateDep,
     context: ContextDep,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    _api_key: Annotated[str | None, Security(_x_api_key)],
 ) -> Caller:
     if state.keys is None:
         key_id = ANONYMOUS
         host = request.client.host if request.client else "unknown"
         caller = Caller(key_id=key_id, rate_key=f"ip:{host}")
     else:
-        key_id = state.keys.authenticate(request.headers.get("authorization"))
+        key_id = state.keys.authenticate(
+            request.headers.get("authorization"), request.headers.get("x-api-key")
+        )
         caller = Caller(key_id=key_id, rate_key=f"key:{key_id}")
     context.key_id = key_id
     return caller

@@ -295,7 +295,9 @@ class AuthenticationError(FrontendError):
 
 class MissingApiKeyError(AuthenticationError):
     def __init__(self) -> None:
-        super().__init__("an API key is required: send Authorization: Bearer <key>")
+        super().__init__(
+            "an API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)"
+        )
 
 
 class UnknownApiKeyError(AuthenticationError):

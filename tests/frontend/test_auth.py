@@ -38,6 +38,20 @@ def test_unknown_key() -> None:
         store.authenticate("Bearer alphA")
 
 
+def test_x_api_key_authenticates_without_an_authorization_header() -> None:
+    store = ApiKeyStore.from_settings([SecretStr("alpha"), SecretStr("beta")], None)
+    assert store.authenticate(None, "beta") == store.authenticate("Bearer beta")
+    assert store.authenticate("", " alpha ") == store.authenticate("Bearer alpha")
+    # Authorization wins when both come.
+    assert store.authenticate("Bearer alpha", "beta") == store.authenticate("Bearer alpha")
+    with pytest.raises(UnknownApiKeyError):
+        store.authenticate(None, "alphA")
+    with pytest.raises(MissingApiKeyError):
+        store.authenticate(None, " ")
+    with pytest.raises(MissingApiKeyError):
+        store.authenticate("Basic YWxwaGE=", "alpha")
+
+
 def test_key_file_holds_digests_not_keys(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text(

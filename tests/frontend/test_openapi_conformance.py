@@ -164,6 +164,17 @@ def test_with_keys_responses_are_what_the_document_says(
 # Each also with several choices and log-probabilities, whose shapes the document states.
 _MESSAGES = [{"role": "user", "content": "Hi"}]
 _STREAMS = (False, True)
+# Anthropic's messages: text, a stop sequence found, a tool call (cut short at 1 token).
+_ANTHROPIC_TOOL = {"name": "f", "input_schema": {"type": "object"}}
+_ANTHROPIC = [
+    {"stream": stream, **extra}
+    for stream in _STREAMS
+    for extra in (
+        {},
+        {"stop_sequences": ["Hi"]},
+        {"tools": [_ANTHROPIC_TOOL], "tool_choice": {"type": "any"}},
+    )
+]
 _SERVED: dict[str, list[dict[str, Any]]] = {
     "POST /generate": [
         {"body": {"prompt": "Hi", "max_tokens": 1, "stream": stream, **extra}}
@@ -180,6 +191,11 @@ _SERVED: dict[str, list[dict[str, Any]]] = {
         for stream in _STREAMS
         for extra in ({}, {"n": 2, "logprobs": True, "top_logprobs": 2})
     ],
+    "POST /v1/messages": [
+        {"body": {"model": "gemma-3-270m", "messages": _MESSAGES, "max_tokens": 1, **extra}}
+        for extra in _ANTHROPIC
+    ],
+    "POST /v1/messages/count_tokens": [{"body": {"model": "gemma-3-270m", "messages": _MESSAGES}}],
     "GET /v1/models": [{}],
     "POST /tokenize": [
         {"body": {"model": "gemma-3-270m", "prompt": "Hi", "return_token_strs": True}},
