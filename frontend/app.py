@@ -16,6 +16,7 @@ from frontend.apis.anthropic import routes as anthropic
 from frontend.apis.api import Api
 from frontend.apis.generate import routes as generate
 from frontend.apis.openai import routes as openai
+from frontend.apis.responses import routes as responses
 from frontend.apis.tokenize import routes as tokenize
 from frontend.auth import ApiKeyStore
 from frontend.deps import FrontendState
@@ -33,7 +34,14 @@ from frontend.validation import RequestValidator, ValidationLimits
 # Usage accounting still pending at shutdown gets this long to finish.
 _DRAIN_S = 5.0
 # The APIs the app serves: a new one is a package under frontend.apis and a line here.
-APIS: tuple[Api, ...] = (generate.API, openai.API, anthropic.API, *tokenize.APIS, health.API)
+APIS: tuple[Api, ...] = (
+    generate.API,
+    openai.API,
+    responses.API,
+    anthropic.API,
+    *tokenize.APIS,
+    health.API,
+)
 
 
 def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastAPI:

@@ -191,6 +191,15 @@ _SERVED: dict[str, list[dict[str, Any]]] = {
         for stream in _STREAMS
         for extra in ({}, {"n": 2, "logprobs": True, "top_logprobs": 2})
     ],
+    "POST /v1/responses": [
+        {"body": {"model": "gemma-3-270m", "input": input_, "stream": stream}}
+        for stream in _STREAMS
+        for input_ in ("Hi", [{"role": "user", "content": "Hi"}])
+    ] + [
+        {"body": {"model": "gemma-3-270m", "input": "Hi", "stream": stream,
+                  "tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}}
+        for stream in _STREAMS
+    ],  # fmt: skip
     "POST /v1/messages": [
         {"body": {"model": "gemma-3-270m", "messages": _MESSAGES, "max_tokens": 1, **extra}}
         for extra in _ANTHROPIC
