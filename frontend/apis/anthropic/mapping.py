@@ -143,12 +143,16 @@ def _refuse_unsupported(body: AnthropicMessagesRequest | AnthropicCountTokensReq
         raise UnsupportedParameterError(
             "thinking", "thinking is not supported (only type disabled)"
         )
-    for name, value in (
+    for name, config in (
         ("output_config", body.output_config),
-        ("mcp_servers", body.mcp_servers),
         ("context_management", body.context_management),
-        ("container", body.container),
     ):
+        # Named by the member that asks for something (an empty one asks for nothing).
+        for member, value in (config or {}).items():
+            if value is not None:
+                field = f"{name}.{member[:40]}"
+                raise UnsupportedParameterError(field, f"{field} is not supported")
+    for name, value in (("mcp_servers", body.mcp_servers), ("container", body.container)):
         if value:
             raise UnsupportedParameterError(name, f"{name} is not supported")
     if body.speed is not None and body.speed not in SPEEDS:

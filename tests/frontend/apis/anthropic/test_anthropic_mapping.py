@@ -68,6 +68,7 @@ def test_defaults_are_anthropics() -> None:
 
 def test_sampling_and_system_pass_through() -> None:
     request = message(
+        output_config={"format": None}, context_management={},
         system="Be brief.", temperature=0.5, top_p=0.9, top_k=20, stream=True,
         stop_sequences=["\n\n"], metadata={"user_id": "u-1"}, service_tier="standard_only",
         speed="standard", thinking={"type": "disabled"}, cache_control={"type": "ephemeral"},
@@ -158,11 +159,14 @@ def test_tool_result_blocks_alone_are_tool_messages() -> None:
     [
         ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking",
          "thinking is not supported (only type disabled)"),
-        ({"output_config": {"effort": "low"}}, "output_config", "output_config is not supported"),
+        ({"output_config": {"effort": None, "format": {"type": "json_schema", "schema": {}}}},
+         "output_config.format", "output_config.format is not supported"),
+        ({"output_config": {"effort": "low"}}, "output_config.effort",
+         "output_config.effort is not supported"),
         ({"mcp_servers": [{"type": "url"}]}, "mcp_servers", "mcp_servers is not supported"),
         ({"container": "c-1"}, "container", "container is not supported"),
-        ({"context_management": {"edits": []}}, "context_management",
-         "context_management is not supported"),
+        ({"context_management": {"edits": []}}, "context_management.edits",
+         "context_management.edits is not supported"),
         ({"speed": "fast"}, "speed", "speed 'fast' is not supported (only standard)"),
         ({"service_tier": "priority"}, "service_tier",
          "service_tier 'priority' is not supported (only auto or standard_only: one tier)"),
