@@ -175,6 +175,12 @@ _ANTHROPIC = [
         {"tools": [_ANTHROPIC_TOOL], "tool_choice": {"type": "any"}},
     )
 ]
+# Text as a string and as items, and a call the grammar requires (cut at its one token).
+_RESPONSES: list[tuple[Any, dict[str, Any]]] = [
+    ("Hi", {}),
+    ([{"role": "user", "content": "Hi"}], {}),
+    ("Hi", {"tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}),
+]
 _SERVED: dict[str, list[dict[str, Any]]] = {
     "POST /generate": [
         {"body": {"prompt": "Hi", "max_tokens": 1, "stream": stream, **extra}}
@@ -192,14 +198,10 @@ _SERVED: dict[str, list[dict[str, Any]]] = {
         for extra in ({}, {"n": 2, "logprobs": True, "top_logprobs": 2})
     ],
     "POST /v1/responses": [
-        {"body": {"model": "gemma-3-270m", "input": input_, "stream": stream}}
+        {"body": {"model": "gemma-3-270m", "input": input_, "stream": stream, **extra}}
         for stream in _STREAMS
-        for input_ in ("Hi", [{"role": "user", "content": "Hi"}])
-    ] + [
-        {"body": {"model": "gemma-3-270m", "input": "Hi", "stream": stream,
-                  "tools": [{"type": "function", "name": "f"}], "tool_choice": "required"}}
-        for stream in _STREAMS
-    ],  # fmt: skip
+        for input_, extra in _RESPONSES
+    ],
     "POST /v1/messages": [
         {"body": {"model": "gemma-3-270m", "messages": _MESSAGES, "max_tokens": 1, **extra}}
         for extra in _ANTHROPIC
