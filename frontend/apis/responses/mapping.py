@@ -273,14 +273,13 @@ def conversation(body: ResponsesRequest, max_messages: int, max_chars: int) -> l
                 messages.append(_call_output(where, item, answerable))
                 continue
             message = _message(where, item)
-            if message.role == "assistant" and messages and messages[-1].role == "assistant":
-                last = messages[-1]
-                if last.tool_calls:
-                    raise SchemaViolationError(
-                        f"{where}: an assistant message after the same turn's function calls "
-                        "needs their outputs between",
-                        where,
-                    )
+            if message.role == "assistant" and messages and messages[-1].tool_calls:
+                field = f"{where}.role"
+                raise InvalidToolError(
+                    field,
+                    f"{field}: an assistant message after function calls needs their "
+                    "function_call_output items before it",
+                )
             answerable = set()
             messages.append(message)
         if len(messages) > max_messages:
@@ -367,12 +366,13 @@ def _message(where: str, item: InputItem) -> ChatMessage:
     _only(where, item, _MESSAGE_MEMBERS)
     if item.phase is not None:
         raise UnsupportedParameterError(f"{where}.phase", f"{where}.phase is not supported")
-    role = ROLE_ALIASES.get(_required(where, "role", item.role), item.role)
+    role = _required(where, "role", item.role)
+    role = ROLE_ALIASES.get(role, role)
     if item.content is None:
         raise SchemaViolationError(f"{where}.content is required", f"{where}.content")
     if isinstance(item.content, str):
-        return ChatMessage(role or "", item.content)
-    return ChatMessage(role or "", "\n".join(_texts(f"{where}.content", item.content)))
+        return ChatMessage(role, item.content)
+    return ChatMessage(role, "\n".join(_texts(f"{where}.content", item.content)))
 
 
 def _texts(where: str, parts: Sequence[Any]) -> list[str]:

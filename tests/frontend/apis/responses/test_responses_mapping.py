@@ -319,6 +319,7 @@ def test_calls_and_their_outputs_continue_the_conversation() -> None:
         ([call(name="no spaces"), output()], "input[1].name"),
         ([call("call 1"), output("call 1")], "input[1].call_id"),
         ([call()], "input[1].role"),  # the assistant's calls cannot come last
+        ([call(), {"role": "assistant", "content": "x"}, output()], "input[2].role"),
     ],
 )
 def test_call_rules_name_the_item(items: list[dict[str, Any]], field: str) -> None:
