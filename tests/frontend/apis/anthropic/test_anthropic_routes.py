@@ -225,6 +225,29 @@ async def test_a_named_tool_is_called_with_valid_input_and_the_answer_continues(
     assert answer.usage.input_tokens > message.usage.input_tokens
 
 
+async def test_a_repeated_system_prompt_is_read_from_the_prefix_cache(served: ServedApp) -> None:
+    # A system prompt of several cache blocks (64 tokens each) that no other test sends.
+    system = "You keep the jar list: " + ", ".join(
+        f"jar {i} holds {i * 7} beans" for i in range(1, 30)
+    )
+    client = sdk(served)
+    cached = []
+    # The system turn is kept from its second sight, used from its third.
+    for question in ("Which jar is first?", "Which jar is last?", "How many jars?"):
+        message = await client.messages.create(
+            model=MODEL,
+            system=system,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=2,
+            extra_body=GREEDY,
+        )
+        cached.append(message.usage.cache_read_input_tokens)
+    assert cached[0] == 0
+    assert cached[2] is not None
+    assert cached[2] > 0
+    assert cached[2] % 64 == 0
+
+
 async def test_x_api_key_authenticates_and_a_bad_key_is_anthropics_authentication_error(
     triton: TritonServer,
 ) -> None:
