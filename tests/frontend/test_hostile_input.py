@@ -77,7 +77,8 @@ SURROGATE_CASES: list[tuple[str, dict[str, Any], str]] = [
         "messages[0].content[0].extra[0]",
     ),
     ("/v1/chat/completions", {**CHAT, "stop": ["a", SURROGATE]}, "stop[1]"),
-    ("/v1/chat/completions", {**CHAT, "tool_choice": {"x": SURROGATE}}, "tool_choice.x"),
+    ("/v1/chat/completions", {**CHAT, "tool_choice": {"type": "function", "x": SURROGATE}},
+     "tool_choice.x"),
 ]
 
 

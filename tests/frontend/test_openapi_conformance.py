@@ -163,6 +163,12 @@ def test_with_keys_responses_are_what_the_document_says(
 # Requests each served in full: generated cases rarely are (max_tokens defaults above 1).
 # Each also with several choices and log-probabilities, whose shapes the document states.
 _MESSAGES = [{"role": "user", "content": "Hi"}]
+_TOOLS = {
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"],
+    }}}],
+    "tool_choice": "required",
+}  # fmt: skip
 _STREAMS = (False, True)
 # Anthropic's messages: text, a stop sequence found, a tool call (cut short at 1 token).
 _ANTHROPIC_TOOL = {"name": "f", "input_schema": {"type": "object"}}
@@ -195,7 +201,7 @@ _SERVED: dict[str, list[dict[str, Any]]] = {
     "POST /v1/chat/completions": [
         {"body": {"model": "gemma-3-270m", "messages": _MESSAGES, "stream": stream, **extra}}
         for stream in _STREAMS
-        for extra in ({}, {"n": 2, "logprobs": True, "top_logprobs": 2})
+        for extra in ({}, {"n": 2, "logprobs": True, "top_logprobs": 2}, _TOOLS)
     ],
     "POST /v1/responses": [
         {"body": {"model": "gemma-3-270m", "input": input_, "stream": stream, **extra}}

@@ -209,8 +209,10 @@ async def test_tool_calls_become_call_events_per_choice() -> None:
         index: [e for e in events if getattr(e, "index", None) == index] for index in (0, 1)
     }
     start = next(e for e in by_choice[0] if isinstance(e, ToolCallStart))
-    assert start.id.startswith("call_") and len(start.id) == 29
-    assert start.name == "get_weather" and start.call == 0
+    assert start.id.startswith("call_")
+    assert len(start.id) == 29
+    assert start.name == "get_weather"
+    assert start.call == 0
     text = "".join(e.text for e in by_choice[0] if isinstance(e, TextDelta))
     arguments = "".join(e.text for e in by_choice[0] if isinstance(e, ToolCallArguments))
     assert text == "Let me see."
@@ -219,7 +221,8 @@ async def test_tool_calls_become_call_events_per_choice() -> None:
     assert by_choice[0][-1] == ChoiceFinished(0, "tool_calls")
     # The call's events come in order: start, arguments, end.
     kinds = [type(e) for e in by_choice[0] if not isinstance(e, TextDelta)]
-    assert kinds[0] is ToolCallStart and kinds[-2:] == [ToolCallEnd, ChoiceFinished]
+    assert kinds[0] is ToolCallStart
+    assert kinds[-2:] == [ToolCallEnd, ChoiceFinished]
     assert by_choice[1] == [TextDelta("Sunny.", 1), ChoiceFinished(1, "stop")]
     assert events[-1] == Completed(("tool_calls", "stop"), Usage(5, len(pieces) + 1, 2), "1")
 

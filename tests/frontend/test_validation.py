@@ -364,7 +364,8 @@ def test_tools_default_to_auto_with_their_guide_in_the_configured_format() -> No
 
 def test_tool_choice_none_keeps_the_tools_without_guide_or_parser() -> None:
     request = chat(USER, tools=[WEATHER], tool_choice="none", stop=["x"])
-    assert request.tools is not None and not request.parses_tool_calls
+    assert request.tools is not None
+    assert not request.parses_tool_calls
     assert request.guide is None
     assert chat(USER).tools is None
 

@@ -34,8 +34,7 @@ def _declare_completion_prompt(prop: dict[str, Any], rules: FieldRules) -> None:
 def _declare_message(schema: dict[str, Any]) -> None:
     properties = schema["properties"]
     properties["role"]["enum"] = [*ROLES, *ROLE_ALIASES]
-    # A message without content is refused (422): only tool calls could stand in for it.
-    content = properties["content"]
-    content["anyOf"] = [m for m in content["anyOf"] if m.get("type") != "null"]
-    content.pop("default", None)
+    # The content is a member of every message; null only beside an assistant's tool
+    # calls (without them, 422).
+    properties["content"].pop("default", None)
     schema["required"] = [*schema.get("required", []), "content"]

@@ -1,5 +1,10 @@
 """OpenAI request bodies → the one validator, hence the same ValidatedRequest as /generate.
 
+Chat's function tools, tool_choice and parallel_tool_calls, and messages carrying an
+assistant's tool_calls or answering one (role tool), become the RequestedGeneration's
+tools; other tool types, the deprecated functions / function_call and role function are
+refused by name.
+
 Parameters this server does not implement are refused here by name
 (UnsupportedParameterError, 400), never ignored; every value rule is the validator's,
 but for the pairs of fields only OpenAI's shapes have (chat's top_logprobs needs its
@@ -8,13 +13,18 @@ logprobs flag; best_of must equal n).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Literal
 
 from frontend.apis.openai.protocol import (
     ChatCompletionRequest,
     ChatMessageIn,
+    ChatTool,
     CompletionRequest,
+    NamedToolChoice,
     ResponseFormat,
+    ToolCallIn,
 )
 from frontend.errors import (
     ModelNotFoundError,
@@ -25,13 +35,16 @@ from frontend.errors import (
 from frontend.validation import (
     COMPLETION_LOGPROBS_MAX,
     TOP_LOGPROBS_MAX,
+    AssistantToolCall,
     ChatMessage,
     OutputFormat,
     RequestedGeneration,
     RequestValidator,
     ValidatedRequest,
+    request_tools,
     sampling_inputs,
 )
+from llm_stack.tool_calls import FunctionTool, NamedTool, ToolChoice
 
 # OpenAI's documented defaults.
 COMPLETION_MAX_TOKENS = 16
@@ -71,12 +84,16 @@ def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> Va
     top_logprobs = body.top_logprobs
     if not body.logprobs and top_logprobs not in (None, 0):
         raise TopLogprobsWithoutLogprobsError(top_logprobs)
-    for name, value in (("tools", body.tools), ("functions", body.functions)):
-        if value:
-            raise UnsupportedParameterError(name, f"{name} are not supported")
-    for name, choice in (("tool_choice", body.tool_choice), ("function_call", body.function_call)):
-        if choice not in (None, "none"):
-            raise UnsupportedParameterError(name, f'{name} is not supported (only "none")')
+    if body.functions:
+        raise UnsupportedParameterError(
+            "functions", "functions is deprecated and not supported: use tools"
+        )
+    if body.function_call not in (None, "none"):
+        raise UnsupportedParameterError(
+            "function_call", "function_call is deprecated and not supported: use tool_choice"
+        )
+    tools = _tools(body.tools) if body.tools else None
+    tool_choice = _tool_choice(body.tool_choice)
     messages = [_message(index, message) for index, message in enumerate(body.messages)]
     if body.max_completion_tokens is not None:
         max_tokens, field = body.max_completion_tokens, "max_completion_tokens"
@@ -84,7 +101,12 @@ def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> Va
         max_tokens, field = body.max_tokens, "max_tokens"
     else:
         max_tokens, field = validator.limits.max_tokens, "max_tokens"
-    requested = _requested(body, max_tokens, field)
+    requested = replace(
+        _requested(body, max_tokens, field),
+        tools=tools,
+        tool_choice=tool_choice,
+        parallel_tool_calls=body.parallel_tool_calls is not False,
+    )
     if body.logprobs:
         # Chat asks for log-probabilities with a flag and for alternatives apart.
         requested = replace(
@@ -94,6 +116,45 @@ def chat_request(body: ChatCompletionRequest, validator: RequestValidator) -> Va
             logprobs_max=TOP_LOGPROBS_MAX,
         )
     return validator.chat(messages, requested)
+
+
+def _tools(tools: list[ChatTool]) -> tuple[FunctionTool, ...]:
+    """Function tools; another type of tool is refused by name."""
+    for index, tool in enumerate(tools):
+        if tool.type != "function":
+            field = f"tools[{index}].type"
+            raise UnsupportedParameterError(
+                field, f"{field}: tools of type {tool.type[:40]!r} are not supported: only function"
+            )
+        extra = next(iter(tool.model_extra or {}), None)
+        if extra is not None:
+            field = f"tools[{index}].{extra[:40]}"
+            raise SchemaViolationError(f"{field}: extra inputs are not permitted", field)
+    return request_tools([tool.model_dump(exclude_none=True) for tool in tools], field="tools")
+
+
+def _tool_choice(
+    choice: Literal["none", "auto", "required"] | NamedToolChoice | None,
+) -> ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, NamedToolChoice):
+        if choice.type != "function":
+            raise UnsupportedParameterError(
+                "tool_choice.type",
+                f"tool_choice.type {choice.type[:40]!r} is not supported: only none, auto, "
+                "required or a function",
+            )
+        extra = next(iter(choice.model_extra or {}), None)
+        if extra is not None:
+            field = f"tool_choice.{extra[:40]}"
+            raise SchemaViolationError(f"{field}: extra inputs are not permitted", field)
+        if choice.function is None:
+            raise SchemaViolationError(
+                "tool_choice.function is required with type function", "tool_choice.function"
+            )
+        return NamedTool(choice.function.name)
+    return choice
 
 
 def _choices(n: int | None) -> int:
@@ -163,23 +224,22 @@ def _single_prompt(prompt: str | list[str] | list[int] | list[list[int]]) -> str
 def _message(index: int, message: ChatMessageIn) -> ChatMessage:
     where = f"messages[{index}]"
     role = ROLE_ALIASES.get(message.role, message.role)
-    if role in ("tool", "function"):
+    if role == "function":
         raise UnsupportedParameterError(
-            f"{where}.role", f"{where}.role {role!r} is not supported: tools are not"
+            f"{where}.role",
+            f"{where}.role 'function' is not supported (deprecated): use tool messages",
         )
-    for name, value in (
-        ("name", message.name),
-        ("tool_calls", message.tool_calls),
-        ("tool_call_id", message.tool_call_id),
-        ("function_call", message.function_call),
-    ):
+    for name, value in (("name", message.name), ("function_call", message.function_call)):
         if value is not None:
             raise UnsupportedParameterError(f"{where}.{name}", f"{where}.{name} is not supported")
+    calls = _calls(where, message.tool_calls or ())
     content = message.content
     if content is None:
+        if calls:
+            return ChatMessage(role, "", calls, message.tool_call_id)
         raise SchemaViolationError(f"{where}.content is required", f"{where}.content")
     if isinstance(content, str):
-        return ChatMessage(role, content)
+        return ChatMessage(role, content, calls, message.tool_call_id)
     texts = []
     for part_index, part in enumerate(content):
         if part.type != "text" or part.text is None:
@@ -188,4 +248,22 @@ def _message(index: int, message: ChatMessageIn) -> ChatMessage:
                 field, f"{field}: content of type {part.type[:40]!r} is not supported: only text"
             )
         texts.append(part.text)
-    return ChatMessage(role, "\n".join(texts))
+    return ChatMessage(role, "\n".join(texts), calls, message.tool_call_id)
+
+
+def _calls(where: str, calls: Sequence[ToolCallIn]) -> tuple[AssistantToolCall, ...]:
+    out = []
+    for number, call in enumerate(calls):
+        at = f"{where}.tool_calls[{number}]"
+        if call.type != "function":
+            raise UnsupportedParameterError(
+                f"{at}.type", f"{at}.type: calls of type {call.type[:40]!r} are not supported"
+            )
+        extra = next(iter(call.model_extra or {}), None)
+        if extra is not None:
+            field = f"{at}.{extra[:40]}"
+            raise SchemaViolationError(f"{field}: extra inputs are not permitted", field)
+        if call.function is None:
+            raise SchemaViolationError(f"{at}.function is required", f"{at}.function")
+        out.append(AssistantToolCall(call.id, call.function.name, call.function.arguments))
+    return tuple(out)

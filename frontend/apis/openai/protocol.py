@@ -142,17 +142,90 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCallIn(BaseModel):
+    """The function an assistant's earlier tool call called."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str
+    arguments: str = Field(description="The arguments: a JSON object as text.")
+
+
+class ToolCallIn(BaseModel):
+    """A tool call of an earlier assistant message."""
+
+    # Other call types (custom) bring other members: refused by name.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: str = Field(description="The call's id; the tool message answering it names it.")
+    type: str = Field(description="function (other types are refused, 400).")
+    function: FunctionCallIn | None = Field(default=None, description="Required.")
+
+
 class ChatMessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    role: str = Field(description="system, user or assistant (developer counts as system).")
+    role: str = Field(description="system, user, assistant or tool (developer counts as system).")
     content: str | list[ContentPart] | None = Field(
-        default=None, description="The text (or text parts)."
+        default=None,
+        description="The text (or text parts); required but for an assistant's message "
+        "of tool calls, where it may be null.",
     )
     name: str | None = Field(default=None, description="Not supported.")
-    tool_calls: list[Any] | None = Field(default=None, description="Not supported.")
-    tool_call_id: str | None = Field(default=None, description="Not supported.")
-    function_call: dict[str, Any] | None = Field(default=None, description="Not supported.")
+    tool_calls: list[ToolCallIn] | None = Field(
+        default=None, description="An assistant's tool calls (its content may be null)."
+    )
+    tool_call_id: str | None = Field(
+        default=None,
+        description="A tool message's: the call it answers, one of the assistant message "
+        "before it.",
+    )
+    function_call: dict[str, Any] | None = Field(
+        default=None, description="Not supported (deprecated): use tool_calls."
+    )
+
+
+class FunctionDefinition(BaseModel):
+    """A function the model may call."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(description="1 to 64 letters, digits, underscores or dashes.")
+    description: str | None = Field(default=None, description="What it does, for the model.")
+    parameters: dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON Schema of an object, with the keywords of structured outputs "
+        "(others are refused, 400). Absent: no parameters.",
+    )
+    strict: bool | None = Field(
+        default=None, description="Accepted; calls always follow the schema."
+    )
+
+
+class ChatTool(BaseModel):
+    """A tool the model may call; only function tools are supported."""
+
+    # Other tool types (OpenAI's custom tools) bring other members: refused by name.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str = Field(description="function (other types are refused, 400).")
+    function: FunctionDefinition | None = Field(default=None, description="Required.")
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    """tool_choice naming the function the model must call."""
+
+    # Other choice types (allowed_tools, custom) bring other members: refused by name.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str = Field(description="function (other types are refused, 400).")
+    function: FunctionName | None = Field(default=None, description="Required.")
 
 
 class ChatCompletionRequest(_RequestBase):
@@ -172,13 +245,25 @@ class ChatCompletionRequest(_RequestBase):
         default=None,
         description="With logprobs: this many likeliest alternatives per token (0..20).",
     )
-    tools: list[Any] | None = Field(default=None, description="Not supported.")
-    tool_choice: str | dict[str, Any] | None = Field(default=None, description="Not supported.")
-    parallel_tool_calls: bool | None = Field(
-        default=None, description="Accepted; no effect without tools."
+    tools: list[ChatTool] | None = Field(
+        default=None,
+        description="Functions the model may call (at most 128). Calls come back as "
+        "message.tool_calls, their arguments valid against the function's parameters.",
     )
-    functions: list[Any] | None = Field(default=None, description="Not supported.")
-    function_call: str | dict[str, Any] | None = Field(default=None, description="Not supported.")
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        default=None,
+        description="none: text only; auto (the default with tools): text or calls; "
+        "required: calls only; a named function: one call to it.",
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None, description="Whether a response may hold several calls (default true)."
+    )
+    functions: list[Any] | None = Field(
+        default=None, description="Not supported (deprecated): use tools."
+    )
+    function_call: str | dict[str, Any] | None = Field(
+        default=None, description="Not supported (deprecated): use tool_choice."
+    )
 
 
 class PromptTokensDetails(BaseModel):
@@ -225,9 +310,33 @@ class CompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(
+        description="The arguments as generated: a JSON object's text, valid against the "
+        "function's parameters (a prefix of one when max_tokens cut the call short)."
+    )
+
+
+class ChatToolCall(BaseModel):
+    id: str = Field(description="`call_` and 24 letters and digits.")
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="The text; null when the answer is tool calls only.")
+    tool_calls: list[ChatToolCall] | None = Field(
+        default=None, description="The calls the model made (absent when none)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_absent_calls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("tool_calls") is None:
+            data.pop("tool_calls", None)
+        return data
 
 
 class ChatLogprobs(BaseModel):
@@ -255,11 +364,28 @@ class ChatCompletionResponse(BaseModel):
     usage: Usage
 
 
+class ChoiceDeltaFunction(BaseModel):
+    name: str | None = Field(default=None, description="In a call's first delta.")
+    arguments: str | None = Field(default=None, description="The next piece of the arguments.")
+
+
+class ChoiceDeltaToolCall(BaseModel):
+    """A piece of a tool call: the first has its id, type and name, the next ones pieces
+    of its arguments; `index` says which call of the choice."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: ChoiceDeltaFunction | None = None
+
+
 class ChatDelta(BaseModel):
-    """What a chunk adds: the role first, then content; the last delta is empty."""
+    """What a chunk adds: the role first, then content or tool calls; the last delta is
+    empty."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ChoiceDeltaToolCall] | None = None
 
     @model_serializer(mode="wrap")
     def _only_set_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -23,16 +23,42 @@ from frontend.apis.openai.protocol import (
     ChatCompletionResponse,
     ChatFinishReason,
     ChatLogprobs,
+    ChatToolCall,
     CompletionChoice,
     CompletionLogprobs,
     CompletionResponse,
+    FunctionCall,
     PromptTokensDetails,
     StreamOptions,
     Usage,
 )
-from frontend.event_stream import Collected
-from frontend.service import ChoiceFinished, Completed, GenerationEvent, TextDelta, text_finish
+from frontend.event_stream import Collected, CollectedChoice
+from frontend.service import (
+    ChoiceFinished,
+    Completed,
+    GenerationEvent,
+    TextDelta,
+    ToolCallArguments,
+    ToolCallEnd,
+    ToolCallStart,
+    text_finish,
+)
 from frontend.sse import ChoicesFrame, sse
+
+
+def _message(choice: CollectedChoice) -> AssistantMessage:
+    """A choice's message: its text, and its tool calls (then null content without text)."""
+    if not choice.tool_calls:
+        return AssistantMessage(content=choice.text)
+    return AssistantMessage(
+        content=choice.text or None,
+        tool_calls=[
+            ChatToolCall(
+                id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments)
+            )
+            for call in choice.tool_calls
+        ],
+    )
 
 
 def _usage(completed: Completed) -> Usage:
@@ -177,7 +203,7 @@ class ChatFormat(OpenAIFormat):
         choices = [
             ChatChoice(
                 index=index,
-                message=AssistantMessage(content=choice.text),
+                message=_message(choice),
                 logprobs=(
                     ChatLogprobs(content=token_logprobs(choice.logprobs)) if self.logprobs else None
                 ),
@@ -196,8 +222,10 @@ class ChatFormat(OpenAIFormat):
     def frames(self, event: GenerationEvent) -> bytes:
         if isinstance(event, Completed):
             return self._usage_frame(event)
-        if not isinstance(event, TextDelta | ChoiceFinished):
-            return b""
+        if isinstance(event, ToolCallEnd) or not isinstance(
+            event, TextDelta | ChoiceFinished | ToolCallStart | ToolCallArguments
+        ):
+            return b""  # a call's end shows in the next call, the content or the finish
         index = event.index
         role = b""
         if index not in self._started:
@@ -210,12 +238,20 @@ class ChatFormat(OpenAIFormat):
                 else None
             )
             return role + self._choice(index, {"content": event.text}, logprobs=logprobs)
+        if isinstance(event, ToolCallStart):
+            # OpenAI's first delta of a call: its index, id, type and name.
+            call = {"index": event.call, "id": event.id, "type": "function",
+                    "function": {"name": event.name, "arguments": ""}}  # fmt: skip
+            return role + self._choice(index, {"tool_calls": [call]})
+        if isinstance(event, ToolCallArguments):
+            piece = {"index": event.call, "function": {"arguments": event.text}}
+            return role + self._choice(index, {"tool_calls": [piece]})
         return role + self._choice(index, _LAST_DELTA, finish=event.finish_reason)
 
     def _choice(
         self,
         index: int,
-        delta: dict[str, str],
+        delta: dict[str, Any],
         *,
         finish: ChatFinishReason | None = None,
         logprobs: dict[str, Any] | None = None,

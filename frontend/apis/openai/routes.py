@@ -54,10 +54,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {
         "model": OpenAIErrorResponse,
         "description": "The body is not JSON, or asks for a parameter this server does not "
-        "implement (echo, best_of other than n, logit_bias, suffix, tools), or a "
-        "response_format schema with a JSON Schema keyword structured outputs do not "
-        "enforce: `param` names it (e.g. response_format.json_schema.schema.properties.a."
-        "pattern).",
+        "implement (echo, best_of other than n, logit_bias, suffix, functions, tools other "
+        "than functions; stop, logprobs or a JSON response_format beside tools), or a "
+        "response_format or tool parameters schema with a JSON Schema keyword the grammar "
+        "does not enforce: `param` names it (e.g. response_format.json_schema.schema."
+        "properties.a.pattern, tools[0].function.parameters.properties.a.pattern).",
     },
     401: {
         "model": OpenAIErrorResponse,

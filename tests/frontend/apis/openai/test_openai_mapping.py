@@ -10,6 +10,7 @@ from frontend.apis.openai.mapping import chat_request, check_model, completion_r
 from frontend.apis.openai.protocol import ChatCompletionRequest, CompletionRequest
 from frontend.errors import (
     FieldRuleViolationError,
+    InvalidInputError,
     InvalidSchemaError,
     LogprobsOutOfRangeError,
     ModelNotFoundError,
@@ -20,8 +21,9 @@ from frontend.errors import (
     UnsupportedSchemaKeywordError,
     error_kind,
 )
-from frontend.validation import ChatMessage, RequestValidator, ValidationLimits
+from frontend.validation import AssistantToolCall, ChatMessage, RequestValidator, ValidationLimits
 from llm_stack.guided_decoding import Guide, GuideType
+from llm_stack.tool_calls import FunctionTool, NamedTool
 
 VALIDATOR = RequestValidator(
     ValidationLimits(
@@ -30,6 +32,10 @@ VALIDATOR = RequestValidator(
     )
 )  # fmt: skip
 USER = {"role": "user", "content": "Hi"}
+WEATHER: dict[str, Any] = {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+}  # fmt: skip
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}
 
 
 def completion(**fields: Any) -> Any:
@@ -99,18 +105,25 @@ def test_ignore_eos_asks_for_every_token() -> None:
     [
         ({"logit_bias": {"1": 5.0}}, "logit_bias"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
-        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
         ({"functions": [{"name": "f"}]}, "functions"),
-        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"tool_choice": {"type": "allowed_tools", "allowed_tools": {}}}, "tool_choice.type"),
         ({"function_call": {"name": "f"}}, "function_call"),
+        ({"tools": [TOOL], "stop": "x"}, "stop"),
+        ({"tools": [TOOL], "logprobs": True}, "top_logprobs"),
+        ({"tools": [TOOL], "response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"a": {"type": "string", "pattern": "x"}},
+        }}}]}, "tools[0].function.parameters.properties.a.pattern"),
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
             "type": "object",
             "properties": {"a": {"anyOf": [{"type": "string"}, {"type": "number", "minimum": 0}]}},
         }}}}, "response_format.json_schema.schema.properties.a.anyOf[1].minimum"),
         ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "x", "name": "ann"}]}, "messages[0].name"),
-        ({"messages": [{"role": "assistant", "content": None, "tool_calls": []}, USER]},
-         "messages[0].tool_calls"),
+        ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "custom", "custom": {}}]}, USER]},
+         "messages[0].tool_calls[0].type"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
          "messages[0].content[0]"),
     ],
@@ -319,3 +332,68 @@ def test_several_choices_of_structured_output() -> None:
     request = chat(n=4, response_format=json_schema(SCHEMA))
     assert request.n == 4
     assert request.guide is not None
+
+
+# --- tools --------------------------------------------------------------------------------
+
+
+def test_chat_tools_and_tool_choice_become_the_requests_tools() -> None:
+    request = chat(tools=[TOOL])
+    assert request.tools is not None
+    assert request.tools.tools == (FunctionTool("get_weather", WEATHER),)
+    assert (request.tools.choice, request.tools.parallel) == ("auto", True)
+    assert request.guide is not None
+    assert request.guide.type is GuideType.STRUCTURAL_TAG
+    for choice, expected in (
+        ("required", "required"), ("none", "none"), ("auto", "auto"),
+        ({"type": "function", "function": {"name": "get_weather"}}, NamedTool("get_weather")),
+    ):  # fmt: skip
+        chosen = chat(tools=[TOOL], tool_choice=choice, parallel_tool_calls=False)
+        assert chosen.tools is not None
+        assert (chosen.tools.choice, chosen.tools.parallel) == (expected, False)
+    # tool_choice none: no guide, so stop may go with it.
+    assert chat(tools=[TOOL], tool_choice="none", stop="x").guide is None
+    assert chat(tools=[], function_call="none").tools is None
+
+
+def test_chat_messages_carry_tool_calls_and_tool_answers() -> None:
+    arguments = '{"city": "Paris"}'
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": arguments}}  # fmt: skip
+    request = chat(messages=[
+        USER,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "Sun"}]},
+    ], tools=[TOOL])  # fmt: skip
+    assert request.messages == (
+        ChatMessage("user", "Hi"),
+        ChatMessage("assistant", "", (AssistantToolCall("call_1", "get_weather", arguments),)),
+        ChatMessage("tool", "Sun", tool_call_id="call_1"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "status"),
+    [
+        ({"tool_choice": "required"}, "tool_choice", 422),
+        ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+         "tool_choice.function.name", 422),
+        ({"tools": [TOOL], "tool_choice": {"type": "function"}}, "tool_choice.function", 422),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]},
+         "tools[0].function.name", 422),
+        ({"tools": [{"type": "function"}]}, "tools[0].function", 422),
+        ({"tools": [{**TOOL, "extra": 1}]}, "tools[0].extra", 422),
+        ({"messages": [{"role": "tool", "tool_call_id": "c", "content": "x"}]},
+         "messages[0].tool_call_id", 422),
+        ({"messages": [{"role": "assistant", "content": None}, USER]},
+         "messages[0].content", 422),
+        ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "x"}}]}, USER]},
+         "messages[0].tool_calls[0].function.arguments", 422),
+    ],
+)  # fmt: skip
+def test_chat_tool_errors_name_the_field(fields: dict[str, Any], field: str, status: int) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        chat(**fields)
+    assert caught.value.field == field
+    assert error_kind(caught.value).status == status

@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+import openai.types.chat as openai_types
 import pytest
 
 from frontend.apis.openai.logprobs import CompletionLogprobsWriter, token_logprobs, token_text
@@ -18,9 +19,13 @@ from frontend.service import (
     Completed,
     GenerationEvent,
     TextDelta,
+    ToolCallArguments,
+    ToolCallEnd,
+    ToolCallStart,
     Usage,
 )
 from llm_stack.ensemble_contract import EnsembleTokenLogprob
+from llm_stack.tool_calls import ToolCall
 from tests.frontend.conftest import sse_payloads
 
 QUOTE = "\u2019"  # the right single quote, three bytes in UTF-8
@@ -215,3 +220,90 @@ def test_completion_chunks_name_their_choice_and_continue_offsets() -> None:
     offsets = [c["logprobs"] and c["logprobs"]["text_offset"] for c in choices]
     assert offsets == [[24], [24], [30], None, [30], None]
     assert choices[4]["logprobs"]["tokens"] == ["bytes:\\x99"]
+
+
+# --- tool calls ---------------------------------------------------------------------------
+
+TOOLS_COMPLETED = Completed(("tool_calls", "length"), USAGE, "1")
+CALL = ToolCall("call_" + "a" * 24, "get_weather", '{"city": "Paris"}')
+TOOL_EVENTS: list[GenerationEvent] = [
+    TextDelta("Let me look.", 0),
+    ToolCallStart(0, 0, CALL.id, CALL.name),
+    ToolCallArguments(0, 0, '{"city": '),
+    ToolCallArguments(0, 0, '"Paris"}'),
+    ToolCallEnd(0, 0, True),
+    ToolCallStart(1, 0, "call_" + "b" * 24, "get_time"),
+    ToolCallArguments(1, 0, "{}"),
+    ToolCallEnd(1, 0, True),
+    ToolCallStart(1, 1, "call_" + "c" * 24, "get_time"),
+    ToolCallArguments(1, 1, '{"zone'),
+    ToolCallEnd(1, 1, False),
+    ChoiceFinished(0, "tool_calls"),
+    ChoiceFinished(1, "length"),
+    TOOLS_COMPLETED,
+]
+TOOL_CHOICES = (
+    CollectedChoice("Let me look.", tool_calls=(CALL,)),
+    CollectedChoice("", tool_calls=(
+        ToolCall("call_" + "b" * 24, "get_time", "{}"),
+        ToolCall("call_" + "c" * 24, "get_time", '{"zone', complete=False),
+    )),
+)  # fmt: skip
+
+
+def test_chat_answer_carries_tool_calls_and_null_content_without_text() -> None:
+    output = ChatFormat("chatcmpl-1", 100, "m", None)
+    answer = Collected(Admitted({}), TOOL_CHOICES, TOOLS_COMPLETED)
+    body = output.answer(answer).model_dump(mode="json")
+    assert [(c["message"], c["finish_reason"]) for c in body["choices"]] == [
+        ({"role": "assistant", "content": "Let me look.", "tool_calls": [
+            {"id": CALL.id, "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        ]}, "tool_calls"),
+        ({"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_" + "b" * 24, "type": "function",
+             "function": {"name": "get_time", "arguments": "{}"}},
+            {"id": "call_" + "c" * 24, "type": "function",
+             "function": {"name": "get_time", "arguments": '{"zone'}},
+        ]}, "length"),
+    ]  # fmt: skip
+    # The SDK reads it as its own type.
+    sdk = openai_types.ChatCompletion.model_validate(body)
+    assert sdk.choices[0].message.tool_calls is not None
+    # Without calls, there is no tool_calls member.
+    plain = output.answer(collected(*CHOICES)).model_dump(mode="json")
+    assert "tool_calls" not in plain["choices"][0]["message"]
+
+
+def test_streamed_tool_calls_have_openais_delta_shape_and_reassemble() -> None:
+    output = ChatFormat("chatcmpl-1", 100, "m", None)
+    chunks = [chunk for event in TOOL_EVENTS for chunk in rendered(output, event)]
+    deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"]) for c in chunks]
+    assert deltas[:5] == [
+        (0, {"role": "assistant", "content": ""}),
+        (0, {"content": "Let me look."}),
+        (0, {"tool_calls": [{"index": 0, "id": CALL.id, "type": "function",
+                             "function": {"name": "get_weather", "arguments": ""}}]}),
+        (0, {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+        (0, {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+    ]  # fmt: skip
+    # Reassembled as the SDK's stream helpers do: by choice, then by call index.
+    calls: dict[tuple[int, int], dict[str, str]] = {}
+    for chunk in chunks:
+        sdk = openai_types.ChatCompletionChunk.model_validate(chunk)
+        choice = sdk.choices[0]
+        for piece in choice.delta.tool_calls or ():
+            call = calls.setdefault((choice.index, piece.index), {"arguments": ""})
+            if piece.id:
+                call["id"] = piece.id
+            assert piece.function is not None
+            if piece.function.name:
+                call["name"] = piece.function.name
+            call["arguments"] += piece.function.arguments or ""
+    assert calls == {
+        (index, number): {"id": call.id, "name": call.name, "arguments": call.arguments}
+        for index, choice in enumerate(TOOL_CHOICES)
+        for number, call in enumerate(choice.tool_calls)
+    }
+    finishes = [(c["choices"][0]["index"], c["choices"][0]["finish_reason"]) for c in chunks]
+    assert finishes[-2:] == [(0, "tool_calls"), (1, "length")]

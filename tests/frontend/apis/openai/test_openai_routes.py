@@ -315,16 +315,19 @@ async def test_chat_stop_and_max_completion_tokens(served: ServedApp) -> None:
          "prompt as token ids is not supported: send the text"),
         ("completions", {"stream_options": {"include_usage": True}}, "stream_options",
          "stream_options is only allowed with stream true"),
-        ("chat", {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools",
-         "tools are not supported"),
+        ("chat", {"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type",
+         "tools[0].type: tools of type 'custom' are not supported: only function"),
+        ("chat", {"functions": [{"name": "f"}]}, "functions",
+         "functions is deprecated and not supported: use tools"),
         ("chat", {"response_format": {"type": "json_schema", "json_schema": {
             "name": "n", "schema": {"type": "string", "pattern": "^a$"}}}},
          "response_format.json_schema.schema.pattern",
          "response_format.json_schema.schema.pattern: keyword 'pattern' is not supported; "
          f"supported: {', '.join(SUPPORTED_KEYWORDS)}, and annotations such as title and "
          "description"),
-        ("chat", {"messages": [{"role": "tool", "content": "x", "tool_call_id": "1"}]},
-         "messages[0].role", "messages[0].role 'tool' is not supported: tools are not"),
+        ("chat", {"messages": [{"role": "function", "content": "x", "name": "f"}]},
+         "messages[0].role",
+         "messages[0].role 'function' is not supported (deprecated): use tool messages"),
     ],
 )  # fmt: skip
 async def test_unsupported_parameters_are_bad_requests_naming_them(
@@ -363,7 +366,7 @@ async def test_unsupported_parameters_are_bad_requests_naming_them(
          "messages[2].role: the last message must be the user's or the system's, not the "
          "assistant's"),
         ({"messages": [{"role": "narrator", "content": "x"}]}, "messages[0].role",
-         "messages[0].role must be one of system, user, assistant, got 'narrator'"),
+         "messages[0].role must be one of system, user, assistant, tool, got 'narrator'"),
         ({"messages": [{"role": "user", "content": 7}]}, "messages[0].content",
          "messages[0].content: Input should be a valid string, got 7"),
         ({"colour": "red"}, "colour", "colour: Extra inputs are not permitted"),
