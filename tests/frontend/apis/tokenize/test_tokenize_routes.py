@@ -87,6 +87,51 @@ async def test_chat_count_is_a_chat_completions_prompt_tokens(served: ServedApp)
     assert prompt["count"] == generated.json()["prompt_tokens"]
 
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather of a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+async def test_chat_with_tools_counts_what_the_template_lists(served: ServedApp) -> None:
+    answer = await tokenize_ok(served, {"messages": CHAT, "tools": TOOLS})
+    chat = await post(
+        served,
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": CHAT, "tools": TOOLS, "tool_choice": "none", "max_tokens": 1},
+    )
+    assert chat.status_code == 200, chat.text
+    assert answer["count"] == chat.json()["usage"]["prompt_tokens"]
+    without = await tokenize_ok(served, {"messages": CHAT})
+    assert answer["count"] > without["count"]  # the template lists the tool
+    # A conversation that goes on after a call and its result.
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}  # fmt: skip
+    conversation = [
+        *CHAT,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
+    ]
+    answer = await tokenize_ok(served, {"messages": conversation, "tools": TOOLS})
+    chat = await post(
+        served,
+        "/v1/chat/completions",
+        {"model": MODEL, "messages": conversation, "tools": TOOLS, "max_tokens": 1},
+    )
+    assert chat.status_code == 200, chat.text
+    assert answer["count"] == chat.json()["usage"]["prompt_tokens"]
+
+
 async def test_tokenize_then_detokenize_round_trips(served: ServedApp) -> None:
     text = "Paris, ünïcödé 😀 and <start_of_turn> as text\n"
     bare = await tokenize_ok(served, {"prompt": text, "add_special_tokens": False})
