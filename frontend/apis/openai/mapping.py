@@ -229,7 +229,13 @@ def _message(index: int, message: ChatMessageIn) -> ChatMessage:
             f"{where}.role",
             f"{where}.role 'function' is not supported (deprecated): use tool messages",
         )
-    for name, value in (("name", message.name), ("function_call", message.function_call)):
+    for name, value in (
+        ("name", message.name),
+        ("function_call", message.function_call),
+        ("refusal", message.refusal),
+        ("annotations", message.annotations or None),
+        ("audio", message.audio),
+    ):
         if value is not None:
             raise UnsupportedParameterError(f"{where}.{name}", f"{where}.{name} is not supported")
     calls = _calls(where, message.tool_calls or ())

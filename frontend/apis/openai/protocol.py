@@ -149,6 +149,11 @@ class FunctionCallIn(BaseModel):
 
     name: str
     arguments: str = Field(description="The arguments: a JSON object as text.")
+    parsed_arguments: Any = Field(
+        default=None,
+        description="The openai SDK's parse of the arguments, which it sends back with the "
+        "message: accepted, not read (arguments hold them).",
+    )
 
 
 class ToolCallIn(BaseModel):
@@ -182,6 +187,15 @@ class ChatMessageIn(BaseModel):
     )
     function_call: dict[str, Any] | None = Field(
         default=None, description="Not supported (deprecated): use tool_calls."
+    )
+    # What an answer's message holds besides, so that one goes back as it came.
+    refusal: str | None = Field(default=None, description="Only null.")
+    annotations: list[Any] | None = Field(default=None, description="Only null or empty.")
+    audio: dict[str, Any] | None = Field(default=None, description="Only null.")
+    parsed: Any = Field(
+        default=None,
+        description="The openai SDK's parse of the content, which it sends back with the "
+        "message: accepted, not read (content holds it).",
     )
 
 

@@ -121,6 +121,10 @@ def test_ignore_eos_asks_for_every_token() -> None:
         }}}}, "response_format.json_schema.schema.properties.a.anyOf[1].minimum"),
         ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "x", "name": "ann"}]}, "messages[0].name"),
+        ({"messages": [{"role": "assistant", "content": "x", "refusal": "no"}, USER]},
+         "messages[0].refusal"),
+        ({"messages": [{"role": "assistant", "content": "x", "annotations": [{}]}, USER]},
+         "messages[0].annotations"),
         ({"messages": [{"role": "assistant", "content": None, "tool_calls": [
             {"id": "c", "type": "custom", "custom": {}}]}, USER]},
          "messages[0].tool_calls[0].type"),
@@ -358,11 +362,14 @@ def test_chat_tools_and_tool_choice_become_the_requests_tools() -> None:
 
 def test_chat_messages_carry_tool_calls_and_tool_answers() -> None:
     arguments = '{"city": "Paris"}'
-    call = {"id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": arguments}}  # fmt: skip
+    # As the SDK sends back a message of its parse helper: its parse results, nulls.
+    call = {"id": "call_1", "type": "function", "function": {
+        "name": "get_weather", "arguments": arguments, "parsed_arguments": {"city": "Paris"},
+    }}  # fmt: skip
     request = chat(messages=[
         USER,
-        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None,
+         "annotations": None, "audio": None, "function_call": None, "parsed": None},
         {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "Sun"}]},
     ], tools=[TOOL])  # fmt: skip
     assert request.messages == (

@@ -241,6 +241,14 @@ async def test_pydantic_function_tool_and_parse(served: ServedApp) -> None:
         [call] = choice.message.tool_calls
         assert call.function.name == "GetWeather"
         assert isinstance(call.function.parsed_arguments, GetWeather)
+    # The parsed message goes back as it came (the SDK sends its parse results with it).
+    answer = {"role": "tool", "tool_call_id": call.id, "content": "Sunny"}
+    conversation: Any = [*ASK, choice.message, answer]
+    then = await client.chat.completions.create(
+        model=MODEL, messages=conversation, tools=[tool], tool_choice="none", max_tokens=8,
+        temperature=0,
+    )  # fmt: skip
+    assert then.choices[0].message.content
 
 
 async def test_several_choices_each_make_their_call(served: ServedApp) -> None:
