@@ -49,11 +49,21 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         {"rate_limit_storage_url": "mongodb://x"},
         {"max_body_bytes": 10},
         {"max_n": 0},
+        {"tool_call_parser": "mistral"},
     ],
 )
 def test_bad_values_fail_at_start(changes: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         FrontendSettings(**changes)  # type: ignore[arg-type]
+
+
+def test_the_tool_call_parser_is_a_known_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLM_FRONTEND_TOOL_CALL_PARSER", raising=False)
+    assert FrontendSettings().tool_call_parser == "hermes"
+    monkeypatch.setenv("LLM_FRONTEND_TOOL_CALL_PARSER", "llama3_json")
+    settings = FrontendSettings()
+    assert settings.tool_call_parser == "llama3_json"
+    # (tests/frontend/apis/openai/test_openai_tools.py serves calls in that format)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 
 from frontend.app import create_app
 from launcher.triton_server import TritonServer
+from llm_stack.tool_calls import LLAMA3_JSON
 from tests.frontend.conftest import ServedApp, serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -285,3 +286,25 @@ async def test_refusals_name_the_parameter(served: ServedApp) -> None:
         assert caught.value.body is not None
         assert isinstance(caught.value.body, dict)
         assert caught.value.body.get("param") == param
+
+
+async def test_the_tool_call_parser_setting_picks_the_format(triton: TritonServer) -> None:
+    # Under required, the grammar writes the setting's format whatever the template says,
+    # and the parser reads the same format back.
+    settings = settings_for(
+        triton.grpc_url, max_tokens_limit=128, request_timeout_s=300.0,
+        tool_call_parser="llama3_json",
+    )  # fmt: skip
+    async with serve(create_app(settings)) as app:
+        assert app.state.validator.tool_call_format is LLAMA3_JSON
+        completion = await sdk(app).chat.completions.create(
+            model=MODEL, messages=ASK, tools=TOOLS, tool_choice=NAMED, max_tokens=MAX_TOKENS,
+            temperature=0,
+        )  # fmt: skip
+    [choice] = completion.choices
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    [call] = choice.message.tool_calls
+    assert call.type == "function"
+    assert call.function.name == "get_time"
+    valid_arguments(call.function.name, call.function.arguments)
