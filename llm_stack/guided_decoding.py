@@ -18,7 +18,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from llm_stack.model_errors import CodedError, ErrorCode
 
@@ -117,6 +117,23 @@ class SchemaError(ValueError):
         self.path = path
         self.unsupported = unsupported
         self.values: Mapping[str, int] = values or {}
+
+
+class PathErrorType(Protocol):
+    """An error class of a rule broken at a path, with the limit and value over it."""
+
+    def __call__(
+        self, rule: str, path: Path, *, values: Mapping[str, int] | None = None
+    ) -> ValueError: ...
+
+
+def check_limit(value: int, limit: int, what: str, path: Path, error: PathErrorType) -> None:
+    """`error` at `path` when `value` is over `limit`; `what` says what it counts, e.g.
+    "130 tools", "is 300 characters"."""
+    if value > limit:
+        raise error(
+            f"{what}, over the limit of {limit}", path, values={"value": value, "limit": limit}
+        )
 
 
 def pointer(path: Path) -> str:

@@ -28,7 +28,14 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from llm_stack.guided_decoding import MAX_GUIDE_BYTES, Path, SchemaError, check_schema, utf8_size
+from llm_stack.guided_decoding import (
+    MAX_GUIDE_BYTES,
+    Path,
+    SchemaError,
+    check_limit,
+    check_schema,
+    utf8_size,
+)
 
 STRUCTURAL_TAG: Final = "structural_tag"
 TRIGGERED_TAGS: Final = "triggered_tags"
@@ -135,6 +142,8 @@ def parse_structural_tag(data: object) -> StructuralTag:
             raise StructuralTagError(f"{flag} must be a boolean", (*path, flag))
         flags[flag] = value
     tags = _tags(fmt["tags"], (*path, "tags"))
+    triggers: tuple[str, ...] = ()
+    separator = ""
     if kind == TRIGGERED_TAGS:
         triggers = _triggers(fmt["triggers"], (*path, "triggers"))
         for index, tag in enumerate(tags):
@@ -144,17 +153,12 @@ def parse_structural_tag(data: object) -> StructuralTag:
                     "begin must start with exactly one of the triggers",
                     (*path, "tags", index, "begin"),
                 )
-        return StructuralTag(
-            TRIGGERED_TAGS,
-            tags,
-            triggers=triggers,
-            at_least_one=flags["at_least_one"],
-            stop_after_first=flags["stop_after_first"],
-        )
-    separator = _literal(fmt["separator"], (*path, "separator"))
+    else:
+        separator = _literal(fmt["separator"], (*path, "separator"))
     return StructuralTag(
-        TAGS_WITH_SEPARATOR,
+        kind,
         tags,
+        triggers=triggers,
         separator=separator,
         at_least_one=flags["at_least_one"],
         stop_after_first=flags["stop_after_first"],
@@ -164,12 +168,9 @@ def parse_structural_tag(data: object) -> StructuralTag:
 def parse_structural_tag_text(text: str) -> StructuralTag:
     """The checked tag of its JSON text, refused over MAX_GUIDE_BYTES before parsing."""
     size = len(text) if len(text) > MAX_GUIDE_BYTES else utf8_size(text)
-    if size > MAX_GUIDE_BYTES:
-        raise StructuralTagError(
-            f"the structural tag is {size} bytes, over the limit of {MAX_GUIDE_BYTES}",
-            (),
-            values={"value": size, "limit": MAX_GUIDE_BYTES},
-        )
+    check_limit(
+        size, MAX_GUIDE_BYTES, f"the structural tag is {size} bytes", (), StructuralTagError
+    )
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
@@ -198,24 +199,16 @@ def _literal(value: object, path: Path) -> str:
         raise StructuralTagError("must be a string", path)
     if not value:
         raise StructuralTagError("must not be empty", path)
-    if len(value) > MAX_LITERAL_CHARS:
-        raise StructuralTagError(
-            f"is {len(value)} characters, over the limit of {MAX_LITERAL_CHARS}",
-            path,
-            values={"value": len(value), "limit": MAX_LITERAL_CHARS},
-        )
+    check_limit(
+        len(value), MAX_LITERAL_CHARS, f"is {len(value)} characters", path, StructuralTagError
+    )
     return value
 
 
 def _tags(value: object, path: Path) -> tuple[Tag, ...]:
     if not isinstance(value, list) or not value:
         raise StructuralTagError("tags must be a non-empty list", path)
-    if len(value) > MAX_TAGS:
-        raise StructuralTagError(
-            f"{len(value)} tags, over the limit of {MAX_TAGS}",
-            path,
-            values={"value": len(value), "limit": MAX_TAGS},
-        )
+    check_limit(len(value), MAX_TAGS, f"{len(value)} tags", path, StructuralTagError)
     tags = []
     for index, item in enumerate(value):
         where = (*path, index)
@@ -253,12 +246,7 @@ def _tags(value: object, path: Path) -> tuple[Tag, ...]:
 def _triggers(value: object, path: Path) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise StructuralTagError("triggers must be a non-empty list", path)
-    if len(value) > MAX_TRIGGERS:
-        raise StructuralTagError(
-            f"{len(value)} triggers, over the limit of {MAX_TRIGGERS}",
-            path,
-            values={"value": len(value), "limit": MAX_TRIGGERS},
-        )
+    check_limit(len(value), MAX_TRIGGERS, f"{len(value)} triggers", path, StructuralTagError)
     triggers = tuple(_literal(v, (*path, i)) for i, v in enumerate(value))
     if len(set(triggers)) != len(triggers):
         raise StructuralTagError("triggers must be distinct", path)

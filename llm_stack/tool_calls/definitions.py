@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from llm_stack.guided_decoding import Path, SchemaError, check_schema
+from llm_stack.guided_decoding import Path, SchemaError, check_limit, check_schema
 
 Dialect = Literal["chat", "responses", "anthropic"]
 # OpenAI's rule for function names (Anthropic's is the same): what a tool-call format
@@ -110,12 +110,7 @@ def parse_tools(
     naming the field. Names are distinct; `at` is where the array is in the request."""
     if not isinstance(data, list):
         raise ToolError("must be an array of tools", at)
-    if len(data) > MAX_TOOLS:
-        raise ToolError(
-            f"{len(data)} tools, over the limit of {MAX_TOOLS}",
-            at,
-            values={"value": len(data), "limit": MAX_TOOLS},
-        )
+    check_limit(len(data), MAX_TOOLS, f"{len(data)} tools", at, ToolError)
     tools: list[FunctionTool] = []
     seen: set[str] = set()
     for index, item in enumerate(data):
@@ -152,12 +147,13 @@ def parse_tool(item: object, *, dialect: Dialect = "chat", at: Path = ("tools", 
     if description is not None:
         if not isinstance(description, str):
             raise ToolError("must be a string", (*at, *keys["description"]))
-        if len(description) > MAX_DESCRIPTION_CHARS:
-            raise ToolError(
-                f"{len(description)} characters, over the limit of {MAX_DESCRIPTION_CHARS}",
-                (*at, *keys["description"]),
-                values={"value": len(description), "limit": MAX_DESCRIPTION_CHARS},
-            )
+        check_limit(
+            len(description),
+            MAX_DESCRIPTION_CHARS,
+            f"{len(description)} characters",
+            (*at, *keys["description"]),
+            ToolError,
+        )
     strict = _get(item, keys["strict"]) if "strict" in keys else None
     if strict is not None and not isinstance(strict, bool):
         raise ToolError("must be a boolean", (*at, *keys["strict"]))

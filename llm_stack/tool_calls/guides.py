@@ -47,22 +47,15 @@ def tool_structural_tag(
     check_tool_choice(choice, tools)
     if choice == "none" or not tools:
         return None
-    if isinstance(choice, NamedTool):
-        chosen = [t for t in tools if t.name == choice.name]
+    if isinstance(choice, NamedTool) or choice == "required":
+        # Calls only: one to the named tool, or at least one to any.
+        named = choice.name if isinstance(choice, NamedTool) else None
         return StructuralTag(
             TAGS_WITH_SEPARATOR,
-            _tags(chosen, fmt),
+            _tags([t for t in tools if named in (None, t.name)], fmt),
             separator=fmt.separator,
             at_least_one=True,
-            stop_after_first=True,
-        )
-    if choice == "required":
-        return StructuralTag(
-            TAGS_WITH_SEPARATOR,
-            _tags(tools, fmt),
-            separator=fmt.separator,
-            at_least_one=True,
-            stop_after_first=not parallel,
+            stop_after_first=named is not None or not parallel,
         )
     return StructuralTag(
         TRIGGERED_TAGS,
