@@ -86,20 +86,28 @@ class SequenceTooLongError(FieldRuleViolationError):
 
 
 class EmptyMessagesError(FieldRuleViolationError):
-    def __init__(self) -> None:
-        super().__init__("messages", 0, "non-empty", "messages must not be empty")
+    """`field` is the API's name for its conversation (Responses' input)."""
+
+    def __init__(self, field: str = "messages") -> None:
+        super().__init__(field, 0, "non-empty", f"{field} must not be empty")
 
 
 class TooManyMessagesError(FieldRuleViolationError):
-    def __init__(self, count: int, limit: int) -> None:
+    """`counted` says what the count counts where the API's list is not the messages."""
+
+    def __init__(
+        self, count: int, limit: int, field: str = "messages", counted: str = "entries"
+    ) -> None:
         super().__init__(
-            "messages", count, limit, f"messages has {count:,} entries, exceeds the {limit:,} limit"
+            field, count, limit, f"{field} has {count:,} {counted}, exceeds the {limit:,} limit"
         )
 
 
 class UnknownRoleError(FieldRuleViolationError):
-    def __init__(self, index: int, role: str, allowed: Sequence[str]) -> None:
-        field = f"messages[{index}].role"
+    """`where` names the message (messages[2], input[3])."""
+
+    def __init__(self, where: str, role: str, allowed: Sequence[str]) -> None:
+        field = f"{where}.role"
         shown = role if len(role) <= 40 else role[:40] + "..."
         super().__init__(
             field, role, allowed, f"{field} must be one of {', '.join(allowed)}, got {shown!r}"
@@ -107,10 +115,11 @@ class UnknownRoleError(FieldRuleViolationError):
 
 
 class AssistantMessageLastError(FieldRuleViolationError):
-    """Continuing the assistant's own message is not supported: the model would answer it."""
+    """Continuing the assistant's own message is not supported: the model would answer it.
+    `where` names the last message."""
 
-    def __init__(self, index: int) -> None:
-        field = f"messages[{index}].role"
+    def __init__(self, where: str) -> None:
+        field = f"{where}.role"
         super().__init__(
             field,
             "assistant",

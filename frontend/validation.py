@@ -169,6 +169,8 @@ class OutputFormat:
     has_json_schema: bool = False  # whether response_format.json_schema was sent
     schema: Any = None  # response_format.json_schema.schema (None: absent)
     field: str = "response_format"
+    # Where the schema is, where the API keeps it elsewhere (Responses' text.format.schema).
+    schema_field: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +188,43 @@ class ChatMessage:
     content: str  # "" for an assistant's message of tool calls only
     tool_calls: tuple[AssistantToolCall, ...] = ()  # an assistant's
     tool_call_id: str | None = None  # a tool message's: the call it answers
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationFields:
+    """How an API names its conversation's parts, so that the rules on a conversation
+    name what the client sent (chat's names by default).
+
+    `messages` is the list as a whole (`counted` what its count counts); `at`, where each
+    message came from (one per message, e.g. `input[3]`: an API whose items do not map
+    one to one onto messages), and `calls`, where each call of each message came from (a
+    tuple per message); unset, chat's `messages[i]` and `messages[i].tool_calls[j]`. Then
+    the members of a call (its id, function name and arguments) and of an answer (the id
+    of the call it answers), and what the API calls a call.
+    """
+
+    messages: str = "messages"
+    counted: str = "entries"
+    at: Sequence[str] | None = None
+    calls: Sequence[Sequence[str]] | None = None
+    call_id: str = "id"
+    call_name: str = "function.name"
+    call_arguments: str = "function.arguments"
+    answer_id: str = "tool_call_id"
+    call_noun: str = "call"
+
+    def message(self, index: int) -> str:
+        """Where message `index` came from."""
+        return f"{self.messages}[{index}]" if self.at is None else self.at[index]
+
+    def call(self, index: int, number: int) -> str:
+        """Where call `number` of message `index` came from."""
+        if self.calls is None:
+            return f"{self.message(index)}.tool_calls[{number}]"
+        return self.calls[index][number]
+
+
+CHAT_FIELDS: Final = ConversationFields()
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,25 +339,30 @@ class RequestValidator:
         return self._with_sampling(prompt, (), requested)
 
     def chat(
-        self, messages: Sequence[ChatMessage], requested: RequestedGeneration
+        self,
+        messages: Sequence[ChatMessage],
+        requested: RequestedGeneration,
+        fields: ConversationFields = CHAT_FIELDS,
     ) -> ValidatedRequest:
-        """Validate chat messages and their generation parameters."""
+        """Validate chat messages and their generation parameters; errors name the
+        conversation's parts by `fields`."""
+        limit = self.limits.max_messages
         if not messages:
-            raise EmptyMessagesError
-        if len(messages) > self.limits.max_messages:
-            raise TooManyMessagesError(len(messages), self.limits.max_messages)
+            raise EmptyMessagesError(fields.messages)
+        if len(messages) > limit:
+            raise TooManyMessagesError(len(messages), limit, fields.messages, fields.counted)
         for index, message in enumerate(messages):
             if message.role not in ROLES:
-                raise UnknownRoleError(index, message.role, ROLES)
+                raise UnknownRoleError(fields.message(index), message.role, ROLES)
         if messages[-1].role == "assistant":
-            raise AssistantMessageLastError(len(messages) - 1)
-        _check_tool_messages(messages)
+            raise AssistantMessageLastError(fields.message(len(messages) - 1))
+        _check_tool_messages(messages, fields)
         chars = sum(
             len(message.content) + sum(len(call.arguments) for call in message.tool_calls)
             for message in messages
         )
         if chars > self.limits.max_prompt_chars:
-            raise PromptTooLongError(chars, self.limits.max_prompt_chars, "messages")
+            raise PromptTooLongError(chars, self.limits.max_prompt_chars, fields.messages)
         return self._with_sampling("", tuple(messages), requested)
 
     def _bound(self, bound: Limit, values: Mapping[str, Any]) -> float:
@@ -355,13 +399,7 @@ class RequestValidator:
         self.check_sampling(r)
         if r.logprobs is not None and not 0 <= r.logprobs <= r.logprobs_max:
             raise LogprobsOutOfRangeError(r.logprobs_field, r.logprobs, f"0..{r.logprobs_max}")
-        if len(r.stop) > limits.max_stop_sequences:
-            raise TooManyStopSequencesError(len(r.stop), limits.max_stop_sequences)
-        for index, sequence in enumerate(r.stop):
-            if not sequence:
-                raise EmptyStopSequenceError(index)
-            if len(sequence) > limits.max_stop_chars:
-                raise StopSequenceTooLongError(index, len(sequence), limits.max_stop_chars)
+        check_stop(r.stop, limits)
         guide = guide_for(r.response_format) if r.response_format else None
         if guide is not None and r.stop:
             # A stop sequence inside the value would cut it short, and `stop` promises a
@@ -420,6 +458,18 @@ class RequestValidator:
         return use
 
 
+def check_stop(sequences: Sequence[str], limits: ValidationLimits, field: str = "stop") -> None:
+    """The limits on stop sequences (their number, each one's length), naming `field`:
+    the API's name for them (Anthropic's stop_sequences)."""
+    if len(sequences) > limits.max_stop_sequences:
+        raise TooManyStopSequencesError(len(sequences), limits.max_stop_sequences, field)
+    for index, sequence in enumerate(sequences):
+        if not sequence:
+            raise EmptyStopSequenceError(index, field)
+        if len(sequence) > limits.max_stop_chars:
+            raise StopSequenceTooLongError(index, len(sequence), limits.max_stop_chars, field)
+
+
 def request_tools(
     data: object, *, dialect: Dialect = "chat", field: str = "tools"
 ) -> tuple[FunctionTool, ...]:
@@ -444,14 +494,15 @@ def _tools_guide(tools: ToolUse, fields: ToolFields) -> Guide:
     return guide
 
 
-def _check_tool_messages(messages: Sequence[ChatMessage]) -> None:
+def _check_tool_messages(messages: Sequence[ChatMessage], fields: ConversationFields) -> None:
     """Tool calling's rules on a conversation (the preprocessing model's, named here by
     field): calls only on assistant messages, each with an id, a function's name and its
     arguments as a JSON object's text; a tool message answers, by id, a call of the
     assistant message before it (tool messages between them aside)."""
     answerable: set[str] = set()
     for index, message in enumerate(messages):
-        where = f"messages[{index}]"
+        where = fields.message(index)
+        answer = f"{where}.{fields.answer_id}"
         if message.tool_calls and message.role != "assistant":
             raise InvalidToolError(
                 f"{where}.tool_calls", f"{where}.tool_calls: only an assistant message has them"
@@ -459,35 +510,32 @@ def _check_tool_messages(messages: Sequence[ChatMessage]) -> None:
         if message.role == "tool":
             call_id = message.tool_call_id
             if call_id is None:
-                raise InvalidToolError(
-                    f"{where}.tool_call_id", f"{where}.tool_call_id is required in a tool message"
-                )
+                raise InvalidToolError(answer, f"{answer} is required in a tool message")
             if call_id not in answerable:
                 shown = call_id[:40]
                 raise InvalidToolError(
-                    f"{where}.tool_call_id",
-                    f"{where}.tool_call_id {shown!r} answers no call of the assistant message "
+                    answer,
+                    f"{answer} {shown!r} answers no {fields.call_noun} of the assistant message "
                     "before it",
                 )
             continue
         if message.tool_call_id is not None:
-            raise InvalidToolError(
-                f"{where}.tool_call_id", f"{where}.tool_call_id: only a tool message has one"
-            )
+            raise InvalidToolError(answer, f"{answer}: only a tool message has one")
         for number, call in enumerate(message.tool_calls):
-            _check_call(call, f"{where}.tool_calls[{number}]")
+            _check_call(call, fields.call(index, number), fields)
         answerable = {call.id for call in message.tool_calls}
 
 
-def _check_call(call: AssistantToolCall, at: str) -> None:
+def _check_call(call: AssistantToolCall, at: str, fields: ConversationFields) -> None:
     if not CALL_ID_PATTERN.fullmatch(call.id):
-        raise InvalidToolError(f"{at}.id", f"{at}.id must be 1 to 128 letters, digits or _.:-")
+        where = f"{at}.{fields.call_id}"
+        raise InvalidToolError(where, f"{where} must be 1 to 128 letters, digits or _.:-")
     if not NAME_PATTERN.fullmatch(call.name):
+        where = f"{at}.{fields.call_name}"
         raise InvalidToolError(
-            f"{at}.function.name",
-            f"{at}.function.name must be 1 to 64 letters, digits, underscores or dashes",
+            where, f"{where} must be 1 to 64 letters, digits, underscores or dashes"
         )
-    where = f"{at}.function.arguments"
+    where = f"{at}.{fields.call_arguments}"
     try:
         arguments = json.loads(call.arguments)
     except (ValueError, RecursionError):
@@ -568,7 +616,7 @@ def guide_for(fmt: OutputFormat) -> Guide | None:
     if not fmt.has_json_schema:
         raise SchemaViolationError(f"{member} is required with type json_schema", member)
     schema = {} if fmt.schema is None else fmt.schema
-    field = f"{member}.schema"
+    field = fmt.schema_field or f"{member}.schema"
     try:
         check_schema(schema)
         text = schema_text(schema)

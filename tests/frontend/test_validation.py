@@ -30,6 +30,7 @@ from frontend.errors import (
 from frontend.validation import (
     AssistantToolCall,
     ChatMessage,
+    ConversationFields,
     OutputFormat,
     RequestedGeneration,
     RequestValidator,
@@ -464,3 +465,85 @@ def test_tool_message_rules(messages: tuple[ChatMessage, ...], field: str, messa
         chat(*messages)
     assert (caught.value.field, caught.value.message) == (field, message)
     assert error_kind(caught.value).status == 422
+
+
+# Names as an API whose items do not map one to one onto messages would give them: a
+# system message from `instructions`, an assistant turn of two calls from two items.
+ITEMS = ConversationFields(
+    messages="input",
+    counted="messages (instructions included)",
+    at=("instructions", "input[0]", "input[2]", "input[3]"),
+    calls=((), (), ("input[1]", "input[2]"), ()),
+    call_id="call_id",
+    call_name="name",
+    call_arguments="arguments",
+    answer_id="call_id",
+    call_noun="function_call",
+)
+SYSTEM = ChatMessage("system", "Be brief.")
+
+
+@pytest.mark.parametrize(
+    ("messages", "error_type", "field", "message"),
+    [
+        ((SYSTEM, ChatMessage("bot", "x"), USER, USER), UnknownRoleError, "input[0].role",
+         "input[0].role must be one of system, user, assistant, tool, got 'bot'"),
+        ((SYSTEM, USER, USER, ChatMessage("assistant", "Hi")), AssistantMessageLastError,
+         "input[3].role",
+         "input[3].role: the last message must be the user's or the system's, not the "
+         "assistant's"),
+        ((SYSTEM, USER, ChatMessage("assistant", "", (CALL, replace(CALL, id="a b"))), USER),
+         InvalidToolError, "input[2].call_id",
+         "input[2].call_id must be 1 to 128 letters, digits or _.:-"),
+        ((SYSTEM, USER, ChatMessage("assistant", "", (replace(CALL, name="a.b"), CALL)), USER),
+         InvalidToolError, "input[1].name",
+         "input[1].name must be 1 to 64 letters, digits, underscores or dashes"),
+        ((SYSTEM, USER, ChatMessage("assistant", "", (CALL, replace(CALL, arguments="1"))),
+          USER),
+         InvalidToolError, "input[2].arguments",
+         "input[2].arguments must be a JSON object as text"),
+        ((SYSTEM, USER, ChatMessage("assistant", "", (CALL, CALL)),
+          ChatMessage("tool", "x", tool_call_id="call_9")),
+         InvalidToolError, "input[3].call_id",
+         "input[3].call_id 'call_9' answers no function_call of the assistant message before it"),
+        ((SYSTEM, USER, USER, ChatMessage("user", "x" * 82)), PromptTooLongError, "input",
+         "input of 101 characters exceeds the 100 limit"),
+    ],
+)  # fmt: skip
+def test_chat_rules_name_the_parts_as_the_api_spells_them(
+    messages: tuple[ChatMessage, ...],
+    error_type: type[FieldRuleViolationError],
+    field: str,
+    message: str,
+) -> None:
+    with pytest.raises(error_type) as caught:
+        RequestValidator(LIMITS).chat(list(messages), requested(), ITEMS)
+    assert (caught.value.field, caught.value.message) == (field, message)
+    assert error_kind(caught.value).status == 422
+
+
+def test_the_conversation_limits_name_the_apis_list() -> None:
+    validator = RequestValidator(LIMITS)
+    with pytest.raises(EmptyMessagesError) as empty:
+        validator.chat([], requested(), ITEMS)
+    assert (empty.value.field, empty.value.message) == ("input", "input must not be empty")
+    with pytest.raises(TooManyMessagesError) as many:
+        validator.chat([USER] * 1025, requested(), replace(ITEMS, at=None, calls=None))
+    assert (many.value.field, many.value.message) == (
+        "input",
+        "input has 1,025 messages (instructions included), exceeds the 1,024 limit",
+    )
+
+
+def test_a_schema_kept_elsewhere_is_named_where_it_is() -> None:
+    fmt = OutputFormat(
+        type="json_schema",
+        has_json_schema=True,
+        schema={"type": "string", "pattern": "a+"},
+        field="text.format",
+        schema_field="text.format.schema",
+    )
+    with pytest.raises(UnsupportedSchemaKeywordError) as caught:
+        RequestValidator(LIMITS).completion("Hello", requested(response_format=fmt))
+    assert caught.value.field == "text.format.schema.pattern"
+    assert caught.value.message.startswith("text.format.schema.pattern: ")

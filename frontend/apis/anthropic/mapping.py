@@ -10,7 +10,7 @@ this API matches itself (frontend.apis.anthropic.stops) under the validator's li
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from dataclasses import replace
 
 from frontend.apis.anthropic.protocol import (
     AnthropicContentBlockIn,
@@ -22,31 +22,27 @@ from frontend.apis.anthropic.protocol import (
     AnthropicToolChoice,
 )
 from frontend.errors import (
-    AssistantMessageLastError,
     EmptyMessagesError,
-    EmptyStopSequenceError,
     InvalidToolError,
     ModelNotFoundError,
     OutOfRangeError,
     SchemaViolationError,
-    StopSequenceTooLongError,
-    TooManyStopSequencesError,
     UnsupportedParameterError,
 )
 from frontend.validation import (
-    CALL_ID_PATTERN,
     AssistantToolCall,
     ChatMessage,
+    ConversationFields,
     RequestedGeneration,
     RequestValidator,
     ToolFields,
     ValidatedRequest,
-    ValidationLimits,
+    check_stop,
     check_text,
     request_tools,
     sampling_inputs,
 )
-from llm_stack.tool_calls import NAME_PATTERN, ToolChoice, ToolError, parse_tool_choice
+from llm_stack.tool_calls import ToolChoice, ToolError, parse_tool_choice
 
 # Anthropic's documented default and range.
 TEMPERATURE = 1.0
@@ -102,14 +98,14 @@ def messages_request(
     temperature = TEMPERATURE if body.temperature is None else body.temperature
     if not 0 <= temperature <= TEMPERATURE_MAX:
         raise OutOfRangeError("temperature", temperature, f"0..{TEMPERATURE_MAX:g}")
-    check_stop_sequences(body.stop_sequences or (), validator.limits)
-    messages = conversation(body)
+    check_stop(body.stop_sequences or (), validator.limits, STOP_SEQUENCES)
+    messages, fields = conversation(body)
     requested = RequestedGeneration(
         max_tokens=body.max_tokens,
         sampling=sampling_inputs(body, temperature=temperature),
         stream=bool(body.stream),
     )
-    return validator.chat(messages, _with_tools(requested, body))
+    return validator.chat(messages, _with_tools(requested, body), fields)
 
 
 def count_tokens_request(
@@ -120,21 +116,8 @@ def count_tokens_request(
     check_text(body)
     check_model(body.model, served_model_name)
     _refuse_unsupported(body)
-    messages = conversation(body)
-    return validator.chat(messages, _with_tools(RequestedGeneration(max_tokens=1), body))
-
-
-def check_stop_sequences(sequences: Sequence[str], limits: ValidationLimits) -> None:
-    """The validator's limits on stop sequences, naming Anthropic's field."""
-    if len(sequences) > limits.max_stop_sequences:
-        raise TooManyStopSequencesError(len(sequences), limits.max_stop_sequences, STOP_SEQUENCES)
-    for index, sequence in enumerate(sequences):
-        if not sequence:
-            raise EmptyStopSequenceError(index, STOP_SEQUENCES)
-        if len(sequence) > limits.max_stop_chars:
-            raise StopSequenceTooLongError(
-                index, len(sequence), limits.max_stop_chars, STOP_SEQUENCES
-            )
+    messages, fields = conversation(body)
+    return validator.chat(messages, _with_tools(RequestedGeneration(max_tokens=1), body), fields)
 
 
 def _refuse_unsupported(body: AnthropicMessagesRequest | AnthropicCountTokensRequest) -> None:
@@ -172,10 +155,8 @@ def _with_tools(
         field="tools",
     )
     choice = body.tool_choice
-    return RequestedGeneration(
-        max_tokens=requested.max_tokens,
-        sampling=requested.sampling,
-        stream=requested.stream,
+    return replace(
+        requested,
         tools=tools,
         tool_choice=_tool_choice(choice),
         parallel_tool_calls=not (choice is not None and choice.disable_parallel_tool_use),
@@ -209,29 +190,44 @@ def _tool_choice(choice: AnthropicToolChoice | None) -> ToolChoice | None:
         raise InvalidToolError(error.field, str(error)) from None
 
 
+class _Conversation:
+    """The chat messages being made of a body, with where each one and each call came
+    from (for the validator's errors)."""
+
+    def __init__(self) -> None:
+        self.messages: list[ChatMessage] = []
+        self.at: list[str] = []
+        self.calls: list[tuple[str, ...]] = []
+
+    def add(self, message: ChatMessage, at: str, calls: tuple[str, ...] = ()) -> None:
+        self.messages.append(message)
+        self.at.append(at)
+        self.calls.append(calls)
+
+
 def conversation(
     body: AnthropicMessagesRequest | AnthropicCountTokensRequest,
-) -> list[ChatMessage]:
-    """The body's system prompt and messages as the validator's chat messages: an
-    assistant's tool_use blocks become its tool calls, a user's tool_result blocks tool
-    messages (before the user's text). The rules whose fields differ from the chat
-    messages' positions are checked here, naming Anthropic's."""
+) -> tuple[list[ChatMessage], ConversationFields]:
+    """The body's system prompt and messages as the validator's chat messages, and how
+    the validator names their parts: an assistant's tool_use blocks become its tool calls
+    (named by block), a user's tool_result blocks tool messages (before the user's text,
+    named by block)."""
     if not body.messages:
-        raise EmptyMessagesError
-    last = len(body.messages) - 1
-    if body.messages[last].role == "assistant":
-        # Anthropic's prefill (continuing the assistant's message) is not supported.
-        raise AssistantMessageLastError(last)
-    messages: list[ChatMessage] = []
+        raise EmptyMessagesError  # a system prompt alone is not a conversation
+    made = _Conversation()
     if body.system is not None:
-        messages.append(ChatMessage("system", _system_text(body.system)))
-    calls: set[str] = set()  # the ids the previous assistant message's calls have
+        made.add(ChatMessage("system", _system_text(body.system)), "system")
     for index, message in enumerate(body.messages):
-        converted = _message(index, message, calls)
-        if message.role == "assistant":
-            calls = {call.id for item in converted for call in item.tool_calls}
-        messages.extend(converted)
-    return messages
+        _message(index, message, made)
+    fields = ConversationFields(
+        at=made.at,
+        calls=made.calls,
+        call_name="name",
+        call_arguments="input",
+        answer_id="tool_use_id",
+        call_noun="tool_use",
+    )
+    return made.messages, fields
 
 
 def _system_text(system: str | list[AnthropicTextBlockIn]) -> str:
@@ -244,14 +240,16 @@ def _system_text(system: str | list[AnthropicTextBlockIn]) -> str:
     return "\n".join(block.text for block in system)
 
 
-def _message(index: int, message: AnthropicMessageIn, calls: set[str]) -> list[ChatMessage]:
+def _message(index: int, message: AnthropicMessageIn, made: _Conversation) -> None:
     where = f"messages[{index}]"
     content = message.content
     if isinstance(content, str):
-        return [ChatMessage(message.role, content)]
+        made.add(ChatMessage(message.role, content), where)
+        return
     texts: list[str] = []
     tool_calls: list[AssistantToolCall] = []
-    results: list[ChatMessage] = []
+    call_blocks: list[str] = []
+    answers = False
     for number, block in enumerate(content):
         at = f"{where}.content[{number}]"
         if block.type == "text":
@@ -259,20 +257,21 @@ def _message(index: int, message: AnthropicMessageIn, calls: set[str]) -> list[C
         elif block.type == "tool_use":
             _expect_role(at, block.type, message.role, "assistant")
             tool_calls.append(_tool_use(at, block))
+            call_blocks.append(at)
         elif block.type == "tool_result":
+            # A user's answers to calls come before what the user says besides.
             _expect_role(at, block.type, message.role, "user")
-            results.append(_tool_result(at, block, calls))
+            made.add(_tool_result(at, block), at)
+            answers = True
         else:
             raise UnsupportedParameterError(
                 f"{at}.type",
                 f"{at}: content of type {block.type[:40]!r} is not supported: only text, "
                 "tool_use and tool_result",
             )
-    text = "\n".join(texts)
-    if message.role == "assistant" or not results:
-        return [ChatMessage(message.role, text, tool_calls=tuple(tool_calls))]
-    # A user's answers to calls, then what the user says besides.
-    return [*results, ChatMessage("user", text)] if texts else results
+    if message.role == "assistant" or not answers or texts:
+        text = "\n".join(texts)
+        made.add(ChatMessage(message.role, text, tuple(tool_calls)), where, tuple(call_blocks))
 
 
 def _expect_role(at: str, kind: str, role: str, expected: str) -> None:
@@ -293,28 +292,14 @@ def _tool_use(where: str, block: AnthropicContentBlockIn) -> AssistantToolCall:
     if call_id is None or name is None or arguments is None:
         missing = "id" if call_id is None else "name" if name is None else "input"
         raise SchemaViolationError(f"{where}.{missing} is required", f"{where}.{missing}")
-    if not CALL_ID_PATTERN.fullmatch(call_id):
-        raise InvalidToolError(
-            f"{where}.id", f"{where}.id must be 1 to 128 letters, digits or _.:-"
-        )
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidToolError(
-            f"{where}.name", f"{where}.name must be 1 to 64 letters, digits, underscores or dashes"
-        )
     return AssistantToolCall(call_id, name, json.dumps(arguments, ensure_ascii=False))
 
 
-def _tool_result(where: str, block: AnthropicContentBlockIn, calls: set[str]) -> ChatMessage:
+def _tool_result(where: str, block: AnthropicContentBlockIn) -> ChatMessage:
     _refuse_members(where, block, TOOL_RESULT_MEMBERS)
     call_id = block.tool_use_id
     if call_id is None:
         raise SchemaViolationError(f"{where}.tool_use_id is required", f"{where}.tool_use_id")
-    if call_id not in calls:
-        raise InvalidToolError(
-            f"{where}.tool_use_id",
-            f"{where}.tool_use_id {call_id[:40]!r} answers no tool_use of the assistant "
-            "message before it",
-        )
     if block.is_error:
         # The chat template has no way to mark a result as an error.
         raise UnsupportedParameterError(

@@ -9,40 +9,33 @@ server does not implement are refused here by name (UnsupportedParameterError, 4
 never ignored: `store` true, `previous_response_id`, `background` true and `conversation`
 (nothing is stored), `include`, `reasoning`, `top_logprobs`, built-in tools, and the rest
 below. The rules on the conversation (not empty, at most max_messages, the last message
-not the assistant's, the characters in all, each output answering a call) are checked
-here, naming `input`, before the validator checks them again under chat's names.
+not the assistant's, the characters in all, each call's id, name and arguments, each
+output answering a call) and on the text.format schema are the validator's, which names
+the input items they came from (INPUT_FIELDS) and `text.format.schema`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from frontend.apis.responses.errors import (
-    AssistantInputLastError,
-    EmptyInputError,
-    TooManyInputItemsError,
-)
 from frontend.apis.responses.protocol import (
     InputItem,
     JsonSchemaTextFormat,
     ResponsesRequest,
 )
 from frontend.errors import (
-    InvalidSchemaError,
+    EmptyMessagesError,
     InvalidToolError,
     ModelNotFoundError,
-    PromptTooLongError,
     SchemaViolationError,
     UnsupportedParameterError,
-    UnsupportedSchemaKeywordError,
 )
 from frontend.validation import (
-    CALL_ID_PATTERN,
     AssistantToolCall,
     ChatMessage,
+    ConversationFields,
     OutputFormat,
     RequestedGeneration,
     RequestValidator,
@@ -51,9 +44,7 @@ from frontend.validation import (
     request_tools,
     sampling_inputs,
 )
-from llm_stack.guided_decoding import SchemaError, check_schema
 from llm_stack.tool_calls import (
-    NAME_PATTERN,
     FunctionTool,
     ToolChoice,
     ToolError,
@@ -100,6 +91,17 @@ _WHY = {
 # implements); allowed_callers, defer_loading, ... are refused by name.
 _TOOL_MEMBERS = frozenset({"type", "name", "description", "parameters", "strict"})
 TOOL_FIELDS = ToolFields(tool_choice_name="tool_choice.name")
+# How the validator names the conversation's parts: by the input items they came from
+# (conversation() adds where each message and call came from).
+INPUT_FIELDS = ConversationFields(
+    messages="input",
+    counted="messages (instructions included)",
+    call_id="call_id",
+    call_name="name",
+    call_arguments="arguments",
+    answer_id="call_id",
+    call_noun="function_call",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,7 @@ def responses_request(
     """The validated request for a /v1/responses body."""
     check_model(body.model, served_model)
     refuse_unsupported(body)
-    messages = conversation(body, validator.limits.max_messages, validator.limits.max_prompt_chars)
+    messages, fields = conversation(body)
     max_tokens = (
         validator.limits.max_tokens if body.max_output_tokens is None else body.max_output_tokens
     )
@@ -151,7 +153,7 @@ def responses_request(
         parallel_tool_calls=body.parallel_tool_calls is not False,
         tool_fields=TOOL_FIELDS,
     )
-    return validator.chat(messages, requested)
+    return validator.chat(messages, requested, fields)
 
 
 def function_tools(body: ResponsesRequest) -> tuple[FunctionTool, ...]:
@@ -245,33 +247,36 @@ def refuse_unsupported(body: ResponsesRequest) -> None:
         )
 
 
-def conversation(body: ResponsesRequest, max_messages: int, max_chars: int) -> list[ChatMessage]:
-    """The chat messages of `instructions` and `input`, under the rules on conversations
-    (errors naming `input`)."""
+def conversation(body: ResponsesRequest) -> tuple[list[ChatMessage], ConversationFields]:
+    """The chat messages of `instructions` and `input`, and how the validator names their
+    parts: each message by the item it came from (an assistant's turn of calls by its last
+    item), each call by its item."""
     messages = [] if body.instructions is None else [ChatMessage("system", body.instructions)]
-    items = body.input
-    if isinstance(items, str):
-        messages.append(ChatMessage("user", items))
-    else:
-        if not items:
-            raise EmptyInputError
-        answerable: set[str] = set()  # the calls of the assistant's last turn
-        for index, item in enumerate(items):
-            where = f"input[{index}]"
-            if item.type == "function_call":
-                call = _call(where, item)
-                last = messages[-1] if messages else None
-                if last is not None and last.role == "assistant":
-                    # The same turn: its text, then its calls.
-                    messages[-1] = ChatMessage("assistant", last.content, (*last.tool_calls, call))
-                else:
-                    messages.append(ChatMessage("assistant", "", (call,)))
-                    answerable = set()
-                answerable.add(call.id)
-                continue
-            if item.type == "function_call_output":
-                messages.append(_call_output(where, item, answerable))
-                continue
+    at = [] if body.instructions is None else ["instructions"]
+    calls: list[tuple[str, ...]] = [()] * len(messages)
+    if isinstance(body.input, str):
+        messages.append(ChatMessage("user", body.input))
+        return messages, replace(INPUT_FIELDS, at=[*at, "input"], calls=[*calls, ()])
+    if not body.input:
+        raise EmptyMessagesError("input")
+    for index, item in enumerate(body.input):
+        where = f"input[{index}]"
+        if item.type == "function_call":
+            call = _call(where, item)
+            last = messages[-1] if messages else None
+            if last is not None and last.role == "assistant":
+                # The same turn: its text, then its calls.
+                messages[-1] = ChatMessage("assistant", last.content, (*last.tool_calls, call))
+                at[-1] = where
+                calls[-1] = (*calls[-1], where)
+            else:
+                messages.append(ChatMessage("assistant", "", (call,)))
+                at.append(where)
+                calls.append((where,))
+            continue
+        if item.type == "function_call_output":
+            message = _call_output(where, item)
+        else:
             message = _message(where, item)
             if message.role == "assistant" and messages and messages[-1].tool_calls:
                 field = f"{where}.role"
@@ -280,19 +285,10 @@ def conversation(body: ResponsesRequest, max_messages: int, max_chars: int) -> l
                     f"{field}: an assistant message after function calls needs their "
                     "function_call_output items before it",
                 )
-            answerable = set()
-            messages.append(message)
-        if len(messages) > max_messages:
-            raise TooManyInputItemsError(len(messages), max_messages)
-        if messages[-1].role == "assistant":
-            raise AssistantInputLastError(len(items) - 1)
-    chars = sum(
-        len(message.content) + sum(len(call.arguments) for call in message.tool_calls)
-        for message in messages
-    )
-    if chars > max_chars:
-        raise PromptTooLongError(chars, max_chars, "input")
-    return messages
+        messages.append(message)
+        at.append(where)
+        calls.append(())
+    return messages, replace(INPUT_FIELDS, at=at, calls=calls)
 
 
 def _only(where: str, item: InputItem, members: frozenset[str]) -> None:
@@ -321,33 +317,14 @@ def _call(where: str, item: InputItem) -> AssistantToolCall:
     call_id = _required(where, "call_id", item.call_id)
     name = _required(where, "name", item.name)
     arguments = _required(where, "arguments", item.arguments)
-    if not CALL_ID_PATTERN.fullmatch(call_id):
-        field = f"{where}.call_id"
-        raise InvalidToolError(field, f"{field} must be 1 to 128 letters, digits or _.:-")
-    if not NAME_PATTERN.fullmatch(name):
-        field = f"{where}.name"
-        raise InvalidToolError(
-            field, f"{field} must be 1 to 64 letters, digits, underscores or dashes"
-        )
-    try:
-        decoded = json.loads(arguments)
-    except (ValueError, RecursionError):
-        decoded = None
-    if not isinstance(decoded, dict):
-        field = f"{where}.arguments"
-        raise InvalidToolError(field, f"{field} must be a JSON object as text")
     return AssistantToolCall(call_id, name, arguments)
 
 
-def _call_output(where: str, item: InputItem, answerable: set[str]) -> ChatMessage:
-    """A function_call_output item: the tool message answering a call of the turn before."""
+def _call_output(where: str, item: InputItem) -> ChatMessage:
+    """A function_call_output item: the tool message answering a call of the turn before
+    (the validator checks that it does)."""
     _only(where, item, _OUTPUT_MEMBERS)
     call_id = _required(where, "call_id", item.call_id)
-    if call_id not in answerable:
-        field = f"{where}.call_id"
-        raise InvalidToolError(
-            field, f"{field} {call_id[:40]!r} answers no function_call of the turn before it"
-        )
     output = item.output
     if output is None:
         raise SchemaViolationError(f"{where}.output is required", f"{where}.output")
@@ -402,32 +379,20 @@ def _texts(where: str, parts: Sequence[Any]) -> list[str]:
 
 
 def output_format(body: ResponsesRequest) -> OutputFormat | None:
-    """The validator's view of `text.format`; a json_schema format's schema is checked
-    here first, so that its errors name `text.format.schema...`."""
+    """The validator's view of `text.format` (its schema's errors name
+    `text.format.schema...`)."""
     fmt = body.text.format if body.text is not None else None
     if fmt is None:
         return None
     if isinstance(fmt, JsonSchemaTextFormat):
-        _check_schema(fmt.schema_)
         return OutputFormat(
-            type="json_schema", has_json_schema=True, schema=fmt.schema_, field="text.format"
+            type="json_schema",
+            has_json_schema=True,
+            schema=fmt.schema_,
+            field="text.format",
+            schema_field="text.format.schema",
         )
     return OutputFormat(type=fmt.type, field="text.format")
-
-
-def _check_schema(schema: dict[str, Any]) -> None:
-    field = "text.format.schema"
-    try:
-        check_schema(schema)
-    except SchemaError as error:
-        where = field + "".join(
-            f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.path
-        )
-        if error.unsupported:
-            raise UnsupportedSchemaKeywordError(where, f"{where}: {error.rule}") from None
-        raise InvalidSchemaError(where, f"{where}: {error.rule}") from None
-    except ValueError:  # NaN or Infinity somewhere: JSON has no such numbers
-        raise InvalidSchemaError(field, f"{field}: numbers must be finite") from None
 
 
 def _choice_echo(body: ResponsesRequest) -> str | dict[str, Any]:

@@ -21,15 +21,11 @@ from frontend.errors import (
     UnsupportedSchemaKeywordError,
     error_kind,
 )
-from frontend.validation import AssistantToolCall, ChatMessage, RequestValidator, ValidationLimits
+from frontend.validation import AssistantToolCall, ChatMessage
 from llm_stack.tool_calls import NamedTool
+from tests.frontend.apis.conftest import mapping_validator
 
-VALIDATOR = RequestValidator(
-    ValidationLimits(
-        max_prompt_chars=1000, max_tokens=64, max_stop_sequences=4, max_stop_chars=16,
-        max_top_k=100, max_n=8,
-    )
-)  # fmt: skip
+VALIDATOR = mapping_validator()
 USER = {"role": "user", "content": "Hi"}
 TOOL = {
     "name": "get_weather",
@@ -230,6 +226,18 @@ def test_what_is_not_implemented_is_refused_by_name(
         ({"messages": [USER, {"role": "assistant", "content": [{**CALL, "name": "a b"}]}, USER]},
          InvalidToolError, "messages[1].content[0].name",
          "messages[1].content[0].name must be 1 to 64 letters, digits, underscores or dashes"),
+        # Named by block, whatever messages the system prompt and the results make.
+        ({"system": "s", "messages": [USER, {"role": "assistant", "content": [
+            {"type": "text", "text": "Checking."}, CALL, {**CALL, "id": "a b"}]}, USER]},
+         InvalidToolError, "messages[1].content[2].id",
+         "messages[1].content[2].id must be 1 to 128 letters, digits or _.:-"),
+        ({"system": "s", "messages": [USER, {"role": "assistant", "content": [CALL]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": CALL["id"]}, {"type": "text", "text": "x"},
+                {"type": "tool_result", "tool_use_id": "toolu_9"}]}]},
+         InvalidToolError, "messages[2].content[2].tool_use_id",
+         "messages[2].content[2].tool_use_id 'toolu_9' answers no tool_use of the assistant "
+         "message before it"),
         ({"messages": [USER, {"role": "assistant", "content": [
             {"type": "tool_use", "id": "toolu_1", "name": "f"}]}, USER]},
          SchemaViolationError, "messages[1].content[0].input",

@@ -21,16 +21,12 @@ from frontend.errors import (
     UnsupportedSchemaKeywordError,
     error_kind,
 )
-from frontend.validation import AssistantToolCall, ChatMessage, RequestValidator, ValidationLimits
+from frontend.validation import AssistantToolCall, ChatMessage
 from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.tool_calls import FunctionTool, NamedTool
+from tests.frontend.apis.conftest import mapping_validator
 
-VALIDATOR = RequestValidator(
-    ValidationLimits(
-        max_prompt_chars=1000, max_tokens=64, max_stop_sequences=4, max_stop_chars=16,
-        max_top_k=100, max_n=8,
-    )
-)  # fmt: skip
+VALIDATOR = mapping_validator()
 USER = {"role": "user", "content": "Hi"}
 WEATHER: dict[str, Any] = {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],

@@ -24,18 +24,12 @@ from frontend.errors import (
 from frontend.validation import (
     AssistantToolCall,
     ChatMessage,
-    RequestValidator,
-    ValidationLimits,
 )
 from llm_stack.guided_decoding import Guide, GuideType, schema_text
 from llm_stack.tool_calls import NamedTool
+from tests.frontend.apis.conftest import mapping_validator
 
-VALIDATOR = RequestValidator(
-    ValidationLimits(
-        max_prompt_chars=100, max_tokens=64, max_stop_sequences=4, max_stop_chars=16,
-        max_top_k=100, max_n=8, max_messages=5,
-    )
-)  # fmt: skip
+VALIDATOR = mapping_validator(max_prompt_chars=100, max_messages=5)
 SERVED = "m"
 WEATHER = {
     "type": "function",
@@ -207,6 +201,17 @@ def test_values_that_ask_for_nothing_more_are_accepted() -> None:
         ({"input": [{"role": "user", "content": "Hi", "name": "n"}]}, "input[0].name", 422),
         ({"input": [{"role": "user"}]}, "input[0].content", 422),
         ({"input": [{"content": "Hi"}]}, "input[0].role", 422),
+        # The item, whatever messages instructions and calls make before it.
+        ({"instructions": "i", "input": [{"role": "user", "content": "Hi"},
+          {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+          {"type": "function_call_output", "call_id": "c", "output": "x"},
+          {"type": "function_call_output", "call_id": "e", "output": "x"}]},
+         "input[3].call_id", 422),
+        ({"input": [{"role": "user", "content": "Hi"},
+          {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+          {"type": "function_call", "call_id": "d", "name": "f", "arguments": "[]"},
+          {"type": "function_call_output", "call_id": "c", "output": "x"}]},
+         "input[2].arguments", 422),
         ({"max_output_tokens": 65}, "max_output_tokens", 422),
         ({"max_output_tokens": 0}, "max_output_tokens", 422),
         ({"temperature": 2.5}, "temperature", 422),

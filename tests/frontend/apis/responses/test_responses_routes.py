@@ -238,9 +238,11 @@ async def test_store_false_is_served(served: ServedApp) -> None:
     [
         ({"max_output_tokens": 65}, "max_output_tokens", "max_output_tokens 65 is outside 1..64"),
         ({"temperature": 3}, "temperature", "temperature 3.0 is outside 0..2"),
-        ({"input": []}, "input", "input must not be an empty list"),
+        ({"input": []}, "input", "input must not be empty"),
         ({"input": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]},
-         "input[1].role", "input[1].role: the last message must not be the assistant's"),
+         "input[1].role",
+         "input[1].role: the last message must be the user's or the system's, not the "
+         "assistant's"),
     ],
 )  # fmt: skip
 async def test_rule_violations_are_422_naming_the_parameter(
