@@ -22,22 +22,27 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive
 
+from frontend.deps import FrontendState
 from frontend.errors import ClientClosedRequestError, FrontendError, error_kind
 from frontend.metrics import FrontendMetrics
+from frontend.request_context import RequestContext
 from frontend.service import (
     Admitted,
+    Caller,
     Completed,
     GenerationEvent,
+    GenerationRecord,
     TextDelta,
     ToolCallArguments,
     ToolCallEnd,
     ToolCallStart,
 )
 from frontend.sse import DONE, DONE_DATA, sse
+from frontend.validation import ValidatedRequest
 from llm_stack.ensemble_contract import EnsembleTokenLogprob
 from llm_stack.tool_calls import ToolCall
 
@@ -72,6 +77,30 @@ class Collected:
     def text(self) -> str:
         """The first choice's text (the only one without n)."""
         return self.choices[0].text
+
+
+def start_generation(
+    state: FrontendState,
+    validated: ValidatedRequest,
+    caller: Caller,
+    context: RequestContext,
+    end_user: str | None = None,
+) -> tuple[GenerationRecord, Events]:
+    """The service's events for `validated`, with the record the request's log line and
+    metrics read (kept in `context`, with the end user and, when allowed, the prompt)."""
+    record = GenerationRecord(caller.key_id)
+    context.generation = record
+    context.end_user = end_user
+    if state.settings.log_prompts:
+        context.prompt = validated.input_text
+    return record, state.service.generate(validated, caller, context.request_id, record)
+
+
+def answer_response(answer: BaseModel, collected: Collected, **dump: Any) -> JSONResponse:
+    """A whole answer as JSON, with the rate limit's headers of its admission."""
+    return JSONResponse(
+        answer.model_dump(mode="json", **dump), headers=collected.admitted.rate_limit_headers
+    )
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -180,7 +209,38 @@ def stream_doc(description: str, events: Sequence[type[BaseModel]]) -> dict[str,
     return {"description": description, "content": {"text/event-stream": {"schema": event_schema}}}
 
 
-async def sse_events(
+async def rendered_events(
+    first: GenerationEvent,
+    events: Events,
+    render: EventRenderer,
+    render_failure: Callable[[FrontendError], bytes],
+    metrics: FrontendMetrics,
+    *,
+    end: bytes = b"",
+) -> AsyncGenerator[bytes, None]:
+    """The stream's bytes: rendered events from `first` on, the Completed event's frames
+    followed by `end`; a failure becomes `render_failure`'s bytes, the stream's last.
+    `events` is closed however it ends (a client gone cancels the generation)."""
+    try:
+        event = first
+        while True:
+            frames = render(event)
+            done = isinstance(event, Completed)
+            if done:
+                frames += end
+            if frames:
+                yield frames
+            if done:
+                return
+            event = await anext(events)
+    except FrontendError as error:
+        metrics.rejected.labels(error_kind(error).type).inc()
+        yield render_failure(error)
+    finally:
+        await events.aclose()
+
+
+def sse_events(
     first: GenerationEvent,
     events: Events,
     render: EventRenderer,
@@ -188,21 +248,9 @@ async def sse_events(
     metrics: FrontendMetrics,
 ) -> AsyncIterator[bytes]:
     """The stream's bytes: rendered events from `first` on, then [DONE] (or an error)."""
-    try:
-        event = first
-        while True:
-            frames = render(event)
-            if isinstance(event, Completed):
-                yield frames + DONE
-                return
-            if frames:
-                yield frames
-            event = await anext(events)
-    except FrontendError as error:
-        metrics.rejected.labels(error_kind(error).type).inc()
-        yield sse(render_error(error))
-    finally:
-        await events.aclose()
+    return rendered_events(
+        first, events, render, lambda error: sse(render_error(error)), metrics, end=DONE
+    )
 
 
 def event_stream_response(

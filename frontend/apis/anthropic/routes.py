@@ -11,7 +11,6 @@ adds that this server does not implement is refused by name.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -40,10 +39,14 @@ from frontend.apis.anthropic.rendering import MessageFormat
 from frontend.apis.anthropic.stops import StopSequenceScanner, stop_at_sequences
 from frontend.apis.api import Api
 from frontend.deps import CallerDep, ContextDep, StateDep
-from frontend.errors import FrontendError, error_kind
-from frontend.event_stream import Events, collect, event_stream_response, start_stream
-from frontend.metrics import FrontendMetrics
-from frontend.service import Completed, GenerationEvent, GenerationRecord
+from frontend.event_stream import (
+    answer_response,
+    collect,
+    event_stream_response,
+    rendered_events,
+    start_generation,
+    start_stream,
+)
 from frontend.tokenization import charge_request, checked, tokenize
 
 ANTHROPIC_PREFIX = "/v1/messages"
@@ -128,31 +131,6 @@ def _stream_doc() -> dict[str, Any]:
     }
 
 
-async def _events(
-    first: GenerationEvent,
-    events: Events,
-    output: MessageFormat,
-    metrics: FrontendMetrics,
-    request_id: str,
-) -> AsyncIterator[bytes]:
-    """The stream's bytes: rendered events from `first` on, to message_stop (or an error
-    event). Anthropic's stream has no closing sentinel of its own."""
-    try:
-        event = first
-        while True:
-            frames = output.frames(event)
-            if frames:
-                yield frames
-            if isinstance(event, Completed):
-                return
-            event = await anext(events)
-    except FrontendError as error:
-        metrics.rejected.labels(error_kind(error).type).inc()
-        yield output.error_frame(error, request_id)
-    finally:
-        await events.aclose()
-
-
 @router.post(
     "/messages",
     response_model=AnthropicMessage,
@@ -170,12 +148,8 @@ async def messages(
     validated = await state.service.validated(
         caller, partial(messages_request, body, state.validator, served)
     )
-    record = GenerationRecord(caller.key_id)
-    context.generation = record
-    context.end_user = body.metadata.user_id if body.metadata else None
-    if state.settings.log_prompts:
-        context.prompt = validated.input_text
-    events: Events = state.service.generate(validated, caller, context.request_id, record)
+    end_user = body.metadata.user_id if body.metadata else None
+    record, events = start_generation(state, validated, caller, context, end_user)
     scanner = None
     if body.stop_sequences:
         scanner = StopSequenceScanner(body.stop_sequences)
@@ -183,12 +157,15 @@ async def messages(
     output = MessageFormat(f"msg_{context.request_id}", body.model, record, scanner)
     if not validated.stream:
         collected = await collect(request, events)
-        return JSONResponse(
-            output.answer(collected).model_dump(mode="json"),
-            headers=collected.admitted.rate_limit_headers,
-        )
+        return answer_response(output.answer(collected), collected)
     admitted, first = await start_stream(request, events)
-    stream = _events(first, events, output, state.metrics, context.request_id)
+    stream = rendered_events(
+        first,
+        events,
+        output.frames,
+        partial(output.error_frame, request_id=context.request_id),
+        state.metrics,
+    )
     return event_stream_response(stream, admitted.rate_limit_headers)
 
 

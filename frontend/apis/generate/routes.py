@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from frontend.apis.api import Api
 from frontend.apis.generate.protocol import (
@@ -32,16 +32,17 @@ from frontend.errors import FrontendError, error_body
 from frontend.event_stream import (
     ErrorRenderer,
     EventRenderer,
+    answer_response,
     collect,
     event_stream_response,
     sse_events,
+    start_generation,
     start_stream,
     stream_doc,
 )
 from frontend.service import (
     Completed,
     GenerationEvent,
-    GenerationRecord,
     TextDelta,
     text_finish,
 )
@@ -158,11 +159,7 @@ async def generate(
     context: ContextDep,
 ) -> Response:
     validated = await state.service.validated(caller, partial(_validated, body, state.validator))
-    record = GenerationRecord(caller.key_id)
-    context.generation = record
-    if state.settings.log_prompts:
-        context.prompt = body.prompt
-    events = state.service.generate(validated, caller, context.request_id, record)
+    _, events = start_generation(state, validated, caller, context)
     request_id = context.request_id
     logprobs = validated.logprobs is not None
 
@@ -180,10 +177,7 @@ async def generate(
             request_id=request_id,
             logprobs=token_logprobs(collected.choices[0].logprobs) if logprobs else None,
         )
-        return JSONResponse(
-            answer.model_dump(mode="json", exclude_none=True),
-            headers=collected.admitted.rate_limit_headers,
-        )
+        return answer_response(answer, collected, exclude_none=True)
 
     admitted, first = await start_stream(request, events)
     stream = sse_events(

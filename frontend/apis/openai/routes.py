@@ -10,16 +10,17 @@ in OpenAI's body shape.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from frontend.apis.api import Api
 from frontend.apis.openai.document import describe_openai
-from frontend.apis.openai.errors import openai_error_body
+from frontend.apis.openai.errors import openai_error_body, openai_error_docs
 from frontend.apis.openai.mapping import chat_request, check_model, completion_request
 from frontend.apis.openai.protocol import (
     ChatCompletionChunk,
@@ -35,57 +36,34 @@ from frontend.apis.openai.rendering import ChatFormat, CompletionFormat, OpenAIF
 from frontend.deps import CallerDep, ContextDep, FrontendState, StateDep
 from frontend.errors import FrontendError
 from frontend.event_stream import (
+    answer_response,
     collect,
     event_stream_response,
     sse_events,
+    start_generation,
     start_stream,
     stream_doc,
 )
 from frontend.request_context import RequestContext
-from frontend.service import Caller, GenerationRecord
-from frontend.validation import ValidatedRequest, check_text
+from frontend.service import Caller
+from frontend.validation import RequestValidator, ValidatedRequest, check_text
 
 OPENAI_PREFIX = "/v1"
 router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"])
 # Models streamed as `data:` payloads that no route returns as JSON.
 STREAM_EVENTS = (ChatCompletionChunk,)
+Body = TypeVar("Body", CompletionRequest, ChatCompletionRequest)
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {
-        "model": OpenAIErrorResponse,
-        "description": "The body is not JSON, or asks for a parameter this server does not "
+_ERRORS = openai_error_docs(
+    {
+        400: "The body is not JSON, or asks for a parameter this server does not "
         "implement (echo, best_of other than n, logit_bias, suffix, functions, tools other "
         "than functions; stop, logprobs or a JSON response_format beside tools), or a "
         "response_format or tool parameters schema with a JSON Schema keyword the grammar "
         "does not enforce: `param` names it (e.g. response_format.json_schema.schema."
         "properties.a.pattern, tools[0].function.parameters.properties.a.pattern).",
-    },
-    401: {
-        "model": OpenAIErrorResponse,
-        "description": "API key missing or unknown: send Authorization: Bearer <key>.",
-    },
-    404: {"model": OpenAIErrorResponse, "description": "Unknown model (code model_not_found)."},
-    413: {"model": OpenAIErrorResponse, "description": "The body exceeds the configured size."},
-    422: {
-        "model": OpenAIErrorResponse,
-        "description": "A value breaks a rule: the message names the parameter, the limit "
-        "and the value (also a prompt with more tokens than the model accepts).",
-    },
-    429: {
-        "model": OpenAIErrorResponse,
-        "description": "Requests or tokens per minute exceeded; see Retry-After.",
-    },
-    502: {"model": OpenAIErrorResponse, "description": "The model server failed the request."},
-    503: {
-        "model": OpenAIErrorResponse,
-        "description": "At capacity, the model server unavailable or its queue full, or "
-        "this server shutting down before the answer; see Retry-After.",
-    },
-    504: {
-        "model": OpenAIErrorResponse,
-        "description": "The model server did not answer in time.",
-    },
-}
+    }
+)
 
 
 def _stream_doc(chunk: type[BaseModel]) -> dict[str, Any]:
@@ -139,33 +117,21 @@ async def _run(
     context: RequestContext,
     user: str | None,
 ) -> Response:
-    record = GenerationRecord(caller.key_id)
-    context.generation = record
-    context.end_user = user
-    if state.settings.log_prompts:
-        context.prompt = validated.input_text
-    events = state.service.generate(validated, caller, context.request_id, record)
+    _, events = start_generation(state, validated, caller, context, user)
     if not validated.stream:
         collected = await collect(request, events)
-        return JSONResponse(
-            output.answer(collected).model_dump(mode="json"),
-            headers=collected.admitted.rate_limit_headers,
-        )
+        return answer_response(output.answer(collected), collected)
     admitted, first = await start_stream(request, events)
     stream = sse_events(first, events, output.frames, _error_payload, state.metrics)
     return event_stream_response(stream, admitted.rate_limit_headers)
 
 
-def _completion(body: CompletionRequest, state: FrontendState) -> ValidatedRequest:
+def _validated(
+    mapping: Callable[[Body, RequestValidator], ValidatedRequest], body: Body, state: FrontendState
+) -> ValidatedRequest:
     check_text(body)
     check_model(body.model, state.settings.served_model_name)
-    return completion_request(body, state.validator)
-
-
-def _chat(body: ChatCompletionRequest, state: FrontendState) -> ValidatedRequest:
-    check_text(body)
-    check_model(body.model, state.settings.served_model_name)
-    return chat_request(body, state.validator)
+    return mapping(body, state.validator)
 
 
 @router.post(
@@ -181,7 +147,9 @@ async def completions(
     caller: CallerDep,
     context: ContextDep,
 ) -> Response:
-    validated = await state.service.validated(caller, partial(_completion, body, state))
+    validated = await state.service.validated(
+        caller, partial(_validated, completion_request, body, state)
+    )
     output = CompletionFormat(
         f"cmpl-{context.request_id}",
         int(state.clock()),
@@ -206,7 +174,9 @@ async def chat_completions(
     caller: CallerDep,
     context: ContextDep,
 ) -> Response:
-    validated = await state.service.validated(caller, partial(_chat, body, state))
+    validated = await state.service.validated(
+        caller, partial(_validated, chat_request, body, state)
+    )
     output = ChatFormat(
         f"chatcmpl-{context.request_id}",
         int(state.clock()),

@@ -40,7 +40,7 @@ from frontend.apis.responses.protocol import (
     ResponseUsage,
 )
 from frontend.errors import FrontendError, error_kind
-from frontend.event_stream import Collected
+from frontend.event_stream import Collected, rendered_events
 from frontend.metrics import FrontendMetrics
 from frontend.rate_limit import Clock
 from frontend.service import (
@@ -351,7 +351,7 @@ class ResponseRendering:
         return opening + self._lifecycle("response.failed", response)
 
 
-async def response_events(
+def response_events(
     first: GenerationEvent,
     events: AsyncGenerator[GenerationEvent, None],
     rendering: ResponseRendering,
@@ -361,17 +361,10 @@ async def response_events(
     """The stream's bytes from `first` on: each event's frames, to response.completed (or
     .incomplete), or response.failed when the generation fails; `events` closed however
     it ends (a client gone cancels the generation)."""
-    try:
-        event = first
-        while True:
-            frames = rendering.frames(event, int(clock()))
-            if frames:
-                yield frames
-            if isinstance(event, Completed):
-                return
-            event = await anext(events)
-    except FrontendError as error:
-        metrics.rejected.labels(error_kind(error).type).inc()
-        yield rendering.failed(error)
-    finally:
-        await events.aclose()
+    return rendered_events(
+        first,
+        events,
+        lambda event: rendering.frames(event, int(clock())),
+        rendering.failed,
+        metrics,
+    )

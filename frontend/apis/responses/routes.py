@@ -13,49 +13,38 @@ from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from frontend.apis.api import Api
-from frontend.apis.openai.protocol import OpenAIErrorResponse
+from frontend.apis.openai.errors import openai_error_docs
 from frontend.apis.responses.document import describe_responses
 from frontend.apis.responses.mapping import echo, responses_request
 from frontend.apis.responses.protocol import STREAM_EVENTS, ResponseObject, ResponsesRequest
 from frontend.apis.responses.rendering import ResponseRendering, response_events
 from frontend.deps import CallerDep, ContextDep, FrontendState, StateDep
-from frontend.event_stream import collect, event_stream_response, start_stream
-from frontend.service import GenerationRecord
+from frontend.event_stream import (
+    answer_response,
+    collect,
+    event_stream_response,
+    start_generation,
+    start_stream,
+)
 from frontend.validation import ValidatedRequest, check_text
 
 router = APIRouter(prefix="/v1", tags=["responses"])
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"model": OpenAIErrorResponse, "description": description}
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: _error(
-        "The body is not JSON, or asks for what this server does not implement: `param` "
+_ERRORS = openai_error_docs(
+    {
+        400: "The body is not JSON, or asks for what this server does not implement: `param` "
         "names it (store true, previous_response_id, background true, conversation, "
         "include, reasoning, top_logprobs, tools, a tool_choice other than none or auto, "
         "input items other than messages, content parts other than text, a text.format "
-        "schema keyword structured outputs do not enforce, ...)."
-    ),
-    401: _error("API key missing or unknown: send Authorization: Bearer <key>."),
-    404: _error("Unknown model (code model_not_found)."),
-    413: _error("The body exceeds the configured size."),
-    422: _error(
-        "A value breaks a rule: the message names the parameter, the limit and the value "
-        "(also an input with more tokens than the model accepts)."
-    ),
-    429: _error("Requests or tokens per minute exceeded; see Retry-After."),
-    502: _error("The model server failed the request."),
-    503: _error(
-        "At capacity, the model server unavailable or its queue full, or this server "
-        "shutting down before the answer; see Retry-After."
-    ),
-    504: _error("The model server did not answer in time."),
-}
+        "schema keyword structured outputs do not enforce, ...).",
+        422: "A value breaks a rule: the message names the parameter, the limit and the value "
+        "(also an input with more tokens than the model accepts).",
+    }
+)
 
 
 def _stream_doc() -> dict[str, Any]:
@@ -105,18 +94,11 @@ async def create_response(
     rendering = ResponseRendering(
         f"resp_{context.request_id}", int(state.clock()), echo(body, served)
     )
-    record = GenerationRecord(caller.key_id)
-    context.generation = record
-    context.end_user = body.user or body.safety_identifier
-    if state.settings.log_prompts:
-        context.prompt = validated.input_text
-    events = state.service.generate(validated, caller, context.request_id, record)
+    end_user = body.user or body.safety_identifier
+    _, events = start_generation(state, validated, caller, context, end_user)
     if not validated.stream:
         collected = await collect(request, events)
-        answer = rendering.answer(collected, int(state.clock()))
-        return JSONResponse(
-            answer.model_dump(mode="json"), headers=collected.admitted.rate_limit_headers
-        )
+        return answer_response(rendering.answer(collected, int(state.clock())), collected)
     admitted, first = await start_stream(request, events)
     stream = response_events(first, events, rendering, state.metrics, state.clock)
     return event_stream_response(stream, admitted.rate_limit_headers)

@@ -16,9 +16,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from frontend.apis.api import Api
-from frontend.apis.openai.errors import openai_error_body
+from frontend.apis.openai.errors import openai_error_body, openai_error_docs
 from frontend.apis.openai.mapping import check_model
-from frontend.apis.openai.protocol import OpenAIErrorResponse
 from frontend.apis.tokenize.mapping import tokenize_request
 from frontend.apis.tokenize.protocol import (
     DetokenizeRequest,
@@ -45,35 +44,17 @@ DETOKENIZE_PATH = "/detokenize"
 tokenize_router = APIRouter(tags=["tokenize"])
 detokenize_router = APIRouter(tags=["tokenize"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {
-        "model": OpenAIErrorResponse,
-        "description": "The body is not JSON, asks for what this server does not implement "
+_ERRORS = openai_error_docs(
+    {
+        400: "The body is not JSON, asks for what this server does not implement "
         "(`param` names it), or holds a token id outside the model's vocabulary (code "
         "invalid_token_id, `param` e.g. tokens[3]).",
-    },
-    401: {
-        "model": OpenAIErrorResponse,
-        "description": "API key missing or unknown: send Authorization: Bearer <key>.",
-    },
-    404: {"model": OpenAIErrorResponse, "description": "Unknown model (code model_not_found)."},
-    413: {"model": OpenAIErrorResponse, "description": "The body exceeds the configured size."},
-    422: {
-        "model": OpenAIErrorResponse,
-        "description": "A value breaks a rule of generation's: the message names the field, "
+        422: "A value breaks a rule of generation's: the message names the field, "
         "the limit and the value (also a prompt with more tokens than the model accepts).",
-    },
-    429: {
-        "model": OpenAIErrorResponse,
-        "description": "Requests per minute exceeded; see Retry-After.",
-    },
-    502: {"model": OpenAIErrorResponse, "description": "The model server failed the request."},
-    503: {
-        "model": OpenAIErrorResponse,
-        "description": "The model server unavailable or its queue full; see Retry-After.",
-    },
-    504: {"model": OpenAIErrorResponse, "description": "The model server did not answer in time."},
-}
+        429: "Requests per minute exceeded; see Retry-After.",
+        503: "The model server unavailable or its queue full; see Retry-After.",
+    }
+)
 
 
 @tokenize_router.post(
