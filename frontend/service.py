@@ -211,7 +211,9 @@ class GenerationService:
         slots = await self._gate.acquire(request.n)
         reservation: Reservation | None = None
         try:
-            reserve = estimate_prompt_tokens(request.input_text) + request.n * request.max_tokens
+            reserve = (
+                estimate_prompt_tokens(request.estimated_text) + request.n * request.max_tokens
+            )
             if self._limiter.enabled:
                 try:
                     reservation = await self._limiter.admit(caller.rate_key, reserve)

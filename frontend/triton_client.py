@@ -178,8 +178,7 @@ def ensemble_request(request: ValidatedRequest) -> EnsembleRequest:
     messages = tools = None
     if request.messages:
         messages = json.dumps([_message(m) for m in request.messages], ensure_ascii=False)
-        if request.tools is not None:
-            tools = json.dumps([t.to_openai() for t in request.tools.tools], ensure_ascii=False)
+        tools = request.tools_text
     return EnsembleRequest(
         text_input=request.prompt,
         max_tokens=request.max_tokens,

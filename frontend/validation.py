@@ -61,6 +61,7 @@ from llm_stack.tool_calls import (
     parse_tools,
     tool_call_format,
     tool_guide,
+    tools_text,
 )
 from llm_stack.tool_calls.definitions import Dialect
 
@@ -319,6 +320,19 @@ class ValidatedRequest:
                 for message in self.messages
             )
         return self.prompt
+
+    @property
+    def tools_text(self) -> str | None:
+        """The tools as the chat template gets them (a JSON array); None without tools."""
+        return None if self.tools is None else tools_text(self.tools.tools)
+
+    @property
+    def estimated_text(self) -> str:
+        """What the prompt's tokens are estimated from before the model counts them (the
+        rate limits' reservation): the input, and the tools, which the chat template
+        writes into the prompt (under tool_choice none too)."""
+        tools = self.tools_text
+        return self.input_text if tools is None else f"{self.input_text}\n{tools}"
 
 
 class RequestValidator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import pytest
 from limits.aio.storage import MemoryStorage
@@ -26,10 +27,10 @@ from frontend.service import (
     Usage,
 )
 from frontend.triton_client import EngineChunk, PoolConfig, TritonPool
-from frontend.validation import ToolUse, ValidatedRequest
+from frontend.validation import ChatMessage, ToolUse, ValidatedRequest
 from llm_stack.ensemble_contract import EnsembleTokenLogprob
 from llm_stack.sampling_contract import SamplingInputs
-from llm_stack.tool_calls import HERMES, FunctionTool, ToolChoice
+from llm_stack.tool_calls import HERMES, FunctionTool, ToolChoice, tools_text
 
 CALLER = Caller("anonymous", "ip:test")
 PROMPT = "Name a city:"
@@ -196,6 +197,22 @@ def split(text: str, *sizes: int) -> list[str]:
 
 
 CALL_TEXT = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("choice", ["auto", "none"])
+async def test_the_token_reservation_counts_the_tools_text(choice: ToolChoice) -> None:
+    # The chat template writes the tools into the prompt, whatever the choice.
+    generation = replace(
+        tool_request(choice=choice), messages=(ChatMessage("user", PROMPT),), max_tokens=8
+    )
+    with_tools = estimate_prompt_tokens(f"{PROMPT}\n{tools_text([WEATHER])}") + 8
+    assert with_tools > estimate_prompt_tokens(PROMPT) + 8 + 20
+    chunks = [chunk(0, "x", 1, "stop")]
+    events, _ = await run(chunks, generation, tpm=with_tools)
+    assert isinstance(events[-1], Completed)
+    with pytest.raises(TokenBudgetTooSmallError) as caught:
+        await run(chunks, generation, tpm=with_tools - 1)
+    assert caught.value.value == with_tools
 
 
 async def test_tool_calls_become_call_events_per_choice() -> None:
