@@ -346,7 +346,9 @@ async def _with_tool_calls(
             if isinstance(event, TextDelta):
                 parser = parsers.get(event.index)
                 if parser is None:
-                    parser = parsers[event.index] = ToolCallParser(fmt, tool_names=names)
+                    parser = parsers[event.index] = ToolCallParser(
+                        fmt, tool_names=names, calls_only=request.tools.calls_only
+                    )
                 for out in _tool_events(parser.feed(event.text), event.index, called):
                     yield out
             elif isinstance(event, ChoiceFinished):

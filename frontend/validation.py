@@ -54,6 +54,7 @@ from llm_stack.tool_calls import (
     DEFAULT_FORMAT,
     NAME_PATTERN,
     FunctionTool,
+    NamedTool,
     ToolCallFormat,
     ToolChoice,
     ToolError,
@@ -253,6 +254,11 @@ class ToolUse:
     def parses_calls(self) -> bool:
         """Whether the output is read for calls (any choice but `none`)."""
         return self.choice != "none"
+
+    @property
+    def calls_only(self) -> bool:
+        """Whether the guide allows calls and no text (`required`, a named function)."""
+        return self.choice == "required" or isinstance(self.choice, NamedTool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ in full and holds back what it cannot decide yet (a possible start of the trigge
 
 A call's `arguments` are the generated JSON text of its arguments' object as written,
 never re-serialized. A call cut short (the output ended inside its arguments, or after
-its name) finishes with `complete` false; markup cut short before a name is dropped.
+its name) finishes with `complete` false; markup cut short before a name is dropped,
+and so is the start of the trigger where the output may hold calls only (`calls_only`).
 Whitespace (and a format's separators) between calls, and around them, is markup and is
 dropped; text elsewhere is content.
 """
@@ -115,7 +116,10 @@ class ToolCallParser:
     """Incremental parser of one sequence's output in one format (see the module).
 
     `tool_names`, where given, are the only functions a call may name: a call to another
-    is content. `ids` makes each call's id (OpenAI's shape by default).
+    is content. `ids` makes each call's id (OpenAI's shape by default). `calls_only`: the
+    output may hold calls and no text (tool_choice required or a named function), so an
+    output that ends in the start of the trigger (cut short by max_tokens) ends in
+    markup, which is dropped with the whitespace before it, not content.
     """
 
     def __init__(
@@ -124,9 +128,11 @@ class ToolCallParser:
         *,
         tool_names: Collection[str] | None = None,
         ids: Callable[[], str] = new_call_id,
+        calls_only: bool = False,
     ) -> None:
         self._fmt = fmt
         self._names = None if tool_names is None else frozenset(tool_names)
+        self._calls_only = calls_only
         self._ids = ids
         self._buffer = ""  # seen, not decided yet
         self._state = _State.TEXT
@@ -162,7 +168,15 @@ class ToolCallParser:
                 events.append(ArgumentsDelta(self._calls - 1, self._buffer))
             events.append(ToolCallFinished(self._calls - 1, complete=False))
         elif self._state in (_State.TEXT, _State.HEAD):
-            self._text(self._buffer, events)
+            rest = self._buffer
+            if self._calls_only:
+                # The start of a call, cut short: markup, as is the whitespace before it.
+                cut = len(rest) - _partial_suffix(rest, self._fmt.trigger)
+                if cut < len(rest):
+                    self._text(rest[:cut], events)
+                    self._held = ""
+                    rest = ""
+            self._text(rest, events)
         # TAIL: the call's end markup, cut short, is dropped.
         self._buffer = ""
         if self._held and (not self._after_call):
@@ -417,9 +431,10 @@ def parse_tool_calls(
     *,
     tool_names: Collection[str] | None = None,
     ids: Callable[[], str] = new_call_id,
+    calls_only: bool = False,
 ) -> ParsedOutput:
     """A whole generated text's content and calls (what streaming it reassembles to)."""
-    parser = ToolCallParser(fmt, tool_names=tool_names, ids=ids)
+    parser = ToolCallParser(fmt, tool_names=tool_names, ids=ids, calls_only=calls_only)
     return collect([*parser.feed(text), *parser.finish()])
 
 

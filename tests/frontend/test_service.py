@@ -30,7 +30,7 @@ from frontend.triton_client import EngineChunk, PoolConfig, TritonPool
 from frontend.validation import ChatMessage, ToolUse, ValidatedRequest
 from llm_stack.ensemble_contract import EnsembleTokenLogprob
 from llm_stack.sampling_contract import SamplingInputs
-from llm_stack.tool_calls import HERMES, FunctionTool, ToolChoice, tools_text
+from llm_stack.tool_calls import HERMES, FunctionTool, NamedTool, ToolChoice, tools_text
 
 CALLER = Caller("anonymous", "ip:test")
 PROMPT = "Name a city:"
@@ -252,6 +252,19 @@ async def test_a_call_cut_by_max_tokens_ends_incomplete_with_length() -> None:
     ]  # fmt: skip
     assert events[3] == ToolCallEnd(0, 0, False)
     assert events[4] == ChoiceFinished(0, "length")
+
+
+@pytest.mark.parametrize(
+    ("choice", "text"), [("required", None), (NamedTool("get_weather"), None), ("auto", "<")]
+)
+async def test_where_only_calls_are_allowed_the_trigger_cut_short_is_no_text(
+    choice: ToolChoice, text: str | None
+) -> None:
+    # One token of max_tokens: the start of the trigger.
+    events, _ = await run([chunk(0, "<", 1, "length")], tool_request(choice=choice))
+    texts = [e.text for e in events if isinstance(e, TextDelta)]
+    assert texts == ([] if text is None else [text])
+    assert events[-2:] == [ChoiceFinished(0, "length"), Completed(("length",), Usage(5, 1, 2), "1")]
 
 
 async def test_without_tools_or_with_tool_choice_none_the_text_is_as_generated() -> None:

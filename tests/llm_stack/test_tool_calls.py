@@ -341,6 +341,48 @@ def test_random_splits_reassemble_to_the_one_shot_result() -> None:
             assert collect(events) == expected, text
 
 
+# Only calls allowed (tool_choice required or a named function): the output cut short in
+# the trigger ends in markup; the same text is content where text is allowed.
+CALLS_ONLY_CASES: list[tuple[str, ParsedOutput, ParsedOutput]] = [
+    ("<", ParsedOutput(None, ()), ParsedOutput("<", ())),
+    ("<tool_ca", ParsedOutput(None, ()), ParsedOutput("<tool_ca", ())),
+    ("\n <tool", ParsedOutput(None, ()), ParsedOutput("\n <tool", ())),
+    (
+        call("{}", "get_time") + "\n<tool_c",
+        ParsedOutput(None, (ToolCall("call_0", "get_time", "{}"),)),
+        ParsedOutput("<tool_c", (ToolCall("call_0", "get_time", "{}"),)),
+    ),
+    # Cut short after the trigger: markup either way.
+    ('<tool_call>\n{"na', ParsedOutput(None, ()), ParsedOutput(None, ())),
+    # Text that cannot begin the trigger stays content (a call of no tool, say).
+    ("x <", ParsedOutput("x", ()), ParsedOutput("x <", ())),
+    ("x", ParsedOutput("x", ()), ParsedOutput("x", ())),
+]
+
+
+@pytest.mark.parametrize(("text", "calls_only", "text_allowed"), CALLS_ONLY_CASES)
+def test_where_only_calls_are_allowed_a_trigger_cut_short_is_not_content(
+    text: str, calls_only: ParsedOutput, text_allowed: ParsedOutput
+) -> None:
+    names = ("get_weather", "get_time")
+    assert parse_tool_calls(text, HERMES, tool_names=names, ids=ids(), calls_only=True) == (
+        calls_only
+    )
+    assert parse_tool_calls(text, HERMES, tool_names=names, ids=ids()) == text_allowed
+    for size in (1, 2, 3):
+        parser = ToolCallParser(HERMES, tool_names=names, ids=ids(), calls_only=True)
+        events = []
+        for at in range(0, len(text), size):
+            events += parser.feed(text[at : at + size])
+        events += parser.finish()
+        assert collect(events) == calls_only, size
+
+
+def test_llama3_json_calls_only_drops_its_trigger_cut_short() -> None:
+    assert parse_tool_calls('{"na', LLAMA3_JSON, calls_only=True) == ParsedOutput(None, ())
+    assert parse_tool_calls('{"na', LLAMA3_JSON) == ParsedOutput('{"na', ())
+
+
 def test_streamed_events_come_as_the_text_decides_them() -> None:
     parser = ToolCallParser(HERMES, ids=ids())
     assert parser.feed("Hi <tool") == [TextDelta("Hi")]  # the space may be markup
