@@ -33,6 +33,18 @@ from frontend.validation import RequestValidator, ValidationLimits
 
 # Usage accounting still pending at shutdown gets this long to finish.
 _DRAIN_S = 5.0
+# What a browser may send cross-origin: the key either way (Authorization, or x-api-key as
+# Anthropic's clients send it), and the headers Anthropic's clients send with each request
+# (its SDK adds anthropic-dangerous-direct-browser-access in a browser).
+CORS_ALLOWED_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-Request-ID",
+    "x-api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
+]
 # The APIs the app serves: a new one is a package under frontend.apis and a line here.
 APIS: tuple[Api, ...] = (
     generate.API,
@@ -146,7 +158,7 @@ def create_app(settings: FrontendSettings, *, clock: Clock = time.time) -> FastA
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_headers=CORS_ALLOWED_HEADERS,
             expose_headers=[
                 "X-Request-ID",
                 "Retry-After",

@@ -23,6 +23,12 @@ from frontend.settings import FrontendSettings
 from frontend.validation import TypedKeywords, ValidationLimits, field_schemas
 
 BEARER_SCHEME = "HTTPBearer"  # the name FastAPI gives frontend.deps' HTTPBearer
+API_KEY_SCHEME = "APIKeyHeader"  # and its APIKeyHeader: the x-api-key header
+# How each scheme carries the key (frontend.auth reads either; Authorization wins).
+_AUTH_SCHEMES = {
+    BEARER_SCHEME: "Authorization: Bearer <key>",
+    API_KEY_SCHEME: "x-api-key: <key>, Anthropic's header (Authorization wins when both come)",
+}
 
 _STRING = {"type": "string"}
 _SECONDS = {"type": "integer", "minimum": 1}
@@ -137,15 +143,24 @@ def _is_error(response: dict[str, Any]) -> bool:
 
 
 def _declare_auth(document: dict[str, Any], *, required: bool) -> None:
-    scheme = document["components"]["securitySchemes"][BEARER_SCHEME]
-    if required:
-        scheme["description"] = "An API key of this server: required."
-        return
-    scheme["description"] = "Not required: this server has no API keys configured."
+    """Each way a key may come (either one is enough), and whether one is required."""
+    schemes = document["components"]["securitySchemes"]
+    for name, how in _AUTH_SCHEMES.items():
+        if required:
+            schemes[name]["description"] = f"Required: an API key of this server, as {how}."
+        else:
+            schemes[name]["description"] = (
+                f"Not required: this server has no API keys configured (a key goes as {how})."
+            )
+    alternatives: list[dict[str, list[str]]] = [{name: []} for name in _AUTH_SCHEMES]
     for operation in _each_operation(document):
-        if "security" in operation:
-            # `{}` (no requirement) first: a request without the header is served.
-            operation["security"] = [{}, {BEARER_SCHEME: []}]
+        if "security" not in operation:
+            continue
+        if required:
+            operation["security"] = alternatives
+        else:
+            # `{}` (no requirement) first: a request without a key is served.
+            operation["security"] = [{}, *alternatives]
             operation["responses"].pop("401", None)
 
 
