@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletionTokenLogprob
 
 from frontend.app import create_app
 from launcher.triton_server import TritonServer
+from tests.frontend.apis.conftest import openai_sdk as sdk
 from tests.frontend.conftest import ServedApp, serve, settings_for, sse_payloads
 
 pytestmark = pytest.mark.integration
@@ -35,10 +36,6 @@ async def served(triton: TritonServer) -> AsyncIterator[ServedApp]:
     settings = settings_for(triton.grpc_url, max_tokens_limit=64, max_n=4)
     async with serve(create_app(settings)) as app:
         yield app
-
-
-def sdk(app: ServedApp) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{app.url}/v1", api_key="unused", max_retries=0)
 
 
 # --- n --------------------------------------------------------------------------------------

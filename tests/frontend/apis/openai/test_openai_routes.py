@@ -25,6 +25,7 @@ from llm_stack.guided_decoding import SUPPORTED_KEYWORDS
 from llm_stack.model_source import resolve_model_path
 from llm_stack.tokenizer import GgufTokenizer
 from tests.conftest import REPO_ROOT, free_port
+from tests.frontend.apis.conftest import openai_sdk as sdk
 from tests.frontend.conftest import ServedApp, echo_settings, sample, serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -45,11 +46,6 @@ async def served(triton: TritonServer) -> AsyncIterator[ServedApp]:
     settings = settings_for(triton.grpc_url, max_tokens_limit=64)
     async with serve(create_app(settings)) as app:
         yield app
-
-
-def sdk(app: ServedApp, api_key: str = "unused") -> openai.AsyncOpenAI:
-    """The official client as users configure it, without its own retries."""
-    return openai.AsyncOpenAI(base_url=f"{app.url}/v1", api_key=api_key, max_retries=0)
 
 
 async def engine_result(triton: TritonServer, max_tokens: int, **inputs: Any) -> Result:

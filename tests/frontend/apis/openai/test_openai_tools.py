@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from frontend.app import create_app
 from launcher.triton_server import TritonServer
 from llm_stack.tool_calls import LLAMA3_JSON
+from tests.frontend.apis.conftest import openai_sdk as sdk
 from tests.frontend.conftest import ServedApp, serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -63,10 +64,6 @@ async def served(triton: TritonServer) -> AsyncIterator[ServedApp]:
     settings = settings_for(triton.grpc_url, max_tokens_limit=128, request_timeout_s=300.0)
     async with serve(create_app(settings)) as app:
         yield app
-
-
-def sdk(app: ServedApp) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{app.url}/v1", api_key="unused", max_retries=0)
 
 
 def valid_arguments(name: str, arguments: str) -> dict[str, Any]:

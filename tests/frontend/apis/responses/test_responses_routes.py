@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from frontend.app import create_app
 from launcher.triton_server import TritonServer
+from tests.frontend.apis.conftest import openai_sdk as sdk
 from tests.frontend.conftest import ServedApp, sample, serve, settings_for
 
 pytestmark = pytest.mark.integration
@@ -50,11 +51,6 @@ async def served(triton: TritonServer) -> AsyncIterator[ServedApp]:
     settings = settings_for(triton.grpc_url, max_tokens_limit=64)
     async with serve(create_app(settings)) as app:
         yield app
-
-
-def sdk(app: ServedApp, api_key: str = "unused") -> openai.AsyncOpenAI:
-    """The official client as users configure it, without its own retries."""
-    return openai.AsyncOpenAI(base_url=f"{app.url}/v1", api_key=api_key, max_retries=0)
 
 
 async def test_a_string_input_with_instructions_answers_as_chat_does(served: ServedApp) -> None:
