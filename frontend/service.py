@@ -159,6 +159,13 @@ class GenerationRecord:
     outcome: str = "pending"
     model_version: str = ""
 
+    def stopped_by_api(self) -> None:
+        """The API ended the generation itself at a stop it found in the text (Anthropic's
+        stop sequences): counted as a stop, not as a client gone away, though closing the
+        events then cancels the Triton call."""
+        if self.outcome == "pending":
+            self.outcome = "stop"
+
 
 class GenerationService:
     """Runs generations: admission, the Triton call, metrics and usage accounting."""

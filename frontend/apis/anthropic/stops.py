@@ -80,6 +80,7 @@ async def stop_at_sequences(
                 if text:
                     yield TextDelta(text, event.index)
                 if stopped:
+                    record.stopped_by_api()
                     yield ChoiceFinished(event.index, "stop")
                     usage = Usage(record.prompt_tokens, record.completion_tokens)
                     yield Completed(("stop",), usage, record.model_version)

@@ -162,8 +162,14 @@ async def test_stop_sequences_end_the_message_and_are_named(served: ServedApp) -
         "model": MODEL, "messages": MESSAGES, "max_tokens": 24, "extra_body": GREEDY,
         "stop_sequences": ["never-generated-xyz", stop],
     }  # fmt: skip
+    before = await served.metrics()
     stopped = await client.messages.create(**request)
+    after = await served.metrics()
     assert stopped.stop_reason == "stop_sequence"
+    # The API ended it (and cancelled its Triton call): a stop, not a client gone away.
+    for outcome, count in (("stop", 1), ("cancelled", 0)):
+        name, labels = "frontend_generations_total", {"outcome": outcome}
+        assert sample(after, name, **labels) - sample(before, name, **labels) == count
     assert stopped.stop_sequence == stop
     assert [b.text for b in stopped.content] == ([cut] if cut else [])
     assert stopped.usage.cache_read_input_tokens is None  # cut off before the engine said
