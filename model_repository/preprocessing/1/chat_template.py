@@ -105,6 +105,20 @@ class ChatMessage:
 _JSON_STRUCTURE = re.compile(r'[][{}"\\]')
 
 
+def _check_nesting(
+    raw: str, max_depth: int | None, where: str, error: type[MessagesError | ToolsError]
+) -> None:
+    """`error` naming `where` when JSON text `raw` nests deeper than `max_depth` (None: no
+    limit), checked before the text is parsed."""
+    if max_depth is not None and json_nesting_over(raw, max_depth):
+        raise error(
+            f"{where}: JSON nested at least {max_depth + 1} levels deep, over the limit of "
+            f"{max_depth}",
+            depth=max_depth + 1,
+            limit=max_depth,
+        )
+
+
 def json_nesting_over(raw: str, limit: int) -> bool:
     """Whether JSON text `raw` nests arrays and objects more than `limit` deep.
 
@@ -148,13 +162,7 @@ def parse_messages(
     nesting of each call's arguments, JSON text inside it) bound the work before it is
     done.
     """
-    if max_depth is not None and json_nesting_over(raw, max_depth):
-        raise MessagesError(
-            f"messages: JSON nested at least {max_depth + 1} levels deep, over the limit of "
-            f"{max_depth}",
-            depth=max_depth + 1,
-            limit=max_depth,
-        )
+    _check_nesting(raw, max_depth, "messages", MessagesError)
     try:
         data = json.loads(raw)
     except RecursionError:
@@ -263,13 +271,7 @@ def _arguments(value: object, at: str, max_depth: int | None) -> dict[str, Any]:
     where = f"{at}.function.arguments"
     if not isinstance(value, str):
         raise MessagesError(f"{where} must be a JSON object as text")
-    if max_depth is not None and json_nesting_over(value, max_depth):
-        raise MessagesError(
-            f"{where}: JSON nested at least {max_depth + 1} levels deep, over the limit of "
-            f"{max_depth}",
-            depth=max_depth + 1,
-            limit=max_depth,
-        )
+    _check_nesting(value, max_depth, where, MessagesError)
     try:
         arguments = json.loads(value)
     except (ValueError, RecursionError):
@@ -282,13 +284,7 @@ def _arguments(value: object, at: str, max_depth: int | None) -> dict[str, Any]:
 def parse_tools_input(raw: str, *, max_depth: int | None = None) -> list[dict[str, Any]]:
     """The `tools` input (OpenAI's chat shape, a JSON array) as templates get it, each
     tool checked as the frontend checks it; ToolsError names the field otherwise."""
-    if max_depth is not None and json_nesting_over(raw, max_depth):
-        raise ToolsError(
-            f"tools: JSON nested at least {max_depth + 1} levels deep, over the limit of "
-            f"{max_depth}",
-            depth=max_depth + 1,
-            limit=max_depth,
-        )
+    _check_nesting(raw, max_depth, "tools", ToolsError)
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
