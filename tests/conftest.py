@@ -11,6 +11,39 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 
 from launcher.triton_server import TritonPorts, TritonServer, free_port, wheel_install
+from llm_stack.tool_calls import FunctionTool
+
+# The tools the tool-calling tests offer the model, through the engine and through the
+# frontend: their strings are bounded, so a call the grammar forces always ends within the
+# tests' max_tokens.
+TEST_TOOLS = (
+    FunctionTool(
+        "get_weather",
+        {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 12},
+                "unit": {"enum": ["C", "F"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+        "The weather in a city",
+    ),
+    FunctionTool(
+        "get_time",
+        {
+            "type": "object",
+            "properties": {
+                "zone": {"type": "string", "maxLength": 12},
+                "hours24": {"type": "boolean"},
+            },
+            "required": ["zone", "hours24"],
+            "additionalProperties": False,
+        },
+        "The time in a time zone",
+    ),
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import jsonschema
 import pytest
@@ -19,31 +18,16 @@ from llm_stack.guided_decoding import Guide
 from llm_stack.tokenizer import GgufTokenizer
 from llm_stack.tool_calls import (
     HERMES,
-    FunctionTool,
     NamedTool,
     ParsedOutput,
     ToolChoice,
     parse_tool_calls,
     tool_guide,
 )
+from tests.conftest import TEST_TOOLS
 from tests.llm_stack.engine.conftest import engine_config, running
 
-WEATHER: dict[str, Any] = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["C", "F"]}},
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-TIME: dict[str, Any] = {
-    "type": "object",
-    "properties": {"zone": {"type": "string", "maxLength": 12}, "hours24": {"type": "boolean"}},
-    "required": ["zone", "hours24"],
-    "additionalProperties": False,
-}
-TOOLS = (
-    FunctionTool("get_weather", WEATHER, "The weather in a city"),
-    FunctionTool("get_time", TIME, "The time in a time zone"),
-)
+TOOLS = TEST_TOOLS
 SCHEMAS = {tool.name: tool.parameters for tool in TOOLS}
 # The documented format, as the default chat template writes it for these tools.
 PROMPT = (

@@ -24,31 +24,15 @@ from pydantic import BaseModel, Field
 from frontend.app import create_app
 from launcher.triton_server import TritonServer
 from llm_stack.tool_calls import LLAMA3_JSON
+from tests.conftest import TEST_TOOLS
 from tests.frontend.apis.conftest import openai_sdk as sdk
 from tests.frontend.conftest import ServedApp, serve, settings_for
 
 pytestmark = pytest.mark.integration
 
 MODEL = "gemma-3-270m"
-WEATHER: dict[str, Any] = {
-    "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["C", "F"]}},
-    "required": ["city", "unit"],
-    "additionalProperties": False,
-}
-TIME: dict[str, Any] = {
-    "type": "object",
-    "properties": {"zone": {"type": "string", "maxLength": 12}, "hours24": {"type": "boolean"}},
-    "required": ["zone", "hours24"],
-    "additionalProperties": False,
-}
-SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
-TOOLS: Any = [
-    {"type": "function", "function": {"name": name, "description": description,
-                                      "parameters": SCHEMAS[name]}}
-    for name, description in (("get_weather", "The weather in a city"),
-                              ("get_time", "The time in a time zone"))
-]  # fmt: skip
+SCHEMAS = {tool.name: tool.parameters for tool in TEST_TOOLS}
+TOOLS: Any = [tool.to_openai() for tool in TEST_TOOLS]
 ASK: Any = [{"role": "user", "content": "What is the weather in Paris?"}]
 # A call to either tool, its strings at their longest, takes about 45 tokens.
 MAX_TOKENS = 64
