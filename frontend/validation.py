@@ -28,6 +28,7 @@ from frontend.errors import (
     InvalidTextError,
     InvalidToolError,
     LogprobsOutOfRangeError,
+    ModelNotFoundError,
     OutOfRangeError,
     PromptTooLongError,
     SchemaViolationError,
@@ -570,6 +571,13 @@ def _path(field: str) -> Path:
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", field):
         parts.append(int(part[1:-1]) if part.startswith("[") else part)
     return tuple(parts)
+
+
+def check_model(model: str | None, served_model_name: str) -> None:
+    """ModelNotFoundError unless `model` is the one this server serves (None: the API lets
+    the client leave it out)."""
+    if model is not None and model != served_model_name:
+        raise ModelNotFoundError(model, served_model_name)
 
 
 def check_text(body: BaseModel) -> None:

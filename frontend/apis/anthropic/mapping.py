@@ -24,7 +24,6 @@ from frontend.apis.anthropic.protocol import (
 from frontend.errors import (
     EmptyMessagesError,
     InvalidToolError,
-    ModelNotFoundError,
     OutOfRangeError,
     SchemaViolationError,
     UnsupportedParameterError,
@@ -37,6 +36,7 @@ from frontend.validation import (
     RequestValidator,
     ToolFields,
     ValidatedRequest,
+    check_model,
     check_stop,
     check_text,
     request_tools,
@@ -65,12 +65,6 @@ TEXT_MEMBERS = frozenset({"type", "text", "cache_control"})
 TOOL_USE_MEMBERS = frozenset({"type", "id", "name", "input", "cache_control"})
 TOOL_RESULT_MEMBERS = frozenset({"type", "tool_use_id", "content", "is_error", "cache_control"})
 TOOL_MEMBERS = frozenset({"name", "description", "input_schema", "type", "cache_control", "strict"})
-
-
-def check_model(model: str, served_model_name: str) -> None:
-    """ModelNotFoundError unless `model` is the one this server serves."""
-    if model != served_model_name:
-        raise ModelNotFoundError(model, served_model_name)
 
 
 def messages_request(

@@ -27,7 +27,6 @@ from frontend.apis.openai.protocol import (
     ToolCallIn,
 )
 from frontend.errors import (
-    ModelNotFoundError,
     SchemaViolationError,
     TopLogprobsWithoutLogprobsError,
     UnsupportedParameterError,
@@ -51,12 +50,6 @@ COMPLETION_MAX_TOKENS = 16
 TEMPERATURE = 1.0
 # OpenAI's other names for the validator's roles: developer is its newer name for system.
 ROLE_ALIASES = {"developer": "system"}
-
-
-def check_model(model: str, served_model_name: str) -> None:
-    """ModelNotFoundError unless `model` is the one this server serves."""
-    if model != served_model_name:
-        raise ModelNotFoundError(model, served_model_name)
 
 
 def completion_request(body: CompletionRequest, validator: RequestValidator) -> ValidatedRequest:

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from frontend.apis.api import Api
 from frontend.apis.openai.document import describe_openai
 from frontend.apis.openai.errors import openai_error_body, openai_error_docs
-from frontend.apis.openai.mapping import chat_request, check_model, completion_request
+from frontend.apis.openai.mapping import chat_request, completion_request
 from frontend.apis.openai.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -46,7 +46,7 @@ from frontend.event_stream import (
 )
 from frontend.request_context import RequestContext
 from frontend.service import Caller
-from frontend.validation import RequestValidator, ValidatedRequest, check_text
+from frontend.validation import RequestValidator, ValidatedRequest, check_model, check_text
 
 OPENAI_PREFIX = "/v1"
 router = APIRouter(prefix=OPENAI_PREFIX, tags=["openai"])

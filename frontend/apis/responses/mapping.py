@@ -28,7 +28,6 @@ from frontend.apis.responses.protocol import (
 from frontend.errors import (
     EmptyMessagesError,
     InvalidToolError,
-    ModelNotFoundError,
     SchemaViolationError,
     UnsupportedParameterError,
 )
@@ -41,6 +40,7 @@ from frontend.validation import (
     RequestValidator,
     ToolFields,
     ValidatedRequest,
+    check_model,
     request_tools,
     sampling_inputs,
 )
@@ -195,12 +195,6 @@ def tool_choice(body: ResponsesRequest) -> ToolChoice | None:
         return parse_tool_choice(value, dialect="responses")
     except ToolError as error:
         raise InvalidToolError(error.field, str(error)) from None
-
-
-def check_model(model: str | None, served_model: str) -> None:
-    """ModelNotFoundError unless `model` is absent or the one this server serves."""
-    if model is not None and model != served_model:
-        raise ModelNotFoundError(model, served_model)
 
 
 def echo(body: ResponsesRequest, served_model: str) -> Echo:

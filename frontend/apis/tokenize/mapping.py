@@ -11,11 +11,17 @@ from __future__ import annotations
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from frontend.apis.openai.mapping import chat_request, check_model
+from frontend.apis.openai.mapping import chat_request
 from frontend.apis.openai.protocol import ChatCompletionRequest
 from frontend.apis.tokenize.protocol import TokenizeChatRequest, TokenizeCompletionRequest
 from frontend.errors import UnsupportedParameterError
-from frontend.validation import RequestedGeneration, RequestValidator, ValidatedRequest, check_text
+from frontend.validation import (
+    RequestedGeneration,
+    RequestValidator,
+    ValidatedRequest,
+    check_model,
+    check_text,
+)
 
 # A generation of one token: the prompt's rules are those of any generation.
 _ONE_TOKEN = RequestedGeneration(max_tokens=1)

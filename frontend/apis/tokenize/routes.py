@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 
 from frontend.apis.api import Api
 from frontend.apis.openai.errors import openai_error_body, openai_error_docs
-from frontend.apis.openai.mapping import check_model
 from frontend.apis.tokenize.mapping import tokenize_request
 from frontend.apis.tokenize.protocol import (
     DetokenizeRequest,
@@ -37,7 +36,7 @@ from frontend.tokenization import (
     detokenize,
     tokenize,
 )
-from frontend.validation import FieldRules
+from frontend.validation import FieldRules, check_model
 
 TOKENIZE_PATH = "/tokenize"
 DETOKENIZE_PATH = "/detokenize"

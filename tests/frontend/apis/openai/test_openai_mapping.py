@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from frontend.apis.openai.mapping import chat_request, check_model, completion_request
+from frontend.apis.openai.mapping import chat_request, completion_request
 from frontend.apis.openai.protocol import ChatCompletionRequest, CompletionRequest
 from frontend.errors import (
     FieldRuleViolationError,
@@ -21,7 +21,7 @@ from frontend.errors import (
     UnsupportedSchemaKeywordError,
     error_kind,
 )
-from frontend.validation import AssistantToolCall, ChatMessage
+from frontend.validation import AssistantToolCall, ChatMessage, check_model
 from llm_stack.guided_decoding import Guide, GuideType
 from llm_stack.tool_calls import FunctionTool, NamedTool
 from tests.frontend.apis.conftest import mapping_validator
